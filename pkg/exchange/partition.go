@@ -1,0 +1,121 @@
+package exchange
+
+import (
+	"context"
+)
+
+// Partition is the producer side of one output edge of one subtask: one subpartition per
+// channel. It is owned by the task goroutine and is not safe for concurrent use.
+type Partition struct {
+	ctx       context.Context
+	pool      *Pool
+	subs      []*subpartition
+	cur       []*Buffer // buffer being filled, per channel
+	unflushed int       // channels whose cur holds records
+	bytes     int64
+}
+
+// NewPartition registers the subpartitions for keys (one per channel, in channel order).
+// ctx bounds every blocking write: cancel it to cancel the task.
+func (r *Registry) NewPartition(ctx context.Context, keys []ChannelKey) *Partition {
+	p := &Partition{ctx: ctx, pool: r.pool, subs: make([]*subpartition, len(keys)), cur: make([]*Buffer, len(keys))}
+	for i, k := range keys {
+		p.subs[i] = r.get(k)
+	}
+	return p
+}
+
+// NumChannels is the number of consumer channels.
+func (p *Partition) NumChannels() int { return len(p.subs) }
+
+// Bytes is the number of record bytes (with framing) written so far.
+func (p *Partition) Bytes() int64 { return p.bytes }
+
+// Emit appends one serialized record to channel ch, sending the channel's buffer when it
+// is full. It blocks while the channel is backpressured. rec is copied.
+func (p *Partition) Emit(ch int, rec []byte) error {
+	need := framedLen(rec)
+	b := p.cur[ch]
+	if b != nil && len(b.Data)+need > cap(b.Data) {
+		if err := p.flush(ch); err != nil {
+			return err
+		}
+		b = nil
+	}
+	if b == nil {
+		b = p.pool.Get()
+		if need > cap(b.Data) {
+			// A record larger than a buffer travels alone in a buffer of its own size.
+			b.Data = make([]byte, 0, need)
+		}
+		p.cur[ch] = b
+		p.unflushed++
+	}
+	b.Data = appendRecord(b.Data, rec)
+	p.bytes += int64(need)
+	return nil
+}
+
+// Broadcast appends rec to every channel.
+func (p *Partition) Broadcast(rec []byte) error {
+	for ch := range p.subs {
+		if err := p.Emit(ch, rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Partition) flush(ch int) error {
+	b := p.cur[ch]
+	p.cur[ch] = nil
+	p.unflushed--
+	return p.subs[ch].add(p.ctx, b)
+}
+
+// HasUnflushed reports whether some channel holds records not yet sent.
+func (p *Partition) HasUnflushed() bool { return p.unflushed > 0 }
+
+// Flush sends every partially filled buffer (the buffer timeout calls it).
+func (p *Partition) Flush() error {
+	if p.unflushed == 0 {
+		return nil
+	}
+	for ch, b := range p.cur {
+		if b != nil {
+			if err := p.flush(ch); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Finish flushes and sends end-of-partition on every channel. The partition must not be
+// written afterwards.
+func (p *Partition) Finish() error {
+	if err := p.Flush(); err != nil {
+		return err
+	}
+	for _, sp := range p.subs {
+		if err := sp.add(p.ctx, &Buffer{Kind: KindEndOfPartition}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Abort drops partially filled buffers and releases the channels with err, so that
+// consumers learn the producer failed.
+func (p *Partition) Abort(err error) {
+	for ch, b := range p.cur {
+		if b != nil {
+			b.Recycle()
+			p.cur[ch] = nil
+		}
+	}
+	p.unflushed = 0
+	for _, sp := range p.subs {
+		sp.release(err)
+	}
+}
