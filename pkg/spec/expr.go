@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/expr-lang/expr"
@@ -191,6 +192,9 @@ func describe(v any) string {
 		return "nil"
 	}
 	s := fmt.Sprint(v)
+	if str, ok := v.(string); ok {
+		s = strconv.Quote(str)
+	}
 	if len(s) > 40 {
 		s = s[:37] + "..."
 	}

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -46,18 +47,24 @@ func AppendRow(dst []byte, r Row) []byte {
 
 func appendMapBody(dst []byte, m map[string]any) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(m)))
-	var buf [16]string
-	keys := buf[:0]
-	for k := range m {
-		keys = append(keys, k)
+	var buf [16]entry
+	fs := buf[:0]
+	for k, v := range m {
+		fs = append(fs, entry{k, v})
 	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		dst = binary.AppendUvarint(dst, uint64(len(k)))
-		dst = append(dst, k...)
-		dst = appendValue(dst, m[k])
+	slices.SortFunc(fs, func(a, b entry) int { return strings.Compare(a.k, b.k) })
+	for _, f := range fs {
+		dst = binary.AppendUvarint(dst, uint64(len(f.k)))
+		dst = append(dst, f.k...)
+		dst = appendValue(dst, f.v)
 	}
 	return dst
+}
+
+// entry is a map entry being encoded.
+type entry struct {
+	k string
+	v any
 }
 
 func appendValue(dst []byte, v any) []byte {

@@ -90,7 +90,9 @@ type Program struct {
 	//
 	//	*Program_SpecYaml
 	//	*Program_Registered
-	Kind          isProgram_Kind `protobuf_oneof:"kind"`
+	Kind isProgram_Kind `protobuf_oneof:"kind"`
+	// Default parallelism given at submit (-p); 0 keeps the program's own.
+	Parallelism   int32 `protobuf:"varint,3,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -148,6 +150,13 @@ func (x *Program) GetRegistered() *RegisteredJob {
 		}
 	}
 	return nil
+}
+
+func (x *Program) GetParallelism() int32 {
+	if x != nil {
+		return x.Parallelism
+	}
+	return 0
 }
 
 type isProgram_Kind interface {
@@ -457,12 +466,13 @@ var File_sluice_v1_graph_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_graph_proto_rawDesc = "" +
 	"\n" +
-	"\x15sluice/v1/graph.proto\x12\tsluice.v1\"l\n" +
+	"\x15sluice/v1/graph.proto\x12\tsluice.v1\"\x8e\x01\n" +
 	"\aProgram\x12\x1d\n" +
 	"\tspec_yaml\x18\x01 \x01(\tH\x00R\bspecYaml\x12:\n" +
 	"\n" +
 	"registered\x18\x02 \x01(\v2\x18.sluice.v1.RegisteredJobH\x00R\n" +
-	"registeredB\x06\n" +
+	"registered\x12 \n" +
+	"\vparallelism\x18\x03 \x01(\x05R\vparallelismB\x06\n" +
 	"\x04kind\"\x94\x01\n" +
 	"\rRegisteredJob\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +

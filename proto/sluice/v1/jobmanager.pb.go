@@ -1086,7 +1086,9 @@ type HeartbeatResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// False when the jobmanager does not know this task manager (it restarted or declared
 	// the task manager dead): the task manager cancels its tasks and registers again.
-	Known         bool `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
+	Known bool `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
+	// Tasks the task manager runs that the jobmanager no longer expects: cancel them.
+	Cancel        []*ExecutionId `protobuf:"bytes,2,rep,name=cancel,proto3" json:"cancel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1128,6 +1130,101 @@ func (x *HeartbeatResponse) GetKnown() bool {
 	return false
 }
 
+func (x *HeartbeatResponse) GetCancel() []*ExecutionId {
+	if x != nil {
+		return x.Cancel
+	}
+	return nil
+}
+
+type UnregisterTaskManagerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskManagerId string                 `protobuf:"bytes,1,opt,name=task_manager_id,json=taskManagerId,proto3" json:"task_manager_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnregisterTaskManagerRequest) Reset() {
+	*x = UnregisterTaskManagerRequest{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnregisterTaskManagerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnregisterTaskManagerRequest) ProtoMessage() {}
+
+func (x *UnregisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnregisterTaskManagerRequest.ProtoReflect.Descriptor instead.
+func (*UnregisterTaskManagerRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UnregisterTaskManagerRequest) GetTaskManagerId() string {
+	if x != nil {
+		return x.TaskManagerId
+	}
+	return ""
+}
+
+func (x *UnregisterTaskManagerRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type UnregisterTaskManagerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnregisterTaskManagerResponse) Reset() {
+	*x = UnregisterTaskManagerResponse{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnregisterTaskManagerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnregisterTaskManagerResponse) ProtoMessage() {}
+
+func (x *UnregisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnregisterTaskManagerResponse.ProtoReflect.Descriptor instead.
+func (*UnregisterTaskManagerResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{18}
+}
+
 type ExecutionId struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -1141,7 +1238,7 @@ type ExecutionId struct {
 
 func (x *ExecutionId) Reset() {
 	*x = ExecutionId{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1250,7 @@ func (x *ExecutionId) String() string {
 func (*ExecutionId) ProtoMessage() {}
 
 func (x *ExecutionId) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1263,7 @@ func (x *ExecutionId) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutionId.ProtoReflect.Descriptor instead.
 func (*ExecutionId) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ExecutionId) GetJobId() string {
@@ -1210,7 +1307,7 @@ type UpdateTaskStateRequest struct {
 
 func (x *UpdateTaskStateRequest) Reset() {
 	*x = UpdateTaskStateRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1319,7 @@ func (x *UpdateTaskStateRequest) String() string {
 func (*UpdateTaskStateRequest) ProtoMessage() {}
 
 func (x *UpdateTaskStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1332,7 @@ func (x *UpdateTaskStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskStateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTaskStateRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateTaskStateRequest) GetTaskManagerId() string {
@@ -1281,7 +1378,7 @@ type UpdateTaskStateResponse struct {
 
 func (x *UpdateTaskStateResponse) Reset() {
 	*x = UpdateTaskStateResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1390,7 @@ func (x *UpdateTaskStateResponse) String() string {
 func (*UpdateTaskStateResponse) ProtoMessage() {}
 
 func (x *UpdateTaskStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1403,7 @@ func (x *UpdateTaskStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskStateResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTaskStateResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{21}
 }
 
 var File_sluice_v1_jobmanager_proto protoreflect.FileDescriptor
@@ -1385,9 +1482,14 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\fsink_records\x18\x05 \x01(\x03R\vsinkRecords\"h\n" +
 	"\x10HeartbeatRequest\x12&\n" +
 	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12,\n" +
-	"\x05tasks\x18\x02 \x03(\v2\x16.sluice.v1.TaskMetricsR\x05tasks\")\n" +
+	"\x05tasks\x18\x02 \x03(\v2\x16.sluice.v1.TaskMetricsR\x05tasks\"Y\n" +
 	"\x11HeartbeatResponse\x12\x14\n" +
-	"\x05known\x18\x01 \x01(\bR\x05known\"p\n" +
+	"\x05known\x18\x01 \x01(\bR\x05known\x12.\n" +
+	"\x06cancel\x18\x02 \x03(\v2\x16.sluice.v1.ExecutionIdR\x06cancel\"^\n" +
+	"\x1cUnregisterTaskManagerRequest\x12&\n" +
+	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x1f\n" +
+	"\x1dUnregisterTaskManagerResponse\"p\n" +
 	"\vExecutionId\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x03R\aattempt\x12\x16\n" +
@@ -1423,10 +1525,11 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\bListJobs\x12\x1a.sluice.v1.ListJobsRequest\x1a\x1b.sluice.v1.ListJobsResponse\x128\n" +
 	"\x06GetJob\x12\x18.sluice.v1.GetJobRequest\x1a\x14.sluice.v1.JobStatus\x12F\n" +
 	"\tCancelJob\x12\x1b.sluice.v1.CancelJobRequest\x1a\x1c.sluice.v1.CancelJobResponse\x12[\n" +
-	"\x10ListTaskManagers\x12\".sluice.v1.ListTaskManagersRequest\x1a#.sluice.v1.ListTaskManagersResponse2\x99\x02\n" +
+	"\x10ListTaskManagers\x12\".sluice.v1.ListTaskManagersRequest\x1a#.sluice.v1.ListTaskManagersResponse2\x85\x03\n" +
 	"\x0fResourceService\x12d\n" +
 	"\x13RegisterTaskManager\x12%.sluice.v1.RegisterTaskManagerRequest\x1a&.sluice.v1.RegisterTaskManagerResponse\x12F\n" +
-	"\tHeartbeat\x12\x1b.sluice.v1.HeartbeatRequest\x1a\x1c.sluice.v1.HeartbeatResponse\x12X\n" +
+	"\tHeartbeat\x12\x1b.sluice.v1.HeartbeatRequest\x1a\x1c.sluice.v1.HeartbeatResponse\x12j\n" +
+	"\x15UnregisterTaskManager\x12'.sluice.v1.UnregisterTaskManagerRequest\x1a(.sluice.v1.UnregisterTaskManagerResponse\x12X\n" +
 	"\x0fUpdateTaskState\x12!.sluice.v1.UpdateTaskStateRequest\x1a\".sluice.v1.UpdateTaskStateResponseB:Z8github.com/sluice-stream/sluice/proto/sluice/v1;sluicev1b\x06proto3"
 
 var (
@@ -1442,67 +1545,72 @@ func file_sluice_v1_jobmanager_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_jobmanager_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sluice_v1_jobmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_sluice_v1_jobmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_sluice_v1_jobmanager_proto_goTypes = []any{
-	(JobState)(0),                       // 0: sluice.v1.JobState
-	(TaskState)(0),                      // 1: sluice.v1.TaskState
-	(*SubmitJobRequest)(nil),            // 2: sluice.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),           // 3: sluice.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),             // 4: sluice.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),            // 5: sluice.v1.ListJobsResponse
-	(*GetJobRequest)(nil),               // 6: sluice.v1.GetJobRequest
-	(*CancelJobRequest)(nil),            // 7: sluice.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),           // 8: sluice.v1.CancelJobResponse
-	(*VertexStatus)(nil),                // 9: sluice.v1.VertexStatus
-	(*JobStatus)(nil),                   // 10: sluice.v1.JobStatus
-	(*TaskManagerInfo)(nil),             // 11: sluice.v1.TaskManagerInfo
-	(*ListTaskManagersRequest)(nil),     // 12: sluice.v1.ListTaskManagersRequest
-	(*ListTaskManagersResponse)(nil),    // 13: sluice.v1.ListTaskManagersResponse
-	(*RegisterTaskManagerRequest)(nil),  // 14: sluice.v1.RegisterTaskManagerRequest
-	(*RegisterTaskManagerResponse)(nil), // 15: sluice.v1.RegisterTaskManagerResponse
-	(*TaskMetrics)(nil),                 // 16: sluice.v1.TaskMetrics
-	(*HeartbeatRequest)(nil),            // 17: sluice.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),           // 18: sluice.v1.HeartbeatResponse
-	(*ExecutionId)(nil),                 // 19: sluice.v1.ExecutionId
-	(*UpdateTaskStateRequest)(nil),      // 20: sluice.v1.UpdateTaskStateRequest
-	(*UpdateTaskStateResponse)(nil),     // 21: sluice.v1.UpdateTaskStateResponse
-	nil,                                 // 22: sluice.v1.VertexStatus.TaskStatesEntry
-	(*JobGraph)(nil),                    // 23: sluice.v1.JobGraph
+	(JobState)(0),                         // 0: sluice.v1.JobState
+	(TaskState)(0),                        // 1: sluice.v1.TaskState
+	(*SubmitJobRequest)(nil),              // 2: sluice.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),             // 3: sluice.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),               // 4: sluice.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 5: sluice.v1.ListJobsResponse
+	(*GetJobRequest)(nil),                 // 6: sluice.v1.GetJobRequest
+	(*CancelJobRequest)(nil),              // 7: sluice.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 8: sluice.v1.CancelJobResponse
+	(*VertexStatus)(nil),                  // 9: sluice.v1.VertexStatus
+	(*JobStatus)(nil),                     // 10: sluice.v1.JobStatus
+	(*TaskManagerInfo)(nil),               // 11: sluice.v1.TaskManagerInfo
+	(*ListTaskManagersRequest)(nil),       // 12: sluice.v1.ListTaskManagersRequest
+	(*ListTaskManagersResponse)(nil),      // 13: sluice.v1.ListTaskManagersResponse
+	(*RegisterTaskManagerRequest)(nil),    // 14: sluice.v1.RegisterTaskManagerRequest
+	(*RegisterTaskManagerResponse)(nil),   // 15: sluice.v1.RegisterTaskManagerResponse
+	(*TaskMetrics)(nil),                   // 16: sluice.v1.TaskMetrics
+	(*HeartbeatRequest)(nil),              // 17: sluice.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),             // 18: sluice.v1.HeartbeatResponse
+	(*UnregisterTaskManagerRequest)(nil),  // 19: sluice.v1.UnregisterTaskManagerRequest
+	(*UnregisterTaskManagerResponse)(nil), // 20: sluice.v1.UnregisterTaskManagerResponse
+	(*ExecutionId)(nil),                   // 21: sluice.v1.ExecutionId
+	(*UpdateTaskStateRequest)(nil),        // 22: sluice.v1.UpdateTaskStateRequest
+	(*UpdateTaskStateResponse)(nil),       // 23: sluice.v1.UpdateTaskStateResponse
+	nil,                                   // 24: sluice.v1.VertexStatus.TaskStatesEntry
+	(*JobGraph)(nil),                      // 25: sluice.v1.JobGraph
 }
 var file_sluice_v1_jobmanager_proto_depIdxs = []int32{
-	23, // 0: sluice.v1.SubmitJobRequest.job_graph:type_name -> sluice.v1.JobGraph
+	25, // 0: sluice.v1.SubmitJobRequest.job_graph:type_name -> sluice.v1.JobGraph
 	10, // 1: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.JobStatus
 	0,  // 2: sluice.v1.CancelJobResponse.state:type_name -> sluice.v1.JobState
-	22, // 3: sluice.v1.VertexStatus.task_states:type_name -> sluice.v1.VertexStatus.TaskStatesEntry
+	24, // 3: sluice.v1.VertexStatus.task_states:type_name -> sluice.v1.VertexStatus.TaskStatesEntry
 	0,  // 4: sluice.v1.JobStatus.state:type_name -> sluice.v1.JobState
 	9,  // 5: sluice.v1.JobStatus.vertices:type_name -> sluice.v1.VertexStatus
 	11, // 6: sluice.v1.ListTaskManagersResponse.task_managers:type_name -> sluice.v1.TaskManagerInfo
-	19, // 7: sluice.v1.TaskMetrics.execution:type_name -> sluice.v1.ExecutionId
+	21, // 7: sluice.v1.TaskMetrics.execution:type_name -> sluice.v1.ExecutionId
 	16, // 8: sluice.v1.HeartbeatRequest.tasks:type_name -> sluice.v1.TaskMetrics
-	19, // 9: sluice.v1.UpdateTaskStateRequest.execution:type_name -> sluice.v1.ExecutionId
-	1,  // 10: sluice.v1.UpdateTaskStateRequest.state:type_name -> sluice.v1.TaskState
-	16, // 11: sluice.v1.UpdateTaskStateRequest.metrics:type_name -> sluice.v1.TaskMetrics
-	2,  // 12: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
-	4,  // 13: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	6,  // 14: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
-	7,  // 15: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
-	12, // 16: sluice.v1.JobService.ListTaskManagers:input_type -> sluice.v1.ListTaskManagersRequest
-	14, // 17: sluice.v1.ResourceService.RegisterTaskManager:input_type -> sluice.v1.RegisterTaskManagerRequest
-	17, // 18: sluice.v1.ResourceService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
-	20, // 19: sluice.v1.ResourceService.UpdateTaskState:input_type -> sluice.v1.UpdateTaskStateRequest
-	3,  // 20: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
-	5,  // 21: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	10, // 22: sluice.v1.JobService.GetJob:output_type -> sluice.v1.JobStatus
-	8,  // 23: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
-	13, // 24: sluice.v1.JobService.ListTaskManagers:output_type -> sluice.v1.ListTaskManagersResponse
-	15, // 25: sluice.v1.ResourceService.RegisterTaskManager:output_type -> sluice.v1.RegisterTaskManagerResponse
-	18, // 26: sluice.v1.ResourceService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
-	21, // 27: sluice.v1.ResourceService.UpdateTaskState:output_type -> sluice.v1.UpdateTaskStateResponse
-	20, // [20:28] is the sub-list for method output_type
-	12, // [12:20] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	21, // 9: sluice.v1.HeartbeatResponse.cancel:type_name -> sluice.v1.ExecutionId
+	21, // 10: sluice.v1.UpdateTaskStateRequest.execution:type_name -> sluice.v1.ExecutionId
+	1,  // 11: sluice.v1.UpdateTaskStateRequest.state:type_name -> sluice.v1.TaskState
+	16, // 12: sluice.v1.UpdateTaskStateRequest.metrics:type_name -> sluice.v1.TaskMetrics
+	2,  // 13: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
+	4,  // 14: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	6,  // 15: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
+	7,  // 16: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
+	12, // 17: sluice.v1.JobService.ListTaskManagers:input_type -> sluice.v1.ListTaskManagersRequest
+	14, // 18: sluice.v1.ResourceService.RegisterTaskManager:input_type -> sluice.v1.RegisterTaskManagerRequest
+	17, // 19: sluice.v1.ResourceService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
+	19, // 20: sluice.v1.ResourceService.UnregisterTaskManager:input_type -> sluice.v1.UnregisterTaskManagerRequest
+	22, // 21: sluice.v1.ResourceService.UpdateTaskState:input_type -> sluice.v1.UpdateTaskStateRequest
+	3,  // 22: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
+	5,  // 23: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	10, // 24: sluice.v1.JobService.GetJob:output_type -> sluice.v1.JobStatus
+	8,  // 25: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
+	13, // 26: sluice.v1.JobService.ListTaskManagers:output_type -> sluice.v1.ListTaskManagersResponse
+	15, // 27: sluice.v1.ResourceService.RegisterTaskManager:output_type -> sluice.v1.RegisterTaskManagerResponse
+	18, // 28: sluice.v1.ResourceService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
+	20, // 29: sluice.v1.ResourceService.UnregisterTaskManager:output_type -> sluice.v1.UnregisterTaskManagerResponse
+	23, // 30: sluice.v1.ResourceService.UpdateTaskState:output_type -> sluice.v1.UpdateTaskStateResponse
+	22, // [22:31] is the sub-list for method output_type
+	13, // [13:22] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_jobmanager_proto_init() }
@@ -1517,7 +1625,7 @@ func file_sluice_v1_jobmanager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_jobmanager_proto_rawDesc), len(file_sluice_v1_jobmanager_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

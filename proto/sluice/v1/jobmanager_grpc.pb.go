@@ -277,9 +277,10 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	ResourceService_RegisterTaskManager_FullMethodName = "/sluice.v1.ResourceService/RegisterTaskManager"
-	ResourceService_Heartbeat_FullMethodName           = "/sluice.v1.ResourceService/Heartbeat"
-	ResourceService_UpdateTaskState_FullMethodName     = "/sluice.v1.ResourceService/UpdateTaskState"
+	ResourceService_RegisterTaskManager_FullMethodName   = "/sluice.v1.ResourceService/RegisterTaskManager"
+	ResourceService_Heartbeat_FullMethodName             = "/sluice.v1.ResourceService/Heartbeat"
+	ResourceService_UnregisterTaskManager_FullMethodName = "/sluice.v1.ResourceService/UnregisterTaskManager"
+	ResourceService_UpdateTaskState_FullMethodName       = "/sluice.v1.ResourceService/UpdateTaskState"
 )
 
 // ResourceServiceClient is the client API for ResourceService service.
@@ -290,6 +291,8 @@ const (
 type ResourceServiceClient interface {
 	RegisterTaskManager(ctx context.Context, in *RegisterTaskManagerRequest, opts ...grpc.CallOption) (*RegisterTaskManagerResponse, error)
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
+	// A task manager that shuts down says so, so its slots are not offered again.
+	UnregisterTaskManager(ctx context.Context, in *UnregisterTaskManagerRequest, opts ...grpc.CallOption) (*UnregisterTaskManagerResponse, error)
 	UpdateTaskState(ctx context.Context, in *UpdateTaskStateRequest, opts ...grpc.CallOption) (*UpdateTaskStateResponse, error)
 }
 
@@ -321,6 +324,16 @@ func (c *resourceServiceClient) Heartbeat(ctx context.Context, in *HeartbeatRequ
 	return out, nil
 }
 
+func (c *resourceServiceClient) UnregisterTaskManager(ctx context.Context, in *UnregisterTaskManagerRequest, opts ...grpc.CallOption) (*UnregisterTaskManagerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnregisterTaskManagerResponse)
+	err := c.cc.Invoke(ctx, ResourceService_UnregisterTaskManager_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *resourceServiceClient) UpdateTaskState(ctx context.Context, in *UpdateTaskStateRequest, opts ...grpc.CallOption) (*UpdateTaskStateResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(UpdateTaskStateResponse)
@@ -339,6 +352,8 @@ func (c *resourceServiceClient) UpdateTaskState(ctx context.Context, in *UpdateT
 type ResourceServiceServer interface {
 	RegisterTaskManager(context.Context, *RegisterTaskManagerRequest) (*RegisterTaskManagerResponse, error)
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
+	// A task manager that shuts down says so, so its slots are not offered again.
+	UnregisterTaskManager(context.Context, *UnregisterTaskManagerRequest) (*UnregisterTaskManagerResponse, error)
 	UpdateTaskState(context.Context, *UpdateTaskStateRequest) (*UpdateTaskStateResponse, error)
 	mustEmbedUnimplementedResourceServiceServer()
 }
@@ -355,6 +370,9 @@ func (UnimplementedResourceServiceServer) RegisterTaskManager(context.Context, *
 }
 func (UnimplementedResourceServiceServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
+}
+func (UnimplementedResourceServiceServer) UnregisterTaskManager(context.Context, *UnregisterTaskManagerRequest) (*UnregisterTaskManagerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnregisterTaskManager not implemented")
 }
 func (UnimplementedResourceServiceServer) UpdateTaskState(context.Context, *UpdateTaskStateRequest) (*UpdateTaskStateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateTaskState not implemented")
@@ -416,6 +434,24 @@ func _ResourceService_Heartbeat_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ResourceService_UnregisterTaskManager_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnregisterTaskManagerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ResourceServiceServer).UnregisterTaskManager(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ResourceService_UnregisterTaskManager_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ResourceServiceServer).UnregisterTaskManager(ctx, req.(*UnregisterTaskManagerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ResourceService_UpdateTaskState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(UpdateTaskStateRequest)
 	if err := dec(in); err != nil {
@@ -448,6 +484,10 @@ var ResourceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Heartbeat",
 			Handler:    _ResourceService_Heartbeat_Handler,
+		},
+		{
+			MethodName: "UnregisterTaskManager",
+			Handler:    _ResourceService_UnregisterTaskManager_Handler,
 		},
 		{
 			MethodName: "UpdateTaskState",

@@ -1,0 +1,223 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	_ "github.com/sluice-stream/sluice/examples/jobs"
+	"github.com/sluice-stream/sluice/pkg/api"
+	"github.com/sluice-stream/sluice/pkg/cluster"
+	"github.com/sluice-stream/sluice/pkg/jobmanager"
+	"github.com/sluice-stream/sluice/pkg/rpc"
+	"github.com/sluice-stream/sluice/pkg/taskmanager"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func testLog(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+type fixedDelay struct {
+	attempts, failures int
+	delay              time.Duration
+}
+
+func (f *fixedDelay) NotifyFailure(time.Time) { f.failures++ }
+func (f *fixedDelay) CanRestart() bool        { return f.failures <= f.attempts }
+func (f *fixedDelay) Delay() time.Duration    { return f.delay }
+
+func startCluster(t *testing.T, tms, slots int) (*cluster.Cluster, sluicev1.JobServiceClient) {
+	t.Helper()
+	c, err := cluster.Start(cluster.Options{
+		TaskManagers: tms,
+		JobManager: jobmanager.Config{
+			HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: time.Second,
+			NewRestartStrategy: func() jobmanager.RestartStrategy { return &fixedDelay{attempts: 3, delay: 100 * time.Millisecond} },
+		},
+		TaskManager: taskmanager.Config{Slots: slots, BufferTimeout: 10 * time.Millisecond},
+		Log:         testLog(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := rpc.Dial(c.JobManagerAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cc.Close()
+		if err := c.Stop(); err != nil {
+			t.Errorf("cluster stop: %v", err)
+		}
+	})
+	return c, sluicev1.NewJobServiceClient(cc)
+}
+
+// waitState polls the job until it reaches want (or a terminal state), failing on timeout.
+func waitState(t *testing.T, js sluicev1.JobServiceClient, id string, want sluicev1.JobState, timeout time.Duration) *sluicev1.JobStatus {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var st *sluicev1.JobStatus
+	for time.Now().Before(deadline) {
+		var err error
+		st, err = js.GetJob(context.Background(), &sluicev1.GetJobRequest{JobId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.GetState() == want {
+			return st
+		}
+		switch st.GetState() {
+		case sluicev1.JobState_JOB_STATE_FAILED, sluicev1.JobState_JOB_STATE_CANCELED, sluicev1.JobState_JOB_STATE_FINISHED:
+			t.Fatalf("job ended %v (failure: %s), want %v", st.GetState(), st.GetFailure(), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("job still %v after %s (failure: %s), want %v", st.GetState(), timeout, st.GetFailure(), want)
+	return nil
+}
+
+func submit(t *testing.T, js sluicev1.JobServiceClient, name string, p int, args map[string]string) string {
+	t.Helper()
+	prog, err := api.BuildRegistered(name, args, p, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := js.SubmitJob(context.Background(), &sluicev1.SubmitJobRequest{JobGraph: prog.Graph})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetJobId()
+}
+
+// verifyCounts reads key,seq,count lines and checks that every key has exactly
+// seq 1..perKey once, in order per file, with count == seq.
+func verifyCounts(t *testing.T, dir string, keys, perKey int) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "part-*"))
+	if len(files) == 0 {
+		t.Fatalf("no output files in %s", dir)
+	}
+	seen := map[string][]int{}
+	total := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			parts := strings.Split(line, ",")
+			if len(parts) != 3 {
+				t.Fatalf("%s: bad line %q", f, line)
+			}
+			seq, _ := strconv.Atoi(parts[1])
+			count, _ := strconv.Atoi(parts[2])
+			if seq != count {
+				t.Fatalf("%s: inconsistent line %q (count != seq)", f, line)
+			}
+			seen[parts[0]] = append(seen[parts[0]], seq)
+			total++
+		}
+	}
+	lost, dup := 0, 0
+	for k := 0; k < keys; k++ {
+		seqs := seen[fmt.Sprintf("key-%d", k)]
+		sort.Ints(seqs)
+		got := map[int]int{}
+		for _, s := range seqs {
+			got[s]++
+		}
+		for s := 1; s <= perKey; s++ {
+			switch got[s] {
+			case 0:
+				lost++
+			case 1:
+			default:
+				dup += got[s] - 1
+			}
+		}
+	}
+	if lost != 0 || dup != 0 || total != keys*perKey {
+		t.Fatalf("output: %d records, want %d; lost %d, duplicated %d", total, keys*perKey, lost, dup)
+	}
+}
+
+func TestKeyedCountAcrossTaskManagers(t *testing.T) {
+	_, js := startCluster(t, 3, 2)
+	out := t.TempDir()
+	id := submit(t, js, "keyed-count", 3, map[string]string{"keys": "50", "per-key": "200", "out": out, "source-parallelism": "2"})
+	st := waitState(t, js, id, sluicev1.JobState_JOB_STATE_FINISHED, 30*time.Second)
+	verifyCounts(t, out, 50, 200)
+	if st.GetRecordsIn() != 50*200 || st.GetRecordsOut() != 50*200 {
+		t.Errorf("status counts in=%d out=%d, want %d", st.GetRecordsIn(), st.GetRecordsOut(), 50*200)
+	}
+}
+
+func TestCancelFreesSlots(t *testing.T) {
+	_, js := startCluster(t, 2, 1)
+	id := submit(t, js, "keyed-count", 2, map[string]string{"keys": "10", "per-key": "0", "rate": "1000", "out": t.TempDir()})
+	waitState(t, js, id, sluicev1.JobState_JOB_STATE_RUNNING, 10*time.Second)
+	if _, err := js.CancelJob(context.Background(), &sluicev1.CancelJobRequest{JobId: id}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, js, id, sluicev1.JobState_JOB_STATE_CANCELED, 10*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		tms, err := js.ListTaskManagers(context.Background(), &sluicev1.ListTaskManagersRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		free := 0
+		for _, tm := range tms.GetTaskManagers() {
+			free += int(tm.GetFreeSlots())
+		}
+		if free == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("free slots %d after cancel, want 2", free)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestTaskManagerLossRestartsOnSurvivors(t *testing.T) {
+	c, js := startCluster(t, 3, 1)
+	out := t.TempDir()
+	id := submit(t, js, "keyed-count", 2, map[string]string{"keys": "20", "per-key": "300", "rate": "3000", "out": out})
+	st := waitState(t, js, id, sluicev1.JobState_JOB_STATE_RUNNING, 10*time.Second)
+	_ = st
+	// Stop one task manager that runs a task of the job.
+	time.Sleep(300 * time.Millisecond)
+	tms, _ := js.ListTaskManagers(context.Background(), &sluicev1.ListTaskManagersRequest{})
+	victim := ""
+	for _, tm := range tms.GetTaskManagers() {
+		if tm.GetFreeSlots() == 0 {
+			victim = tm.GetId()
+			break
+		}
+	}
+	if err := c.StopTaskManager(victim); err != nil {
+		t.Fatal(err)
+	}
+	st = waitState(t, js, id, sluicev1.JobState_JOB_STATE_FINISHED, 60*time.Second)
+	if st.GetRestarts() < 1 {
+		t.Errorf("restarts = %d, want >= 1", st.GetRestarts())
+	}
+	verifyCounts(t, out, 20, 300)
+}

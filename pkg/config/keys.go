@@ -1,0 +1,52 @@
+package config
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/sluice-stream/sluice/pkg/keygroup"
+)
+
+// The registered keys. Each variable holds its key's canonical name, for use with the
+// getters: c.Duration(config.HeartbeatTimeout). To add a key, add one line here.
+var (
+	JobManagerRPCAddress = define(Key{Name: "jobmanager.rpc.address", Default: "127.0.0.1", Kind: String, check: nonEmpty, Description: "Host name or IP address of the JobManager: the address its RPC server binds to and other processes connect to."})
+	JobManagerRPCPort    = define(Key{Name: "jobmanager.rpc.port", Default: "6123", Kind: Int, check: intBetween(0, 65535), Description: "Port of the JobManager's RPC server."})
+
+	TaskManagerHost       = define(Key{Name: "taskmanager.host", Default: "127.0.0.1", Kind: String, check: nonEmpty, Description: "Host name or IP address the TaskManager binds to and advertises to the JobManager and other TaskManagers."})
+	TaskManagerRPCPort    = define(Key{Name: "taskmanager.rpc.port", Default: "0", Kind: Int, check: intBetween(0, 65535), Description: "Port of the TaskManager's RPC server; 0 picks any free port."})
+	NumberOfTaskSlots     = define(Key{Name: "taskmanager.numberOfTaskSlots", Default: "1", Kind: Int, check: atLeast(1), Description: "Number of task slots a TaskManager offers; each slot runs one parallel pipeline of a job."})
+	TaskManagerResourceID = define(Key{Name: "taskmanager.resource-id", Default: "", Kind: String, Description: "Identity of the TaskManager in the cluster; empty generates a unique one at startup."})
+
+	HeartbeatInterval = define(Key{Name: "heartbeat.interval", Default: "1 s", Kind: Duration, check: positive, Description: "Time between heartbeat requests from the JobManager to each TaskManager."})
+	HeartbeatTimeout  = define(Key{Name: "heartbeat.timeout", Default: "10 s", Kind: Duration, check: positive, Description: "Time without a heartbeat after which the JobManager considers a TaskManager lost, and a TaskManager its JobManager."})
+
+	DefaultParallelism = define(Key{Name: "parallelism.default", Default: "1", Kind: Int, check: atLeast(1), Description: "Parallelism of the operators that do not set their own."})
+	MaxParallelism     = define(Key{Name: "pipeline.max-parallelism", Default: "-1", Kind: Int, check: maxParallelism, Description: "Number of key groups: the highest parallelism keyed state can be rescaled to; -1 derives it from the parallelism."})
+	BufferTimeout      = define(Key{Name: "execution.buffer-timeout.interval", Default: "100 ms", Kind: Duration, Aliases: []string{"execution.buffer-timeout"}, Description: "Longest time records may wait in a partly filled output buffer before it is sent; 0 sends a buffer after every record."})
+
+	SegmentSize          = define(Key{Name: "taskmanager.memory.segment-size", Default: "32 kb", Kind: MemorySize, check: positive, Description: "Size of the network buffers in which tasks exchange records."})
+	BuffersPerChannel    = define(Key{Name: "taskmanager.network.memory.buffers-per-channel", Default: "4", Kind: Int, check: atLeast(1), Description: "Buffers (credits) each input channel grants its upstream subpartition."})
+	MaxBuffersPerChannel = define(Key{Name: "taskmanager.network.memory.max-buffers-per-channel", Default: "4", Kind: Int, check: atLeast(1), Description: "Most buffers an output subpartition may hold queued before its producer blocks."})
+
+	SlotRequestTimeout = define(Key{Name: "slot.request.timeout", Default: "5 min", Kind: Duration, check: positive, Description: "How long the JobManager waits for the task slots a job needs before its scheduling fails."})
+
+	RestartStrategyType                 = define(Key{Name: "restart-strategy.type", Default: "fixed-delay", Kind: Enum, Enum: []string{"none", "fixed-delay", "exponential-delay"}, EnumAliases: map[string]string{"off": "none", "disable": "none", "fixeddelay": "fixed-delay", "exponentialdelay": "exponential-delay"}, Aliases: []string{"restart-strategy"}, Description: "How a failed job is restarted: not at all, after a fixed delay, or after an exponentially growing delay."})
+	FixedDelayAttempts                  = define(Key{Name: "restart-strategy.fixed-delay.attempts", Default: "3", Kind: Int, check: atLeast(0), Description: "Restarts allowed before the job fails for good (fixed-delay)."})
+	FixedDelayDelay                     = define(Key{Name: "restart-strategy.fixed-delay.delay", Default: "1 s", Kind: Duration, Description: "Delay between a failure and the restart (fixed-delay)."})
+	ExponentialDelayInitialBackoff      = define(Key{Name: "restart-strategy.exponential-delay.initial-backoff", Default: "1 s", Kind: Duration, check: positive, Description: "Delay before the first restart, and the first after a reset (exponential-delay)."})
+	ExponentialDelayMaxBackoff          = define(Key{Name: "restart-strategy.exponential-delay.max-backoff", Default: "1 min", Kind: Duration, check: positive, Description: "Longest delay between a failure and the restart (exponential-delay)."})
+	ExponentialDelayBackoffMultiplier   = define(Key{Name: "restart-strategy.exponential-delay.backoff-multiplier", Default: "2.0", Kind: Float, check: floatBetween(1, inf), Description: "Factor by which the delay grows with each failure (exponential-delay)."})
+	ExponentialDelayResetThreshold      = define(Key{Name: "restart-strategy.exponential-delay.reset-backoff-threshold", Default: "1 h", Kind: Duration, check: positive, Description: "Time a job must run without failure for the delay and the attempt count to reset (exponential-delay)."})
+	ExponentialDelayJitterFactor        = define(Key{Name: "restart-strategy.exponential-delay.jitter-factor", Default: "0.1", Kind: Float, check: floatBetween(0, 1), Description: "Fraction of the delay randomly added or subtracted, so that jobs do not restart in lockstep (exponential-delay)."})
+	ExponentialDelayAttemptsBeforeReset = define(Key{Name: "restart-strategy.exponential-delay.attempts-before-reset-backoff", Default: "2147483647", Kind: Int, check: atLeast(1), Description: "Restarts allowed between resets before the job fails for good (exponential-delay)."})
+)
+
+var inf = math.Inf(1)
+
+func maxParallelism(v any) error {
+	if n := v.(int); n != -1 && (n < 1 || n > keygroup.UpperBound) {
+		return fmt.Errorf("must be -1 or between 1 and %d", keygroup.UpperBound)
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+// Package builtin holds the connectors every job can use without configuration: a
+// deterministic keyed sequence source, a print sink and a blackhole sink.
+package builtin
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/sluice-stream/sluice/pkg/api"
+)
+
+// Sequence emits, for keys 0..Keys-1, the sequence numbers 1..PerKey (unbounded when
+// PerKey is 0). Subtask i of p owns the keys k with k % p == i and emits them
+// round-robin, so each key's sequence is in order and a rerun emits the same records:
+// the replayable source that exactly-once tests need.
+type Sequence[T any] struct {
+	Keys   int
+	PerKey int64
+	// Rate limits the whole source to this many records per second (0: unlimited).
+	Rate float64
+	// Make builds the record for (key, seq).
+	Make func(key int, seq int64) T
+
+	mine    []int // keys of this subtask
+	next    int   // index into mine
+	seq     int64 // sequence number of the current round
+	emitted int64
+	start   time.Time
+	rate    float64 // this subtask's share
+}
+
+// Open computes the subtask's keys.
+func (s *Sequence[T]) Open(_ context.Context, rc *api.RuntimeContext) error {
+	if s.Keys < 1 {
+		return fmt.Errorf("sequence: keys must be at least 1, got %d", s.Keys)
+	}
+	for k := rc.Subtask; k < s.Keys; k += rc.Parallelism {
+		s.mine = append(s.mine, k)
+	}
+	s.seq = 1
+	s.start = time.Now()
+	s.rate = s.Rate / float64(rc.Parallelism)
+	return nil
+}
+
+const batch = 1024
+
+// Poll emits up to a batch of records, respecting the rate.
+func (s *Sequence[T]) Poll(out api.Emitter[T]) (api.PollResult, error) {
+	if len(s.mine) == 0 || (s.PerKey > 0 && s.seq > s.PerKey) {
+		return api.End, nil
+	}
+	n := int64(batch)
+	if s.rate > 0 {
+		allowed := int64(time.Since(s.start).Seconds()*s.rate) + 1 - s.emitted
+		if allowed <= 0 {
+			wait := time.Duration(float64(time.Second) / s.rate)
+			return api.Idle(min(max(wait, time.Millisecond), 100*time.Millisecond)), nil
+		}
+		n = min(n, allowed)
+	}
+	for ; n > 0; n-- {
+		out.Emit(s.Make(s.mine[s.next], s.seq))
+		s.emitted++
+		if s.next++; s.next == len(s.mine) {
+			s.next = 0
+			s.seq++
+			if s.PerKey > 0 && s.seq > s.PerKey {
+				return api.End, nil
+			}
+		}
+	}
+	return api.More, nil
+}
+
+// Close does nothing.
+func (s *Sequence[T]) Close() error { return nil }
+
+// Print writes each record as a line "<subtask>> <record>" to W (default stdout), like
+// Flink's print sink.
+type Print[T any] struct {
+	W      io.Writer
+	Format func(T) string
+	prefix string
+	bw     *bufio.Writer
+}
+
+var stdoutMu sync.Mutex
+
+// Open prepares the writer.
+func (p *Print[T]) Open(_ context.Context, rc *api.RuntimeContext) error {
+	if p.W == nil {
+		p.W = lockedStdout{}
+	}
+	p.bw = bufio.NewWriter(p.W)
+	if rc.Parallelism > 1 {
+		p.prefix = fmt.Sprintf("%d> ", rc.Subtask+1)
+	}
+	return nil
+}
+
+// Write prints one record.
+func (p *Print[T]) Write(v T) error {
+	s := ""
+	if p.Format != nil {
+		s = p.Format(v)
+	} else {
+		s = fmt.Sprint(v)
+	}
+	p.bw.WriteString(p.prefix)
+	p.bw.WriteString(s)
+	if err := p.bw.WriteByte('\n'); err != nil {
+		return err
+	}
+	if p.bw.Buffered() > 32<<10 {
+		return p.bw.Flush()
+	}
+	return nil
+}
+
+// Finish flushes.
+func (p *Print[T]) Finish() error { return p.bw.Flush() }
+
+// Close flushes what is left.
+func (p *Print[T]) Close() error { return p.bw.Flush() }
+
+type lockedStdout struct{}
+
+func (lockedStdout) Write(b []byte) (int, error) {
+	stdoutMu.Lock()
+	defer stdoutMu.Unlock()
+	return os.Stdout.Write(b)
+}
+
+// Blackhole discards records (for benchmarks and tests).
+type Blackhole[T any] struct{ api.Base }
+
+// Write discards v.
+func (Blackhole[T]) Write(T) error { return nil }
+
+// Finish does nothing.
+func (Blackhole[T]) Finish() error { return nil }

@@ -1,0 +1,381 @@
+package jobmanager
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/sluice-stream/sluice/pkg/graph"
+	"github.com/sluice-stream/sluice/pkg/scheduler"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+)
+
+// RestartStrategy decides whether and when a failed job restarts.
+type RestartStrategy interface {
+	// NotifyFailure records a failure at now.
+	NotifyFailure(now time.Time)
+	// CanRestart reports whether the recorded failures still allow a restart.
+	CanRestart() bool
+	// Delay is the wait before the next restart.
+	Delay() time.Duration
+}
+
+// The job's state machine. It holds no locks and does no I/O: the jobmanager's loop
+// calls its methods with the current time and performs the actions they return.
+
+type actionKind int
+
+const (
+	actDeploy actionKind = iota
+	actCancel
+)
+
+type action struct {
+	kind actionKind
+	task *task
+	tm   *scheduler.TaskManager
+}
+
+type task struct {
+	id      *sluicev1.ExecutionId
+	vertex  *graph.Vertex
+	tm      string
+	state   sluicev1.TaskState
+	metrics *sluicev1.TaskMetrics
+	failure string
+}
+
+func (t *task) terminal() bool {
+	switch t.state {
+	case sluicev1.TaskState_TASK_STATE_FINISHED, sluicev1.TaskState_TASK_STATE_CANCELED, sluicev1.TaskState_TASK_STATE_FAILED:
+		return true
+	}
+	return false
+}
+
+type job struct {
+	id       string
+	graph    *sluicev1.JobGraph
+	plan     *graph.Plan
+	strategy RestartStrategy
+	// slotTimeout bounds how long a job waits for enough free slots.
+	slotTimeout time.Duration
+	// cancelTimeout bounds how long canceled tasks may take to confirm.
+	cancelTimeout time.Duration
+
+	state    sluicev1.JobState
+	attempt  int64
+	restarts int
+	failure  string
+	start    time.Time
+	end      time.Time
+
+	tasks []*task // of the current attempt
+	slots []string
+	// waitingSince is when the job started waiting for slots (zero when not waiting).
+	waitingSince time.Time
+	// restartAt is when the next attempt may be scheduled (RESTARTING).
+	restartAt time.Time
+	// cancelDeadline: tasks not confirmed canceled by then count as gone.
+	cancelDeadline time.Time
+	// finalState is where a RESTARTING or CANCELLING job goes once its tasks stopped.
+	finalState sluicev1.JobState
+
+	// loggedState and loggedAttempt are what the loop last logged.
+	loggedState   sluicev1.JobState
+	loggedAttempt int64
+
+	// lastTasks are the tasks of the last attempt that ended, for status after the end.
+	lastTasks []*task
+}
+
+func newJob(id string, g *sluicev1.JobGraph, plan *graph.Plan, strategy RestartStrategy, now time.Time) *job {
+	return &job{id: id, graph: g, plan: plan, strategy: strategy, state: sluicev1.JobState_JOB_STATE_CREATED,
+		start: now, slotTimeout: 5 * time.Minute, cancelTimeout: 30 * time.Second}
+}
+
+func (j *job) terminal() bool {
+	switch j.state {
+	case sluicev1.JobState_JOB_STATE_FINISHED, sluicev1.JobState_JOB_STATE_CANCELED, sluicev1.JobState_JOB_STATE_FAILED:
+		return true
+	}
+	return false
+}
+
+// trySchedule starts the next attempt when the pool has enough free slots.
+func (j *job) trySchedule(pool *scheduler.Pool, now time.Time) []action {
+	if j.state != sluicev1.JobState_JOB_STATE_CREATED && j.state != sluicev1.JobState_JOB_STATE_RESTARTING {
+		return nil
+	}
+	if len(j.tasks) > 0 || now.Before(j.restartAt) {
+		return nil
+	}
+	need := j.plan.Slots()
+	slots, err := pool.Allocate(need, nil)
+	if err != nil {
+		if j.waitingSince.IsZero() {
+			j.waitingSince = now
+		}
+		if now.Sub(j.waitingSince) >= j.slotTimeout {
+			j.toFailed(now, fmt.Sprintf("could not get %d slots within %s: %v (start more task managers or lower the parallelism)", need, j.slotTimeout, err))
+		}
+		return nil
+	}
+	j.waitingSince = time.Time{}
+	j.attempt++
+	j.slots = slots
+	j.state = sluicev1.JobState_JOB_STATE_RUNNING
+	var acts []action
+	for vi := range j.plan.Vertices {
+		v := &j.plan.Vertices[vi]
+		for s := 0; s < v.Parallelism; s++ {
+			t := &task{
+				id:     &sluicev1.ExecutionId{JobId: j.id, Attempt: j.attempt, Vertex: int32(vi), Subtask: int32(s)},
+				vertex: v, tm: slots[s], state: sluicev1.TaskState_TASK_STATE_DEPLOYING,
+			}
+			j.tasks = append(j.tasks, t)
+			acts = append(acts, action{kind: actDeploy, task: t, tm: pool.Get(slots[s])})
+		}
+	}
+	return acts
+}
+
+func (j *job) find(id *sluicev1.ExecutionId) *task {
+	if id.GetAttempt() != j.attempt {
+		return nil
+	}
+	for _, t := range j.tasks {
+		if t.id.GetVertex() == id.GetVertex() && t.id.GetSubtask() == id.GetSubtask() {
+			return t
+		}
+	}
+	return nil
+}
+
+// taskUpdate applies a task's reported state.
+func (j *job) taskUpdate(pool *scheduler.Pool, id *sluicev1.ExecutionId, state sluicev1.TaskState, failure string, m *sluicev1.TaskMetrics, now time.Time) []action {
+	t := j.find(id)
+	if t == nil || t.terminal() {
+		return nil
+	}
+	if m != nil {
+		t.metrics = m
+	}
+	t.state = state
+	switch state {
+	case sluicev1.TaskState_TASK_STATE_FAILED:
+		t.failure = failure
+		return j.failover(pool, fmt.Sprintf("task %s (%d/%d) failed on %s: %s", t.vertex.Name, t.id.GetSubtask()+1, t.vertex.Parallelism, t.tm, failure), now)
+	case sluicev1.TaskState_TASK_STATE_CANCELED:
+		if j.state == sluicev1.JobState_JOB_STATE_RUNNING {
+			return j.failover(pool, fmt.Sprintf("task %s (%d/%d) on %s was canceled unexpectedly", t.vertex.Name, t.id.GetSubtask()+1, t.vertex.Parallelism, t.tm), now)
+		}
+	}
+	return j.settle(pool, now)
+}
+
+// taskManagerLost fails the tasks that ran on a dead task manager.
+func (j *job) taskManagerLost(pool *scheduler.Pool, tmID string, now time.Time) []action {
+	lost := false
+	for _, t := range j.tasks {
+		if t.tm == tmID && !t.terminal() {
+			t.state = sluicev1.TaskState_TASK_STATE_FAILED
+			t.failure = "task manager " + tmID + " lost"
+			lost = true
+		}
+	}
+	if !lost {
+		return nil
+	}
+	if j.state == sluicev1.JobState_JOB_STATE_RUNNING {
+		return j.failover(pool, fmt.Sprintf("task manager %s lost (no heartbeat)", tmID), now)
+	}
+	return j.settle(pool, now)
+}
+
+// deployFailed treats a failed deployment as a task failure.
+func (j *job) deployFailed(pool *scheduler.Pool, id *sluicev1.ExecutionId, err error, now time.Time) []action {
+	return j.taskUpdate(pool, id, sluicev1.TaskState_TASK_STATE_FAILED, "deploy: "+err.Error(), nil, now)
+}
+
+// cancelFailed: a cancel that could not be delivered counts as done; the heartbeat
+// reconciliation stops the task if its task manager comes back.
+func (j *job) cancelFailed(pool *scheduler.Pool, id *sluicev1.ExecutionId, now time.Time) []action {
+	if t := j.find(id); t != nil && !t.terminal() {
+		t.state = sluicev1.TaskState_TASK_STATE_CANCELED
+	}
+	return j.settle(pool, now)
+}
+
+// failover handles a failure of the running attempt: restart (after canceling the rest)
+// or fail the job, as the restart strategy says.
+func (j *job) failover(pool *scheduler.Pool, cause string, now time.Time) []action {
+	if j.state != sluicev1.JobState_JOB_STATE_RUNNING {
+		return j.settle(pool, now)
+	}
+	j.failure = cause
+	j.strategy.NotifyFailure(now)
+	if j.strategy.CanRestart() {
+		j.state = sluicev1.JobState_JOB_STATE_RESTARTING
+		j.finalState = sluicev1.JobState_JOB_STATE_RESTARTING
+		j.restartAt = now.Add(j.strategy.Delay())
+	} else {
+		j.failure = cause + " (restart strategy exhausted)"
+		j.state = sluicev1.JobState_JOB_STATE_FAILED
+		j.end = now
+	}
+	return append(j.cancelRunning(pool, now), j.settle(pool, now)...)
+}
+
+// cancel is the user's cancel.
+func (j *job) cancel(pool *scheduler.Pool, now time.Time) []action {
+	if j.terminal() {
+		return nil
+	}
+	j.state = sluicev1.JobState_JOB_STATE_CANCELLING
+	j.finalState = sluicev1.JobState_JOB_STATE_CANCELED
+	if len(j.tasks) == 0 {
+		return j.settle(pool, now)
+	}
+	return append(j.cancelRunning(pool, now), j.settle(pool, now)...)
+}
+
+func (j *job) cancelRunning(pool *scheduler.Pool, now time.Time) []action {
+	var acts []action
+	j.cancelDeadline = now.Add(j.cancelTimeout)
+	for _, t := range j.tasks {
+		if t.terminal() || t.state == sluicev1.TaskState_TASK_STATE_CANCELING {
+			continue
+		}
+		t.state = sluicev1.TaskState_TASK_STATE_CANCELING
+		if tm := pool.Get(t.tm); tm != nil && tm.Alive {
+			acts = append(acts, action{kind: actCancel, task: t, tm: tm})
+		} else {
+			t.state = sluicev1.TaskState_TASK_STATE_CANCELED
+		}
+	}
+	return acts
+}
+
+// settle moves the job on once its tasks reached terminal states: it finishes the job,
+// frees the slots, completes a cancel, or schedules the restart.
+func (j *job) settle(pool *scheduler.Pool, now time.Time) []action {
+	if len(j.tasks) == 0 {
+		if j.state == sluicev1.JobState_JOB_STATE_CANCELLING {
+			j.state = sluicev1.JobState_JOB_STATE_CANCELED
+			j.end = now
+		}
+		return j.trySchedule(pool, now)
+	}
+	allTerminal, allFinished := true, true
+	for _, t := range j.tasks {
+		if !t.terminal() {
+			allTerminal = false
+		}
+		if t.state != sluicev1.TaskState_TASK_STATE_FINISHED {
+			allFinished = false
+		}
+	}
+	if !allTerminal {
+		return nil
+	}
+	// The attempt is over: free its slots.
+	if allFinished && j.state == sluicev1.JobState_JOB_STATE_RUNNING {
+		j.state = sluicev1.JobState_JOB_STATE_FINISHED
+		j.end = now
+	}
+	pool.Release(j.slots)
+	j.slots = nil
+	j.lastTasks = j.tasks
+	j.tasks = nil
+	switch j.state {
+	case sluicev1.JobState_JOB_STATE_CANCELLING:
+		j.state = sluicev1.JobState_JOB_STATE_CANCELED
+		j.end = now
+	case sluicev1.JobState_JOB_STATE_RESTARTING:
+		j.restarts++
+		return j.trySchedule(pool, now)
+	}
+	return nil
+}
+
+// tick advances time-based transitions: restart delays, slot waits, cancel timeouts.
+func (j *job) tick(pool *scheduler.Pool, now time.Time) []action {
+	if len(j.tasks) > 0 && !j.cancelDeadline.IsZero() && now.After(j.cancelDeadline) &&
+		(j.state == sluicev1.JobState_JOB_STATE_CANCELLING || j.state == sluicev1.JobState_JOB_STATE_RESTARTING || j.state == sluicev1.JobState_JOB_STATE_FAILED) {
+		for _, t := range j.tasks {
+			if !t.terminal() {
+				t.state = sluicev1.TaskState_TASK_STATE_CANCELED
+			}
+		}
+		return j.settle(pool, now)
+	}
+	return j.trySchedule(pool, now)
+}
+
+// visibleTasks are the current attempt's tasks, or the last attempt's after the end.
+func (j *job) visibleTasks() []*task {
+	if len(j.tasks) > 0 {
+		return j.tasks
+	}
+	return j.lastTasks
+}
+
+// records sums the visible attempt's source and sink counters.
+func (j *job) records() (in, out int64) {
+	for _, t := range j.visibleTasks() {
+		in += t.metrics.GetSourceRecords()
+		out += t.metrics.GetSinkRecords()
+	}
+	return in, out
+}
+
+func (j *job) toFailed(now time.Time, cause string) {
+	j.state = sluicev1.JobState_JOB_STATE_FAILED
+	j.failure = cause
+	j.end = now
+}
+
+// status renders the job for the API.
+func (j *job) status() *sluicev1.JobStatus {
+	st := &sluicev1.JobStatus{
+		JobId: j.id, Name: j.graph.GetName(), State: j.state, Attempt: j.attempt, Restarts: int32(j.restarts),
+		StartTimeUnixMs: j.start.UnixMilli(), Failure: j.failure, MaxParallelism: j.graph.GetMaxParallelism(),
+	}
+	if !j.end.IsZero() {
+		st.EndTimeUnixMs = j.end.UnixMilli()
+	}
+	st.RecordsIn, st.RecordsOut = j.records()
+	tasks := j.visibleTasks()
+	for vi, v := range j.plan.Vertices {
+		vs := &sluicev1.VertexStatus{Name: v.Name, OperatorUids: v.Operators, Parallelism: int32(v.Parallelism), TaskStates: map[string]int32{}}
+		for _, t := range tasks {
+			if int(t.id.GetVertex()) != vi {
+				continue
+			}
+			vs.TaskStates[taskStateName(t.state)]++
+			vs.RecordsIn += t.metrics.GetRecordsIn()
+			vs.RecordsOut += t.metrics.GetRecordsOut()
+		}
+		st.Vertices = append(st.Vertices, vs)
+	}
+	return st
+}
+
+// taskStateName is the short name of a task state, e.g. "running".
+func taskStateName(s sluicev1.TaskState) string {
+	switch s {
+	case sluicev1.TaskState_TASK_STATE_DEPLOYING:
+		return "deploying"
+	case sluicev1.TaskState_TASK_STATE_RUNNING:
+		return "running"
+	case sluicev1.TaskState_TASK_STATE_FINISHED:
+		return "finished"
+	case sluicev1.TaskState_TASK_STATE_CANCELING:
+		return "canceling"
+	case sluicev1.TaskState_TASK_STATE_CANCELED:
+		return "canceled"
+	case sluicev1.TaskState_TASK_STATE_FAILED:
+		return "failed"
+	}
+	return "unknown"
+}

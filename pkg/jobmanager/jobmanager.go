@@ -1,0 +1,509 @@
+// Package jobmanager is the coordinator daemon: it keeps the slot pool of registered task
+// managers, accepts jobs, schedules and deploys their subtasks, watches heartbeats and
+// drives each job's state machine (restarts, cancel).
+//
+// All state lives on one event-loop goroutine; gRPC handlers post closures to it and
+// wait. The loop never blocks on I/O: RPCs to task managers run on goroutines that post
+// their outcome back as events.
+package jobmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/sluice-stream/sluice/pkg/graph"
+	"github.com/sluice-stream/sluice/pkg/program"
+	"github.com/sluice-stream/sluice/pkg/rpc"
+	"github.com/sluice-stream/sluice/pkg/scheduler"
+	"github.com/sluice-stream/sluice/pkg/version"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+	"google.golang.org/grpc"
+)
+
+// Clock tells the time; tests inject a fake one.
+type Clock interface{ Now() time.Time }
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+// Config configures the jobmanager.
+type Config struct {
+	HeartbeatInterval  time.Duration
+	HeartbeatTimeout   time.Duration
+	SlotRequestTimeout time.Duration
+	// NewRestartStrategy returns a fresh strategy for each job.
+	NewRestartStrategy func() RestartStrategy
+	// TaskConfig is passed to every deployed task (e.g. the buffer timeout).
+	TaskConfig map[string]string
+	// Clock defaults to the wall clock.
+	Clock Clock
+	// TickInterval is how often time-based transitions are checked (default 100ms).
+	TickInterval time.Duration
+}
+
+// JobManager is the coordinator. Create it with New and run it with Serve.
+type JobManager struct {
+	sluicev1.UnimplementedJobServiceServer
+	sluicev1.UnimplementedResourceServiceServer
+
+	cfg    Config
+	log    *slog.Logger
+	events chan func()
+	done   chan struct{} // closed when the loop stops
+	conns  rpc.Conns
+	io     sync.WaitGroup // RPCs to task managers
+
+	// Owned by the loop goroutine.
+	pool     *scheduler.Pool
+	lastSeen map[string]time.Time
+	jobs     map[string]*job
+	order    []string // job IDs in submission order
+}
+
+// New returns a jobmanager.
+func New(cfg Config, log *slog.Logger) *JobManager {
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = time.Second
+	}
+	if cfg.HeartbeatTimeout <= 0 {
+		cfg.HeartbeatTimeout = 10 * time.Second
+	}
+	if cfg.SlotRequestTimeout <= 0 {
+		cfg.SlotRequestTimeout = 5 * time.Minute
+	}
+	if cfg.NewRestartStrategy == nil {
+		cfg.NewRestartStrategy = func() RestartStrategy { return noRestart{} }
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = realClock{}
+	}
+	if cfg.TickInterval <= 0 {
+		cfg.TickInterval = 100 * time.Millisecond
+	}
+	return &JobManager{
+		cfg: cfg, log: log, events: make(chan func()), done: make(chan struct{}),
+		pool: scheduler.NewPool(), lastSeen: map[string]time.Time{}, jobs: map[string]*job{},
+	}
+}
+
+type noRestart struct{}
+
+func (noRestart) NotifyFailure(time.Time) {}
+func (noRestart) CanRestart() bool        { return false }
+func (noRestart) Delay() time.Duration    { return 0 }
+
+// Serve runs the jobmanager on lis until ctx ends.
+func (jm *JobManager) Serve(ctx context.Context, lis net.Listener) error {
+	srv := grpc.NewServer(rpc.ServerOptions()...)
+	sluicev1.RegisterJobServiceServer(srv, jm)
+	sluicev1.RegisterResourceServiceServer(srv, jm)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	jm.log.Info("jobmanager listening", "address", lis.Addr().String(), "build", version.BuildID(),
+		"heartbeat_interval", jm.cfg.HeartbeatInterval, "heartbeat_timeout", jm.cfg.HeartbeatTimeout)
+
+	loopCtx, stopLoop := context.WithCancel(context.Background())
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		jm.loop(loopCtx)
+	}()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("serve: %w", err)
+	}
+	jm.log.Info("jobmanager shutting down")
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(2 * time.Second):
+		srv.Stop()
+		<-stopped
+	}
+	stopLoop()
+	<-loopDone
+	jm.io.Wait()
+	jm.conns.Close()
+	return err
+}
+
+func (jm *JobManager) loop(ctx context.Context) {
+	defer close(jm.done)
+	ticker := time.NewTicker(jm.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case f := <-jm.events:
+			f()
+		case <-ticker.C:
+			jm.tick()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// do runs f on the loop and waits for it.
+func (jm *JobManager) do(ctx context.Context, f func()) error {
+	ran := make(chan struct{})
+	select {
+	case jm.events <- func() { f(); close(ran) }:
+	case <-jm.done:
+		return fmt.Errorf("%w: jobmanager is shutting down", rpc.ErrUnavailable)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-ran
+	return nil
+}
+
+// post queues f on the loop without waiting (used by I/O goroutines).
+func (jm *JobManager) post(f func()) {
+	select {
+	case jm.events <- f:
+	case <-jm.done:
+	}
+}
+
+func (jm *JobManager) now() time.Time { return jm.cfg.Clock.Now() }
+
+// tick: declare silent task managers dead, then advance every job's timers.
+func (jm *JobManager) tick() {
+	now := jm.now()
+	for _, tm := range jm.pool.List() {
+		if seen := jm.lastSeen[tm.ID]; now.Sub(seen) > jm.cfg.HeartbeatTimeout {
+			jm.log.Warn("task manager lost: no heartbeat", "tm", tm.ID, "address", tm.Address, "silent_for", now.Sub(seen).Round(time.Millisecond))
+			jm.removeTaskManager(tm.ID, now)
+		}
+	}
+	for _, id := range jm.order {
+		jm.exec(jm.jobs[id], jm.jobs[id].tick(jm.pool, now))
+	}
+}
+
+func (jm *JobManager) removeTaskManager(id string, now time.Time) {
+	if tm := jm.pool.Get(id); tm != nil {
+		tm.Alive = false
+	}
+	for _, jid := range jm.order {
+		j := jm.jobs[jid]
+		jm.exec(j, j.taskManagerLost(jm.pool, id, now))
+	}
+	jm.pool.Remove(id)
+	delete(jm.lastSeen, id)
+}
+
+// exec performs a job's actions: RPCs on goroutines whose outcome is posted back.
+func (jm *JobManager) exec(j *job, acts []action) {
+	for _, a := range acts {
+		addr := a.tm.Address
+		id := a.task.id
+		switch a.kind {
+		case actDeploy:
+			req := jm.deployment(j, a.task)
+			jm.io.Add(1)
+			go func() {
+				defer jm.io.Done()
+				err := jm.callTM(addr, func(ctx context.Context, c sluicev1.TaskServiceClient) error {
+					_, err := c.DeployTask(ctx, req)
+					return err
+				})
+				if err != nil {
+					jm.post(func() {
+						jm.log.Warn("deploy failed", "job", j.id, "task", a.task.vertex.Name, "subtask", id.GetSubtask(), "tm", a.tm.ID, "err", err)
+						jm.exec(j, j.deployFailed(jm.pool, id, errors.New(rpc.Message(err, "task manager", addr)), jm.now()))
+					})
+				}
+			}()
+		case actCancel:
+			jm.io.Add(1)
+			go func() {
+				defer jm.io.Done()
+				err := jm.callTM(addr, func(ctx context.Context, c sluicev1.TaskServiceClient) error {
+					_, err := c.CancelTask(ctx, &sluicev1.CancelTaskRequest{Execution: id})
+					return err
+				})
+				if err != nil {
+					jm.post(func() { jm.exec(j, j.cancelFailed(jm.pool, id, jm.now())) })
+				}
+			}()
+		}
+	}
+	jm.logTransition(j)
+}
+
+func (jm *JobManager) logTransition(j *job) {
+	if j.loggedState == j.state && j.loggedAttempt == j.attempt {
+		return
+	}
+	j.loggedState, j.loggedAttempt = j.state, j.attempt
+	args := []any{"job", j.id, "name", j.graph.GetName(), "state", jobStateName(j.state), "attempt", j.attempt}
+	if j.failure != "" && j.state != sluicev1.JobState_JOB_STATE_RUNNING {
+		args = append(args, "cause", j.failure)
+	}
+	jm.log.Info("job state", args...)
+}
+
+func (jm *JobManager) callTM(addr string, f func(context.Context, sluicev1.TaskServiceClient) error) error {
+	cc, err := jm.conns.Get(addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return f(ctx, sluicev1.NewTaskServiceClient(cc))
+}
+
+// deployment builds the descriptor of one task: where each input channel's producer
+// runs and how many consumers each output has.
+func (jm *JobManager) deployment(j *job, t *task) *sluicev1.DeployTaskRequest {
+	v := t.vertex
+	s := int(t.id.GetSubtask())
+	req := &sluicev1.DeployTaskRequest{Execution: t.id, JobGraph: j.graph, Parallelism: int32(v.Parallelism), Config: jm.cfg.TaskConfig}
+	for _, ei := range v.Inputs {
+		e := j.graph.GetEdges()[ei]
+		pv := j.plan.Vertices[j.plan.VertexOf[e.GetSourceUid()]]
+		in := &sluicev1.InputGateDeployment{Edge: int32(ei)}
+		for _, p := range graph.ConsumerChannels(e, s, pv.Parallelism) {
+			addr := ""
+			if tm := jm.pool.Get(j.slots[p]); tm != nil {
+				addr = tm.Address
+			}
+			in.ProducerAddresses = append(in.ProducerAddresses, addr)
+		}
+		req.Inputs = append(req.Inputs, in)
+	}
+	for _, ei := range v.Outputs {
+		e := j.graph.GetEdges()[ei]
+		cv := j.plan.Vertices[j.plan.VertexOf[e.GetTargetUid()]]
+		req.Outputs = append(req.Outputs, &sluicev1.OutputDeployment{Edge: int32(ei), ConsumerParallelism: int32(cv.Parallelism)})
+	}
+	return req
+}
+
+// ---- ResourceService ----
+
+// RegisterTaskManager adds (or re-adds) a task manager's slots to the pool. A task
+// manager that registers again has lost its tasks.
+func (jm *JobManager) RegisterTaskManager(ctx context.Context, req *sluicev1.RegisterTaskManagerRequest) (*sluicev1.RegisterTaskManagerResponse, error) {
+	if req.GetId() == "" || req.GetAddress() == "" || req.GetSlots() < 1 {
+		return nil, fmt.Errorf("%w: registration needs an id, an address and at least one slot", rpc.ErrInvalid)
+	}
+	err := jm.do(ctx, func() {
+		now := jm.now()
+		if jm.pool.Get(req.GetId()) != nil {
+			jm.removeTaskManager(req.GetId(), now)
+		}
+		jm.pool.Add(req.GetId(), req.GetAddress(), int(req.GetSlots()), req.GetBuildId())
+		jm.lastSeen[req.GetId()] = now
+		jm.log.Info("task manager registered", "tm", req.GetId(), "address", req.GetAddress(), "slots", req.GetSlots(), "free_slots", jm.pool.FreeSlots())
+		if req.GetBuildId() != version.BuildID() {
+			jm.log.Warn("task manager runs another build; registered Go jobs will not deploy on it", "tm", req.GetId(), "its_build", req.GetBuildId(), "build", version.BuildID())
+		}
+		for _, id := range jm.order {
+			jm.exec(jm.jobs[id], jm.jobs[id].trySchedule(jm.pool, now))
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &sluicev1.RegisterTaskManagerResponse{HeartbeatIntervalMs: jm.cfg.HeartbeatInterval.Milliseconds()}, nil
+}
+
+// Heartbeat records a task manager as alive and takes its task metrics. Tasks that no
+// current attempt expects on it are returned for canceling.
+func (jm *JobManager) Heartbeat(ctx context.Context, req *sluicev1.HeartbeatRequest) (*sluicev1.HeartbeatResponse, error) {
+	resp := &sluicev1.HeartbeatResponse{}
+	err := jm.do(ctx, func() {
+		if jm.pool.Get(req.GetTaskManagerId()) == nil {
+			return
+		}
+		resp.Known = true
+		jm.lastSeen[req.GetTaskManagerId()] = jm.now()
+		for _, m := range req.GetTasks() {
+			id := m.GetExecution()
+			j := jm.jobs[id.GetJobId()]
+			var t *task
+			if j != nil {
+				t = j.find(id)
+			}
+			if t == nil || t.tm != req.GetTaskManagerId() || t.terminal() || t.state == sluicev1.TaskState_TASK_STATE_CANCELING {
+				if t == nil || t.tm != req.GetTaskManagerId() || t.terminal() {
+					resp.Cancel = append(resp.Cancel, id)
+				}
+				continue
+			}
+			t.metrics = m
+		}
+	})
+	return resp, err
+}
+
+// UnregisterTaskManager removes a task manager that is shutting down.
+func (jm *JobManager) UnregisterTaskManager(ctx context.Context, req *sluicev1.UnregisterTaskManagerRequest) (*sluicev1.UnregisterTaskManagerResponse, error) {
+	err := jm.do(ctx, func() {
+		if jm.pool.Get(req.GetTaskManagerId()) != nil {
+			jm.log.Info("task manager unregistered", "tm", req.GetTaskManagerId(), "reason", req.GetReason())
+			jm.removeTaskManager(req.GetTaskManagerId(), jm.now())
+		}
+	})
+	return &sluicev1.UnregisterTaskManagerResponse{}, err
+}
+
+// UpdateTaskState applies a task's state change to its job.
+func (jm *JobManager) UpdateTaskState(ctx context.Context, req *sluicev1.UpdateTaskStateRequest) (*sluicev1.UpdateTaskStateResponse, error) {
+	err := jm.do(ctx, func() {
+		j := jm.jobs[req.GetExecution().GetJobId()]
+		if j == nil {
+			return
+		}
+		jm.exec(j, j.taskUpdate(jm.pool, req.GetExecution(), req.GetState(), req.GetFailure(), req.GetMetrics(), jm.now()))
+	})
+	return &sluicev1.UpdateTaskStateResponse{}, err
+}
+
+// ---- JobService ----
+
+// SubmitJob validates a job graph against this build and schedules it.
+func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequest) (*sluicev1.SubmitJobResponse, error) {
+	g := req.GetJobGraph()
+	plan, err := graph.Build(g)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", rpc.ErrInvalid, err)
+	}
+	if _, ok := g.GetProgram().GetKind().(*sluicev1.Program_Registered); ok && g.GetBuildId() != version.BuildID() {
+		return nil, fmt.Errorf("%w: job %q was compiled by build %s but the jobmanager runs build %s; submit with the same build",
+			rpc.ErrFailedPrecondition, g.GetName(), g.GetBuildId(), version.BuildID())
+	}
+	prog, err := program.Compile(g.GetProgram(), jm.log)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", rpc.ErrInvalid, err)
+	}
+	if d := graph.Diff(g, prog.Graph); d != "" {
+		return nil, fmt.Errorf("%w: job %q does not match this build's operators: %s", rpc.ErrFailedPrecondition, g.GetName(), d)
+	}
+	id := strings.ReplaceAll(uuid.NewString(), "-", "")
+	err = jm.do(ctx, func() {
+		now := jm.now()
+		j := newJob(id, g, plan, jm.cfg.NewRestartStrategy(), now)
+		j.slotTimeout = jm.cfg.SlotRequestTimeout
+		jm.jobs[id] = j
+		jm.order = append(jm.order, id)
+		jm.log.Info("job submitted", "job", id, "name", g.GetName(), "vertices", len(plan.Vertices), "slots", plan.Slots())
+		jm.exec(j, j.trySchedule(jm.pool, now))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &sluicev1.SubmitJobResponse{JobId: id}, nil
+}
+
+// lookup finds a job by ID or unique ID prefix (as the CLI prints short IDs).
+func (jm *JobManager) lookup(id string) (*job, error) {
+	if j := jm.jobs[id]; j != nil {
+		return j, nil
+	}
+	var found *job
+	if len(id) >= 4 {
+		for k, j := range jm.jobs {
+			if strings.HasPrefix(k, id) {
+				if found != nil {
+					return nil, fmt.Errorf("%w: job ID prefix %q is ambiguous", rpc.ErrInvalid, id)
+				}
+				found = j
+			}
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("%w: no job %q (streamctl list shows the jobs)", rpc.ErrNotFound, id)
+	}
+	return found, nil
+}
+
+// ListJobs lists every job, oldest first.
+func (jm *JobManager) ListJobs(ctx context.Context, _ *sluicev1.ListJobsRequest) (*sluicev1.ListJobsResponse, error) {
+	resp := &sluicev1.ListJobsResponse{}
+	err := jm.do(ctx, func() {
+		for _, id := range jm.order {
+			resp.Jobs = append(resp.Jobs, jm.jobs[id].status())
+		}
+	})
+	return resp, err
+}
+
+// GetJob returns one job's status.
+func (jm *JobManager) GetJob(ctx context.Context, req *sluicev1.GetJobRequest) (*sluicev1.JobStatus, error) {
+	var st *sluicev1.JobStatus
+	var lerr error
+	err := jm.do(ctx, func() {
+		j, err := jm.lookup(req.GetJobId())
+		if err != nil {
+			lerr = err
+			return
+		}
+		st = j.status()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, lerr
+}
+
+// CancelJob cancels a job; canceling a job that already ended is an error.
+func (jm *JobManager) CancelJob(ctx context.Context, req *sluicev1.CancelJobRequest) (*sluicev1.CancelJobResponse, error) {
+	var state sluicev1.JobState
+	var lerr error
+	err := jm.do(ctx, func() {
+		j, err := jm.lookup(req.GetJobId())
+		if err != nil {
+			lerr = err
+			return
+		}
+		if j.terminal() {
+			lerr = fmt.Errorf("%w: job %s already %s", rpc.ErrFailedPrecondition, j.id, jobStateName(j.state))
+			return
+		}
+		jm.log.Info("canceling job", "job", j.id)
+		jm.exec(j, j.cancel(jm.pool, jm.now()))
+		state = j.state
+	})
+	if err != nil {
+		return nil, err
+	}
+	if lerr != nil {
+		return nil, lerr
+	}
+	return &sluicev1.CancelJobResponse{State: state}, nil
+}
+
+// ListTaskManagers lists the registered task managers.
+func (jm *JobManager) ListTaskManagers(ctx context.Context, _ *sluicev1.ListTaskManagersRequest) (*sluicev1.ListTaskManagersResponse, error) {
+	resp := &sluicev1.ListTaskManagersResponse{}
+	err := jm.do(ctx, func() {
+		for _, tm := range jm.pool.List() {
+			resp.TaskManagers = append(resp.TaskManagers, &sluicev1.TaskManagerInfo{
+				Id: tm.ID, Address: tm.Address, Slots: int32(tm.Slots), FreeSlots: int32(tm.Free()),
+				LastHeartbeatUnixMs: jm.lastSeen[tm.ID].UnixMilli(), Alive: tm.Alive, BuildId: tm.BuildID,
+			})
+		}
+		slices.SortFunc(resp.TaskManagers, func(a, b *sluicev1.TaskManagerInfo) int { return strings.Compare(a.Id, b.Id) })
+	})
+	return resp, err
+}
+
+// jobStateName is the short name of a job state, e.g. "running".
+func jobStateName(s sluicev1.JobState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "JOB_STATE_"))
+}

@@ -1,0 +1,459 @@
+// Package taskmanager is the worker daemon: it offers slots to the jobmanager, runs the
+// subtasks deployed to it and serves their output channels to other task managers.
+package taskmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/sluice-stream/sluice/pkg/api"
+	"github.com/sluice-stream/sluice/pkg/exchange"
+	"github.com/sluice-stream/sluice/pkg/graph"
+	"github.com/sluice-stream/sluice/pkg/program"
+	"github.com/sluice-stream/sluice/pkg/rpc"
+	"github.com/sluice-stream/sluice/pkg/runtime"
+	"github.com/sluice-stream/sluice/pkg/version"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+	"google.golang.org/grpc"
+)
+
+// Config configures a task manager.
+type Config struct {
+	// ID identifies the task manager; empty generates one.
+	ID string
+	// JobManager is the jobmanager's address (host:port).
+	JobManager string
+	// AdvertiseAddress is the address others reach this task manager at; empty uses the
+	// listener's address.
+	AdvertiseAddress string
+	Slots            int
+	// HeartbeatTimeout: after this long without a successful heartbeat the task manager
+	// considers the jobmanager lost and cancels its tasks.
+	HeartbeatTimeout time.Duration
+	// Exchange settings.
+	BufferSize          int
+	CreditsPerChannel   int
+	MaxQueuedPerChannel int
+	BufferTimeout       time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.ID == "" {
+		c.ID = "tm-" + uuid.NewString()[:8]
+	}
+	if c.Slots <= 0 {
+		c.Slots = 1
+	}
+	if c.HeartbeatTimeout <= 0 {
+		c.HeartbeatTimeout = 10 * time.Second
+	}
+	if c.BufferSize <= 0 {
+		c.BufferSize = 32 << 10
+	}
+	if c.CreditsPerChannel <= 0 {
+		c.CreditsPerChannel = 4
+	}
+	if c.MaxQueuedPerChannel <= 0 {
+		c.MaxQueuedPerChannel = 4
+	}
+}
+
+// TaskManager runs subtasks. Create it with New and run it with Serve.
+type TaskManager struct {
+	sluicev1.UnimplementedTaskServiceServer
+	cfg     Config
+	log     *slog.Logger
+	reg     *exchange.Registry
+	xclient *exchange.Client
+	conns   rpc.Conns
+	jm      sluicev1.ResourceServiceClient
+	addr    string
+	base    context.Context // lives until shutdown; parent of every task's context
+	wg      sync.WaitGroup  // task goroutines
+
+	mu    sync.Mutex
+	tasks map[string]*runningTask
+}
+
+type runningTask struct {
+	id      *sluicev1.ExecutionId
+	cancel  context.CancelFunc
+	metrics *runtime.Metrics
+}
+
+func execKey(id *sluicev1.ExecutionId) string {
+	return fmt.Sprintf("%s/%d/%d/%d", id.GetJobId(), id.GetAttempt(), id.GetVertex(), id.GetSubtask())
+}
+
+// New returns a task manager.
+func New(cfg Config, log *slog.Logger) *TaskManager {
+	cfg.defaults()
+	tm := &TaskManager{cfg: cfg, log: log.With("tm", cfg.ID), tasks: map[string]*runningTask{}}
+	tm.reg = exchange.NewRegistry(cfg.BufferSize, cfg.MaxQueuedPerChannel)
+	tm.xclient = exchange.NewClient(func(addr string) (grpc.ClientConnInterface, error) { return tm.conns.Get(addr) }, tm.log)
+	return tm
+}
+
+// ID is the task manager's identity.
+func (tm *TaskManager) ID() string { return tm.cfg.ID }
+
+// Serve runs the task manager on lis until ctx ends, then shuts down gracefully: tasks
+// are canceled, the jobmanager is told, and the servers stop.
+func (tm *TaskManager) Serve(ctx context.Context, lis net.Listener) error {
+	tm.addr = tm.cfg.AdvertiseAddress
+	if tm.addr == "" {
+		tm.addr = lis.Addr().String()
+	}
+	base, cancelBase := context.WithCancel(context.Background())
+	tm.base = base
+	defer cancelBase()
+
+	cc, err := rpc.Dial(tm.cfg.JobManager)
+	if err != nil {
+		return fmt.Errorf("jobmanager address %q: %w", tm.cfg.JobManager, err)
+	}
+	defer cc.Close()
+	tm.jm = sluicev1.NewResourceServiceClient(cc)
+
+	srv := grpc.NewServer(rpc.ServerOptions()...)
+	sluicev1.RegisterTaskServiceServer(srv, tm)
+	sluicev1.RegisterExchangeServiceServer(srv, exchange.NewServer(tm.reg, tm.log))
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	tm.log.Info("task manager listening", "address", tm.addr, "slots", tm.cfg.Slots, "jobmanager", tm.cfg.JobManager, "build", version.BuildID())
+
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		tm.heartbeatLoop(ctx)
+	}()
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		cancelBase()
+		<-loopDone
+		return fmt.Errorf("serve: %w", err)
+	}
+	<-loopDone
+	tm.log.Info("shutting down: canceling tasks")
+	tm.cancelAll("task manager shutting down")
+	waitTimeout(&tm.wg, 10*time.Second)
+	uctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_, _ = tm.jm.UnregisterTaskManager(uctx, &sluicev1.UnregisterTaskManagerRequest{TaskManagerId: tm.cfg.ID, Reason: "shutdown"})
+	cancel()
+	cancelBase()
+	// Every task has stopped, so the exchange streams carry nothing: close ours and cut
+	// the incoming ones rather than wait for peers to hang up.
+	tm.xclient.Close()
+	srv.Stop()
+	tm.conns.Close()
+	return nil
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}
+
+// heartbeatLoop registers with the jobmanager and heartbeats until ctx ends. When the
+// jobmanager forgets this task manager, or cannot be reached for HeartbeatTimeout, the
+// tasks are canceled (their job is restarted elsewhere) and it registers again.
+func (tm *TaskManager) heartbeatLoop(ctx context.Context) {
+	registered := false
+	interval := time.Second
+	lastOK := time.Now()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		if !registered {
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			resp, err := tm.jm.RegisterTaskManager(rctx, &sluicev1.RegisterTaskManagerRequest{
+				Id: tm.cfg.ID, Address: tm.addr, Slots: int32(tm.cfg.Slots), BuildId: version.BuildID(),
+			})
+			cancel()
+			if err != nil {
+				if ctx.Err() == nil {
+					tm.log.Warn("cannot register with the jobmanager; retrying", "jobmanager", tm.cfg.JobManager, "err", err)
+				}
+				timer.Reset(time.Second)
+				continue
+			}
+			registered = true
+			lastOK = time.Now()
+			if ms := resp.GetHeartbeatIntervalMs(); ms > 0 {
+				interval = time.Duration(ms) * time.Millisecond
+			}
+			tm.log.Info("registered with the jobmanager", "jobmanager", tm.cfg.JobManager, "heartbeat", interval)
+			timer.Reset(interval)
+			continue
+		}
+		hctx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
+		resp, err := tm.jm.Heartbeat(hctx, &sluicev1.HeartbeatRequest{TaskManagerId: tm.cfg.ID, Tasks: tm.metrics()})
+		cancel()
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				return
+			}
+			if time.Since(lastOK) > tm.cfg.HeartbeatTimeout {
+				tm.log.Warn("jobmanager lost: canceling tasks and registering again", "since", time.Since(lastOK).Round(time.Millisecond), "err", err)
+				tm.cancelAll("jobmanager lost")
+				registered = false
+			}
+		case !resp.GetKnown():
+			tm.log.Warn("jobmanager does not know this task manager: canceling tasks and registering again")
+			tm.cancelAll("task manager was declared dead")
+			registered = false
+			lastOK = time.Now()
+		default:
+			lastOK = time.Now()
+			for _, id := range resp.GetCancel() {
+				tm.cancelTask(id)
+			}
+		}
+		timer.Reset(interval)
+	}
+}
+
+func (tm *TaskManager) metrics() []*sluicev1.TaskMetrics {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	out := make([]*sluicev1.TaskMetrics, 0, len(tm.tasks))
+	for _, t := range tm.tasks {
+		out = append(out, taskMetrics(t.id, t.metrics))
+	}
+	return out
+}
+
+func taskMetrics(id *sluicev1.ExecutionId, m *runtime.Metrics) *sluicev1.TaskMetrics {
+	return &sluicev1.TaskMetrics{
+		Execution: id, RecordsIn: m.RecordsIn.Load(), RecordsOut: m.RecordsOut.Load(),
+		SourceRecords: m.SourceRecords.Load(), SinkRecords: m.SinkRecords.Load(),
+	}
+}
+
+func (tm *TaskManager) cancelAll(reason string) {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	for _, t := range tm.tasks {
+		t.cancel()
+	}
+	if len(tm.tasks) > 0 {
+		tm.log.Info("canceled tasks", "count", len(tm.tasks), "reason", reason)
+	}
+}
+
+func (tm *TaskManager) cancelTask(id *sluicev1.ExecutionId) bool {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	if t := tm.tasks[execKey(id)]; t != nil {
+		t.cancel()
+		return true
+	}
+	return false
+}
+
+// CancelTask cancels a running task; canceling an unknown task succeeds (idempotent).
+func (tm *TaskManager) CancelTask(_ context.Context, req *sluicev1.CancelTaskRequest) (*sluicev1.CancelTaskResponse, error) {
+	tm.cancelTask(req.GetExecution())
+	return &sluicev1.CancelTaskResponse{}, nil
+}
+
+// DeployTask checks the job against this build, sets up the subtask's channels and
+// starts it. Errors mean the task did not start.
+func (tm *TaskManager) DeployTask(_ context.Context, req *sluicev1.DeployTaskRequest) (*sluicev1.DeployTaskResponse, error) {
+	id := req.GetExecution()
+	g := req.GetJobGraph()
+	log := tm.log.With("job", id.GetJobId(), "attempt", id.GetAttempt(), "vertex", id.GetVertex(), "subtask", id.GetSubtask())
+	if tm.base == nil || tm.base.Err() != nil {
+		return nil, fmt.Errorf("%w: task manager is shutting down", rpc.ErrUnavailable)
+	}
+	if _, ok := g.GetProgram().GetKind().(*sluicev1.Program_Registered); ok && g.GetBuildId() != version.BuildID() {
+		return nil, fmt.Errorf("%w: job %q was compiled by build %s but task manager %s runs build %s; run the same build on every process",
+			rpc.ErrFailedPrecondition, g.GetName(), g.GetBuildId(), tm.cfg.ID, version.BuildID())
+	}
+	prog, err := program.Compile(g.GetProgram(), log)
+	if err != nil {
+		return nil, fmt.Errorf("%w: task manager %s cannot build job %q: %v", rpc.ErrFailedPrecondition, tm.cfg.ID, g.GetName(), err)
+	}
+	if d := graph.Diff(g, prog.Graph); d != "" {
+		return nil, fmt.Errorf("%w: job %q does not match the operators registered in task manager %s: %s",
+			rpc.ErrFailedPrecondition, g.GetName(), tm.cfg.ID, d)
+	}
+	if int(id.GetVertex()) >= len(prog.Plan.Vertices) {
+		return nil, fmt.Errorf("%w: vertex %d out of range", rpc.ErrInvalid, id.GetVertex())
+	}
+	v := prog.Plan.Vertices[id.GetVertex()]
+	subtask := int(id.GetSubtask())
+	if len(req.GetOutputs()) != len(v.Outputs) || len(req.GetInputs()) != len(v.Inputs) {
+		return nil, fmt.Errorf("%w: deployment of %q has %d inputs and %d outputs, the chain %d and %d",
+			rpc.ErrInvalid, v.Name, len(req.GetInputs()), len(req.GetOutputs()), len(v.Inputs), len(v.Outputs))
+	}
+
+	key := execKey(id)
+	tm.mu.Lock()
+	if tm.tasks[key] != nil {
+		tm.mu.Unlock()
+		return nil, fmt.Errorf("%w: task %s is already running", rpc.ErrFailedPrecondition, key)
+	}
+	ctx, cancel := context.WithCancel(tm.base)
+	rt := &runningTask{id: id, cancel: cancel, metrics: &runtime.Metrics{}}
+	tm.tasks[key] = rt
+	tm.mu.Unlock()
+
+	task, err := tm.buildTask(ctx, req, prog, v, subtask, log)
+	if err != nil {
+		tm.mu.Lock()
+		delete(tm.tasks, key)
+		tm.mu.Unlock()
+		cancel()
+		return nil, err
+	}
+	task.Metrics = rt.metrics
+	tm.wg.Add(1)
+	go tm.run(ctx, rt, task, log)
+	return &sluicev1.DeployTaskResponse{}, nil
+}
+
+func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRequest, prog *api.Program, v graph.Vertex, subtask int, log *slog.Logger) (*runtime.Task, error) {
+	id := req.GetExecution()
+	g := prog.Graph
+	var outputs []*exchange.Partition
+	var consumerP []int
+	abort := func(err error) {
+		for _, p := range outputs {
+			p.Abort(err)
+		}
+	}
+	for i, ei := range v.Outputs {
+		od := req.GetOutputs()[i]
+		if int(od.GetEdge()) != ei {
+			abort(ErrBadDeployment)
+			return nil, fmt.Errorf("%w: output %d is edge %d, want %d", rpc.ErrInvalid, i, od.GetEdge(), ei)
+		}
+		var keys []exchange.ChannelKey
+		for _, c := range graph.ProducerChannels(g.Edges[ei], subtask, int(od.GetConsumerParallelism())) {
+			keys = append(keys, exchange.ChannelKey{JobID: id.GetJobId(), Attempt: id.GetAttempt(), Edge: int32(ei), Producer: int32(subtask), Consumer: int32(c)})
+		}
+		outputs = append(outputs, tm.reg.NewPartition(ctx, keys))
+		consumerP = append(consumerP, int(od.GetConsumerParallelism()))
+	}
+	var gate *exchange.InputGate
+	if len(v.Inputs) > 0 {
+		n := 0
+		for _, in := range req.GetInputs() {
+			n += len(in.GetProducerAddresses())
+		}
+		gate = exchange.NewInputGate(n, tm.cfg.CreditsPerChannel)
+		ch := 0
+		for input, ei := range v.Inputs {
+			in := req.GetInputs()[input]
+			e := g.Edges[ei]
+			if int(in.GetEdge()) != ei {
+				abort(ErrBadDeployment)
+				gate.Close()
+				return nil, fmt.Errorf("%w: input %d is edge %d, want %d", rpc.ErrInvalid, input, in.GetEdge(), ei)
+			}
+			for k, addr := range in.GetProducerAddresses() {
+				producer := k
+				if e.GetPartitioner() == sluicev1.Partitioner_PARTITIONER_FORWARD {
+					producer = subtask
+				}
+				key := exchange.ChannelKey{JobID: id.GetJobId(), Attempt: id.GetAttempt(), Edge: int32(ei), Producer: int32(producer), Consumer: int32(subtask)}
+				var err error
+				if addr == tm.addr {
+					err = gate.ConnectLocal(tm.reg, ch, input, key)
+				} else {
+					err = tm.xclient.ConnectRemote(gate, ch, input, addr, key)
+				}
+				if err != nil {
+					abort(err)
+					gate.Close()
+					return nil, fmt.Errorf("%w: connect input channel %s: %v", rpc.ErrUnavailable, key, err)
+				}
+				ch++
+			}
+		}
+	}
+	chain, err := prog.NewChain(api.ChainSpec{
+		Vertex: v, Subtask: subtask, Attempt: id.GetAttempt(), Outputs: outputs, ConsumerParallelism: consumerP, Log: log,
+	})
+	if err != nil {
+		abort(err)
+		if gate != nil {
+			gate.Close()
+		}
+		return nil, fmt.Errorf("%w: %v", rpc.ErrFailedPrecondition, err)
+	}
+	bufferTimeout := tm.cfg.BufferTimeout
+	if s, ok := req.GetConfig()["execution.buffer-timeout.interval"]; ok {
+		if d, err := time.ParseDuration(s); err == nil {
+			bufferTimeout = d
+		}
+	}
+	return &runtime.Task{
+		Name: fmt.Sprintf("%s (%d/%d)", v.Name, subtask+1, v.Parallelism), Chain: chain, Gate: gate, Outputs: outputs,
+		BufferTimeout: bufferTimeout, Mailbox: make(chan func() error), Log: log,
+	}, nil
+}
+
+// ErrBadDeployment marks a deployment descriptor that does not fit the job graph.
+var ErrBadDeployment = errors.New("deployment does not fit the job graph")
+
+// run runs one task and reports its states to the jobmanager.
+func (tm *TaskManager) run(ctx context.Context, rt *runningTask, task *runtime.Task, log *slog.Logger) {
+	defer tm.wg.Done()
+	tm.report(rt, sluicev1.TaskState_TASK_STATE_RUNNING, "")
+	log.Info("task running", "task", task.Name)
+	err := task.Run(ctx)
+	state, failure := sluicev1.TaskState_TASK_STATE_FINISHED, ""
+	switch {
+	case err == nil:
+		log.Info("task finished", "task", task.Name, "records_in", rt.metrics.RecordsIn.Load(), "records_out", rt.metrics.RecordsOut.Load())
+	case ctx.Err() != nil:
+		state = sluicev1.TaskState_TASK_STATE_CANCELED
+		log.Info("task canceled", "task", task.Name)
+	default:
+		state, failure = sluicev1.TaskState_TASK_STATE_FAILED, err.Error()
+		log.Warn("task failed", "task", task.Name, "err", err)
+	}
+	tm.mu.Lock()
+	delete(tm.tasks, execKey(rt.id))
+	tm.mu.Unlock()
+	rt.cancel()
+	tm.report(rt, state, failure)
+}
+
+// report tells the jobmanager a task's state, retrying briefly: a lost report is
+// repaired by the jobmanager's failure detection.
+func (tm *TaskManager) report(rt *runningTask, state sluicev1.TaskState, failure string) {
+	req := &sluicev1.UpdateTaskStateRequest{
+		TaskManagerId: tm.cfg.ID, Execution: rt.id, State: state, Failure: failure, Metrics: taskMetrics(rt.id, rt.metrics),
+	}
+	for i := 0; i < 5; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, err := tm.jm.UpdateTaskState(ctx, req)
+		cancel()
+		if err == nil {
+			return
+		}
+		tm.log.Warn("cannot report task state", "state", state, "err", err)
+		time.Sleep(200 * time.Millisecond << i)
+	}
+}
