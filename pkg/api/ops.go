@@ -28,10 +28,12 @@ type sourceInst[T any] struct {
 	out Emitter[T]
 }
 
-func (s *sourceInst[T]) open(ctx context.Context, rc *RuntimeContext) error { return s.src.Open(ctx, rc) }
-func (s *sourceInst[T]) poll() (PollResult, error)                          { return s.src.Poll(s.out) }
-func (s *sourceInst[T]) endInput() error                                    { return nil }
-func (s *sourceInst[T]) close() error                                       { return s.src.Close() }
+func (s *sourceInst[T]) open(ctx context.Context, rc *RuntimeContext) error {
+	return s.src.Open(ctx, rc)
+}
+func (s *sourceInst[T]) poll() (PollResult, error) { return s.src.Poll(s.out) }
+func (s *sourceInst[T]) endInput() error           { return nil }
+func (s *sourceInst[T]) close() error              { return s.src.Close() }
 
 // Map applies f to every record.
 func Map[IN, OUT any](s Stream[IN], f func(IN) OUT) Stream[OUT] {
@@ -177,9 +179,11 @@ func (s *sinkInst[T]) Emit(v T) {
 		s.ft.fail(err)
 	}
 }
-func (s *sinkInst[T]) open(ctx context.Context, rc *RuntimeContext) error { return s.sink.Open(ctx, rc) }
-func (s *sinkInst[T]) endInput() error                                    { return s.sink.Finish() }
-func (s *sinkInst[T]) close() error                                       { return s.sink.Close() }
+func (s *sinkInst[T]) open(ctx context.Context, rc *RuntimeContext) error {
+	return s.sink.Open(ctx, rc)
+}
+func (s *sinkInst[T]) endInput() error { return s.sink.Finish() }
+func (s *sinkInst[T]) close() error    { return s.sink.Close() }
 
 type nopInst struct{}
 

@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-stream/sluice/pkg/api"
 	"github.com/sluice-stream/sluice/pkg/cluster"
 	"github.com/sluice-stream/sluice/pkg/jobmanager"
+	"github.com/sluice-stream/sluice/pkg/restart"
 	"github.com/sluice-stream/sluice/pkg/rpc"
 	"github.com/sluice-stream/sluice/pkg/taskmanager"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -32,22 +33,16 @@ func testLog(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-type fixedDelay struct {
-	attempts, failures int
-	delay              time.Duration
-}
-
-func (f *fixedDelay) NotifyFailure(time.Time) { f.failures++ }
-func (f *fixedDelay) CanRestart() bool        { return f.failures <= f.attempts }
-func (f *fixedDelay) Delay() time.Duration    { return f.delay }
-
 func startCluster(t *testing.T, tms, slots int) (*cluster.Cluster, sluicev1.JobServiceClient) {
 	t.Helper()
 	c, err := cluster.Start(cluster.Options{
 		TaskManagers: tms,
 		JobManager: jobmanager.Config{
 			HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: time.Second,
-			NewRestartStrategy: func() jobmanager.RestartStrategy { return &fixedDelay{attempts: 3, delay: 100 * time.Millisecond} },
+			NewRestartStrategy: func() restart.Strategy {
+				s, _ := restart.NewFixedDelay(3, 100*time.Millisecond)
+				return s
+			},
 		},
 		TaskManager: taskmanager.Config{Slots: slots, BufferTimeout: 10 * time.Millisecond},
 		Log:         testLog(t),

@@ -20,7 +20,7 @@ const maxDepth = 32
 // path. Values must be scalars; an empty value (or null) is the empty string. Keys not
 // in the file have their defaults. An empty file is valid.
 //
-// Errors are one line and start with "path:line: ", e.g.
+// Errors are one line. Those about the content start with "path:line: ", e.g.
 // `sluice.yaml:3: unknown configuration key "heartbeat.timout" (did you mean
 // "heartbeat.timeout"?)`. A key set twice, also through an alias or in both flat and
 // nested form, is an error.
@@ -114,36 +114,38 @@ func (l *loader) walk(m *yaml.Node, prefix string, depth int) error {
 		if prefix != "" {
 			key = prefix + "." + key
 		}
-		if v.Kind == yaml.AliasNode { // *name, referring to &name
-			if v.Alias == nil || v.Alias.Kind != yaml.ScalarNode {
-				return fmt.Errorf("%s:%d: %s: YAML aliases are supported for single values only", l.name, k.Line, key)
-			}
-			v = v.Alias
-		}
-		switch v.Kind {
-		case yaml.MappingNode:
+		if v.Kind == yaml.MappingNode {
 			if err := l.walk(v, key, depth+1); err != nil {
 				return err
 			}
-		case yaml.ScalarNode:
-			if err := l.set(key, v, k.Line); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("%s:%d: %s: expected a single value or a map", l.name, k.Line, key)
+			continue
+		}
+		if err := l.set(key, v, k.Line); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
+// set sets key, a full key as written in the file at line, to the value v.
 func (l *loader) set(key string, v *yaml.Node, line int) error {
-	value := v.Value
-	if v.Tag == "!!null" {
-		value = ""
-	}
 	e, err := resolve(key)
 	if err != nil {
 		return fmt.Errorf("%s:%d: %w", l.name, line, err)
+	}
+	// From here on key is a registered name, safe to print unquoted.
+	if v.Kind == yaml.AliasNode { // *name, referring to &name
+		if v.Alias == nil || v.Alias.Kind != yaml.ScalarNode {
+			return fmt.Errorf("%s:%d: %s: YAML aliases are supported for single values only", l.name, line, key)
+		}
+		v = v.Alias
+	}
+	if v.Kind != yaml.ScalarNode {
+		return fmt.Errorf("%s:%d: %s: expected a single value or a map", l.name, line, key)
+	}
+	value := v.Value
+	if v.Tag == "!!null" {
+		value = ""
 	}
 	if prev, dup := l.seen[e.Name]; dup {
 		as := ""

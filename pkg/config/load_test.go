@@ -116,6 +116,8 @@ func TestLoadErrors(t *testing.T) {
 		{"merge key", "base: &b {timeout: 1 s}\nheartbeat:\n  <<: *b\n", `sluice.yaml:1: unknown configuration key "base.timeout"`},
 		{"merge key alone", "heartbeat:\n  <<: {timeout: 1 s}\n", `sluice.yaml:2: YAML merge keys (<<) are not supported`},
 		{"map alias only", "heartbeat: {interval: &h {a: 1}}\n", `sluice.yaml:1: unknown configuration key "heartbeat.interval.a"`},
+		{"list under unknown key", "\"a\\nb\": [1]\n", `sluice.yaml:1: unknown configuration key "a\nb"`},
+		{"alias under unknown key", "heartbeat.timeout: &t {a: 1}\nx: *t\n", `sluice.yaml:1: unknown configuration key "heartbeat.timeout.a"`},
 		{"deep nesting", strings.Repeat("{a: ", 40) + "1" + strings.Repeat("}", 40) + "\n", `sluice.yaml:1: maps nested too deeply`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -172,7 +174,7 @@ func FuzzLoad(f *testing.F) {
 		"", "heartbeat.timeout: 5 s\n", "heartbeat: {timeout: 5 s}\n", "a: [1, 2]\n", "- x\n",
 		"heartbeat:\n  timeout: ten\n", "&a x: *a\n", "? [a]\n: b\n", "execution.buffer-timeout: 1\n",
 		"x: &a [*a]\n", "{a: {b: {c: {d: 1}}}}", "---\n...\n---\n", "restart-strategy: OFF\n",
-		"\"\\u0000\": 1\n", "heartbeat: &h {timeout: 1 s}\nx: *h\n",
+		"\"\\u0000\": 1\n", "\"a\\nb\": [1]\n", "heartbeat: &h {timeout: 1 s}\nx: *h\n",
 	} {
 		f.Add([]byte(s))
 	}

@@ -217,7 +217,9 @@ type remoteChannel struct {
 	eop  bool // end-of-partition received; guarded by cs.mu
 }
 
-func (rc *remoteChannel) recycle() { rc.cs.send(&sluicev1.ExchangeFrame{Credits: []*sluicev1.ChannelCredit{{Id: rc.id, Credit: 1}}}) }
+func (rc *remoteChannel) recycle() {
+	rc.cs.send(&sluicev1.ExchangeFrame{Credits: []*sluicev1.ChannelCredit{{Id: rc.id, Credit: 1}}})
+}
 
 func (rc *remoteChannel) close() {
 	rc.cs.mu.Lock()

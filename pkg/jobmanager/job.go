@@ -5,19 +5,10 @@ import (
 	"time"
 
 	"github.com/sluice-stream/sluice/pkg/graph"
+	"github.com/sluice-stream/sluice/pkg/restart"
 	"github.com/sluice-stream/sluice/pkg/scheduler"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
-
-// RestartStrategy decides whether and when a failed job restarts.
-type RestartStrategy interface {
-	// NotifyFailure records a failure at now.
-	NotifyFailure(now time.Time)
-	// CanRestart reports whether the recorded failures still allow a restart.
-	CanRestart() bool
-	// Delay is the wait before the next restart.
-	Delay() time.Duration
-}
 
 // The job's state machine. It holds no locks and does no I/O: the jobmanager's loop
 // calls its methods with the current time and performs the actions they return.
@@ -56,7 +47,7 @@ type job struct {
 	id       string
 	graph    *sluicev1.JobGraph
 	plan     *graph.Plan
-	strategy RestartStrategy
+	strategy restart.Strategy
 	// slotTimeout bounds how long a job waits for enough free slots.
 	slotTimeout time.Duration
 	// cancelTimeout bounds how long canceled tasks may take to confirm.
@@ -88,7 +79,7 @@ type job struct {
 	lastTasks []*task
 }
 
-func newJob(id string, g *sluicev1.JobGraph, plan *graph.Plan, strategy RestartStrategy, now time.Time) *job {
+func newJob(id string, g *sluicev1.JobGraph, plan *graph.Plan, strategy restart.Strategy, now time.Time) *job {
 	return &job{id: id, graph: g, plan: plan, strategy: strategy, state: sluicev1.JobState_JOB_STATE_CREATED,
 		start: now, slotTimeout: 5 * time.Minute, cancelTimeout: 30 * time.Second}
 }
@@ -213,6 +204,8 @@ func (j *job) failover(pool *scheduler.Pool, cause string, now time.Time) []acti
 		return j.settle(pool, now)
 	}
 	j.failure = cause
+	// One call per failover: the job leaves RUNNING here, so the other tasks' failures
+	// of the same failover never reach the strategy.
 	j.strategy.NotifyFailure(now)
 	if j.strategy.CanRestart() {
 		j.state = sluicev1.JobState_JOB_STATE_RESTARTING

@@ -21,6 +21,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/sluice-stream/sluice/pkg/graph"
 	"github.com/sluice-stream/sluice/pkg/program"
+	"github.com/sluice-stream/sluice/pkg/restart"
 	"github.com/sluice-stream/sluice/pkg/rpc"
 	"github.com/sluice-stream/sluice/pkg/scheduler"
 	"github.com/sluice-stream/sluice/pkg/version"
@@ -40,8 +41,8 @@ type Config struct {
 	HeartbeatInterval  time.Duration
 	HeartbeatTimeout   time.Duration
 	SlotRequestTimeout time.Duration
-	// NewRestartStrategy returns a fresh strategy for each job.
-	NewRestartStrategy func() RestartStrategy
+	// NewRestartStrategy returns a fresh strategy for each job (default: no restarts).
+	NewRestartStrategy func() restart.Strategy
 	// TaskConfig is passed to every deployed task (e.g. the buffer timeout).
 	TaskConfig map[string]string
 	// Clock defaults to the wall clock.
@@ -81,7 +82,7 @@ func New(cfg Config, log *slog.Logger) *JobManager {
 		cfg.SlotRequestTimeout = 5 * time.Minute
 	}
 	if cfg.NewRestartStrategy == nil {
-		cfg.NewRestartStrategy = func() RestartStrategy { return noRestart{} }
+		cfg.NewRestartStrategy = func() restart.Strategy { return restart.None{} }
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = realClock{}
@@ -94,12 +95,6 @@ func New(cfg Config, log *slog.Logger) *JobManager {
 		pool: scheduler.NewPool(), lastSeen: map[string]time.Time{}, jobs: map[string]*job{},
 	}
 }
-
-type noRestart struct{}
-
-func (noRestart) NotifyFailure(time.Time) {}
-func (noRestart) CanRestart() bool        { return false }
-func (noRestart) Delay() time.Duration    { return 0 }
 
 // Serve runs the jobmanager on lis until ctx ends.
 func (jm *JobManager) Serve(ctx context.Context, lis net.Listener) error {

@@ -512,7 +512,7 @@ func FuzzParse(f *testing.F) {
 func TestParseMergeBomb(t *testing.T) {
 	var b strings.Builder
 	b.WriteString("a0: &a0 {x: 1}\n")
-	for i := 1; i < 9; i++ {
+	for i := 1; i < 7; i++ {
 		b.WriteString("a" + strconv.Itoa(i) + ": &a" + strconv.Itoa(i) + " {<<: [")
 		for j := range 10 {
 			if j > 0 {
@@ -522,9 +522,9 @@ func TestParseMergeBomb(t *testing.T) {
 		}
 		b.WriteString("]}\n")
 	}
-	b.WriteString("name: t\noperators:\n  - {<<: *a8, uid: s, type: sequence, keys: 1}\n  - {uid: p, type: print, input: s}\n")
+	b.WriteString("name: t\noperators:\n  - {<<: *a6, uid: s, type: sequence, keys: 1}\n  - {uid: p, type: print, input: s}\n")
 	_, err := Parse("t.yaml", []byte(b.String()))
-	if err == nil || !strings.Contains(err.Error(), "t.yaml:12: merge keys expand to too many fields") {
+	if err == nil || !strings.Contains(err.Error(), ": merge keys expand to too many fields\n") || strings.Contains(err.Error(), "deep") {
 		t.Errorf("error %v", err)
 	}
 }

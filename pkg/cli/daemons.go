@@ -1,0 +1,166 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/sluice-stream/sluice/pkg/config"
+	"github.com/sluice-stream/sluice/pkg/jobmanager"
+	"github.com/sluice-stream/sluice/pkg/restart"
+	"github.com/sluice-stream/sluice/pkg/taskmanager"
+	"github.com/sluice-stream/sluice/pkg/version"
+	"github.com/spf13/cobra"
+)
+
+// daemonFlags are the flags every daemon shares: a config file, every config key as a
+// flag (default < file < flags), and logging.
+type daemonFlags struct {
+	file      string
+	overrides *config.Config
+	logLevel  string
+	logFormat string
+}
+
+func (d *daemonFlags) bind(cmd *cobra.Command) {
+	d.overrides = config.New()
+	cmd.Flags().StringVarP(&d.file, "config", "c", "", "configuration file (YAML, Flink-style keys)")
+	cmd.Flags().StringVar(&d.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.Flags().StringVar(&d.logFormat, "log-format", "text", "log format: text or json")
+	config.BindFlags(cmd.Flags(), d.overrides)
+}
+
+func (d *daemonFlags) load(errOut io.Writer) (*config.Config, *slog.Logger, error) {
+	c, err := config.LoadWithOverrides(d.file, d.overrides)
+	if err != nil {
+		return nil, nil, err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(d.logLevel)); err != nil {
+		return nil, nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", d.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch d.logFormat {
+	case "text":
+		return c, slog.New(slog.NewTextHandler(errOut, opts)), nil
+	case "json":
+		return c, slog.New(slog.NewJSONHandler(errOut, opts)), nil
+	}
+	return nil, nil, fmt.Errorf("--log-format %q: use text or json", d.logFormat)
+}
+
+func signalContext(parent context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+}
+
+// JobManagerConfig turns configuration into the jobmanager's settings.
+func JobManagerConfig(c *config.Config) (jobmanager.Config, error) {
+	if _, err := restart.FromConfig(c); err != nil {
+		return jobmanager.Config{}, err
+	}
+	return jobmanager.Config{
+		HeartbeatInterval:  c.Duration(config.HeartbeatInterval),
+		HeartbeatTimeout:   c.Duration(config.HeartbeatTimeout),
+		SlotRequestTimeout: c.Duration(config.SlotRequestTimeout),
+		NewRestartStrategy: func() restart.Strategy {
+			s, _ := restart.FromConfig(c) // validated above
+			return s
+		},
+		TaskConfig: map[string]string{config.BufferTimeout: c.Duration(config.BufferTimeout).String()},
+	}, nil
+}
+
+// TaskManagerConfig turns configuration into a task manager's settings.
+func TaskManagerConfig(c *config.Config, jobManager string) taskmanager.Config {
+	return taskmanager.Config{
+		ID:                  c.String(config.TaskManagerResourceID),
+		JobManager:          jobManager,
+		Slots:               c.Int(config.NumberOfTaskSlots),
+		HeartbeatTimeout:    c.Duration(config.HeartbeatTimeout),
+		BufferSize:          int(c.MemorySize(config.SegmentSize)),
+		CreditsPerChannel:   c.Int(config.BuffersPerChannel),
+		MaxQueuedPerChannel: c.Int(config.MaxBuffersPerChannel),
+		BufferTimeout:       c.Duration(config.BufferTimeout),
+	}
+}
+
+func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+
+// JobManagerCmd is the jobmanager daemon's command line.
+func JobManagerCmd(errOut io.Writer) *cobra.Command {
+	var d daemonFlags
+	cmd := &cobra.Command{
+		Use:           "jobmanager",
+		Short:         "Run the Sluice jobmanager: the coordinator that schedules jobs onto task managers",
+		Args:          exactArgs(0, "no arguments (settings are flags or --config)"),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version.BuildID(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, log, err := d.load(errOut)
+			if err != nil {
+				return err
+			}
+			cfg, err := JobManagerConfig(c)
+			if err != nil {
+				return err
+			}
+			addr := hostPort(c.String(config.JobManagerRPCAddress), c.Int(config.JobManagerRPCPort))
+			lis, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("listen on %s: %w (is another jobmanager running? set jobmanager.rpc.port)", addr, err)
+			}
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			return jobmanager.New(cfg, log).Serve(ctx, lis)
+		},
+	}
+	d.bind(cmd)
+	return cmd
+}
+
+// TaskManagerCmd is the task manager daemon's command line.
+func TaskManagerCmd(errOut io.Writer) *cobra.Command {
+	var d daemonFlags
+	cmd := &cobra.Command{
+		Use:           "taskmanager",
+		Short:         "Run a Sluice task manager: the worker that offers slots and runs subtasks",
+		Args:          exactArgs(0, "no arguments (settings are flags or --config)"),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version.BuildID(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, log, err := d.load(errOut)
+			if err != nil {
+				return err
+			}
+			jm := hostPort(c.String(config.JobManagerRPCAddress), c.Int(config.JobManagerRPCPort))
+			addr := hostPort(c.String(config.TaskManagerHost), c.Int(config.TaskManagerRPCPort))
+			lis, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("listen on %s: %w (set taskmanager.host / taskmanager.rpc.port)", addr, err)
+			}
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			return taskmanager.New(TaskManagerConfig(c, jm), log).Serve(ctx, lis)
+		},
+	}
+	d.bind(cmd)
+	return cmd
+}
+
+// Main runs cmd and exits: errors are printed as one line prefixed by the program name.
+func Main(cmd *cobra.Command) {
+	if err := cmd.Execute(); err != nil {
+		msg := strings.TrimSpace(err.Error())
+		fmt.Fprintf(os.Stderr, "%s: %s\n", cmd.Name(), strings.ReplaceAll(msg, "\n", "; "))
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,385 @@
+// Package cli implements the command lines of streamctl, jobmanager and taskmanager.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sluice-stream/sluice/pkg/api"
+	"github.com/sluice-stream/sluice/pkg/program"
+	"github.com/sluice-stream/sluice/pkg/rpc"
+	"github.com/sluice-stream/sluice/pkg/version"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// DefaultJobManager is where streamctl looks for the jobmanager without flag or env.
+const DefaultJobManager = "127.0.0.1:6123"
+
+// EnvJobManager names the environment variable that sets the jobmanager address.
+const EnvJobManager = "SLUICE_JOBMANAGER"
+
+type ctl struct {
+	addr    string
+	timeout time.Duration
+	out     io.Writer
+	errOut  io.Writer
+}
+
+// Streamctl returns the streamctl command tree.
+func Streamctl(out, errOut io.Writer) *cobra.Command {
+	c := &ctl{out: out, errOut: errOut}
+	root := &cobra.Command{
+		Use:           "streamctl",
+		Short:         "Control a Sluice cluster: submit, inspect and cancel jobs",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version.BuildID(),
+	}
+	root.SetOut(out)
+	root.SetErr(errOut)
+	def := os.Getenv(EnvJobManager)
+	if def == "" {
+		def = DefaultJobManager
+	}
+	root.PersistentFlags().StringVar(&c.addr, "jobmanager", def, "jobmanager address host:port (env "+EnvJobManager+")")
+	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 10*time.Second, "how long to wait for the jobmanager")
+	root.AddCommand(c.submitCmd(), c.listCmd(), c.statusCmd(), c.cancelCmd(), c.taskManagersCmd(), c.jobsCmd(), localCmd(out, errOut))
+	return root
+}
+
+func (c *ctl) client() (sluicev1.JobServiceClient, func(), error) {
+	cc, err := rpc.Dial(c.addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("jobmanager address %q: %w", c.addr, err)
+	}
+	return sluicev1.NewJobServiceClient(cc), func() { cc.Close() }, nil
+}
+
+func (c *ctl) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), c.timeout)
+}
+
+// rpcErr turns an RPC error into the one line the user sees.
+func (c *ctl) rpcErr(err error) error {
+	return errors.New(rpc.Message(err, "jobmanager", c.addr))
+}
+
+// compileJob turns a spec file or a registered job name into a JobGraph.
+func compileJob(target string, parallelism int, args map[string]string) (*sluicev1.JobGraph, error) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if strings.HasSuffix(target, ".yaml") || strings.HasSuffix(target, ".yml") || strings.ContainsRune(target, os.PathSeparator) {
+		data, err := os.ReadFile(target)
+		if err != nil {
+			return nil, fmt.Errorf("read spec: %w", err)
+		}
+		if len(args) > 0 {
+			return nil, errors.New("--arg applies to registered Go jobs only; a spec takes its settings from the file")
+		}
+		prog, err := program.CompileSpec(target, data, parallelism, quiet)
+		if err != nil {
+			return nil, err
+		}
+		return prog.Graph, nil
+	}
+	prog, err := api.BuildRegistered(target, args, parallelism, quiet)
+	if err != nil {
+		return nil, err
+	}
+	return prog.Graph, nil
+}
+
+func parseArgs(kv []string) (map[string]string, error) {
+	args := map[string]string{}
+	for _, a := range kv {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--arg %q: want key=value", a)
+		}
+		args[k] = v
+	}
+	return args, nil
+}
+
+func (c *ctl) submitCmd() *cobra.Command {
+	var p int
+	var kv []string
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "submit SPEC.yaml|JOB-NAME",
+		Short: "Submit a job (a YAML spec or a registered Go job) and print its ID",
+		Args:  exactArgs(1, "a spec file or a registered job name (streamctl jobs lists them)"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if p < 0 {
+				return fmt.Errorf("-p %d: parallelism must be at least 1", p)
+			}
+			args, err := parseArgs(kv)
+			if err != nil {
+				return err
+			}
+			g, err := compileJob(a[0], p, args)
+			if err != nil {
+				return err
+			}
+			js, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := c.ctx()
+			defer cancel()
+			resp, err := js.SubmitJob(ctx, &sluicev1.SubmitJobRequest{JobGraph: g})
+			if err != nil {
+				return c.rpcErr(err)
+			}
+			fmt.Fprintln(c.out, resp.GetJobId())
+			if follow {
+				return followJob(cmd.Context(), js, resp.GetJobId(), c.errOut, false)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVarP(&p, "parallelism", "p", 0, "default parallelism of the job's operators")
+	cmd.Flags().StringArrayVar(&kv, "arg", nil, "argument of a registered job, key=value (repeatable)")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "show the job's progress until it ends")
+	return cmd
+}
+
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return fmt.Errorf("%s takes %s (see %s --help)", cmd.CommandPath(), what, cmd.CommandPath())
+		}
+		return nil
+	}
+}
+
+func addOutputFlag(cmd *cobra.Command, o *string) {
+	cmd.Flags().StringVarP(o, "output", "o", "table", "output format: table or json")
+}
+
+func checkOutput(o string) error {
+	if o != "table" && o != "json" {
+		return fmt.Errorf("-o %q: use table or json", o)
+	}
+	return nil
+}
+
+func printJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	// Re-indent through encoding/json for stable formatting across protobuf releases.
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (c *ctl) listCmd() *cobra.Command {
+	var o string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the jobs",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(o); err != nil {
+				return err
+			}
+			js, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := c.ctx()
+			defer cancel()
+			resp, err := js.ListJobs(ctx, &sluicev1.ListJobsRequest{})
+			if err != nil {
+				return c.rpcErr(err)
+			}
+			if o == "json" {
+				return printJSON(c.out, resp)
+			}
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "JOB ID\tNAME\tSTATE\tATTEMPT\tRESTARTS\tDURATION\tRECORDS IN\tRECORDS OUT")
+			for _, j := range resp.GetJobs() {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%d\t%d\n", j.GetJobId(), j.GetName(), stateName(j.GetState()),
+					j.GetAttempt(), j.GetRestarts(), duration(j), j.GetRecordsIn(), j.GetRecordsOut())
+			}
+			return tw.Flush()
+		},
+	}
+	addOutputFlag(cmd, &o)
+	return cmd
+}
+
+func stateName(s sluicev1.JobState) string {
+	return strings.ToUpper(strings.TrimPrefix(s.String(), "JOB_STATE_"))
+}
+
+func duration(j *sluicev1.JobStatus) string {
+	if j.GetStartTimeUnixMs() == 0 {
+		return "-"
+	}
+	end := time.Now()
+	if j.GetEndTimeUnixMs() > 0 {
+		end = time.UnixMilli(j.GetEndTimeUnixMs())
+	}
+	return end.Sub(time.UnixMilli(j.GetStartTimeUnixMs())).Round(100 * time.Millisecond).String()
+}
+
+func (c *ctl) getJob(id string) (*sluicev1.JobStatus, error) {
+	js, done, err := c.client()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	ctx, cancel := c.ctx()
+	defer cancel()
+	st, err := js.GetJob(ctx, &sluicev1.GetJobRequest{JobId: id})
+	if err != nil {
+		return nil, c.rpcErr(err)
+	}
+	return st, nil
+}
+
+func (c *ctl) statusCmd() *cobra.Command {
+	var o string
+	cmd := &cobra.Command{
+		Use:   "status JOB",
+		Short: "Show a job's state, attempts and per-vertex progress",
+		Args:  exactArgs(1, "a job ID (streamctl list shows them)"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if err := checkOutput(o); err != nil {
+				return err
+			}
+			st, err := c.getJob(a[0])
+			if err != nil {
+				return err
+			}
+			if o == "json" {
+				return printJSON(c.out, st)
+			}
+			printStatus(c.out, st)
+			return nil
+		},
+	}
+	addOutputFlag(cmd, &o)
+	return cmd
+}
+
+func printStatus(w io.Writer, st *sluicev1.JobStatus) {
+	fmt.Fprintf(w, "Job:          %s (%s)\n", st.GetJobId(), st.GetName())
+	fmt.Fprintf(w, "State:        %s\n", stateName(st.GetState()))
+	fmt.Fprintf(w, "Attempt:      %d (restarts: %d)\n", st.GetAttempt(), st.GetRestarts())
+	fmt.Fprintf(w, "Started:      %s (%s)\n", time.UnixMilli(st.GetStartTimeUnixMs()).Format(time.RFC3339), duration(st))
+	fmt.Fprintf(w, "Records:      %d in, %d out\n", st.GetRecordsIn(), st.GetRecordsOut())
+	fmt.Fprintf(w, "Max parallelism: %d\n", st.GetMaxParallelism())
+	if st.GetFailure() != "" {
+		fmt.Fprintf(w, "Last failure: %s\n", st.GetFailure())
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERTEX\tPARALLELISM\tTASKS\tRECORDS IN\tRECORDS OUT")
+	for _, v := range st.GetVertices() {
+		var states []string
+		for _, name := range []string{"deploying", "running", "finished", "canceling", "canceled", "failed"} {
+			if n := v.GetTaskStates()[name]; n > 0 {
+				states = append(states, fmt.Sprintf("%d %s", n, name))
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\n", v.GetName(), v.GetParallelism(), strings.Join(states, ", "), v.GetRecordsIn(), v.GetRecordsOut())
+	}
+	tw.Flush()
+}
+
+func (c *ctl) cancelCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel JOB",
+		Short: "Cancel a job: stop every task and free the slots",
+		Args:  exactArgs(1, "a job ID (streamctl list shows them)"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			js, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := c.ctx()
+			defer cancel()
+			resp, err := js.CancelJob(ctx, &sluicev1.CancelJobRequest{JobId: a[0]})
+			if err != nil {
+				return c.rpcErr(err)
+			}
+			fmt.Fprintf(c.out, "job %s: %s\n", a[0], stateName(resp.GetState()))
+			return nil
+		},
+	}
+}
+
+func (c *ctl) taskManagersCmd() *cobra.Command {
+	var o string
+	cmd := &cobra.Command{
+		Use:     "taskmanagers",
+		Aliases: []string{"tms"},
+		Short:   "List the registered task managers and their slots",
+		Args:    exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(o); err != nil {
+				return err
+			}
+			js, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := c.ctx()
+			defer cancel()
+			resp, err := js.ListTaskManagers(ctx, &sluicev1.ListTaskManagersRequest{})
+			if err != nil {
+				return c.rpcErr(err)
+			}
+			if o == "json" {
+				return printJSON(c.out, resp)
+			}
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tADDRESS\tSLOTS\tFREE\tLAST HEARTBEAT\tBUILD")
+			for _, tm := range resp.GetTaskManagers() {
+				ago := time.Since(time.UnixMilli(tm.GetLastHeartbeatUnixMs())).Round(100 * time.Millisecond)
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s ago\t%s\n", tm.GetId(), tm.GetAddress(), tm.GetSlots(), tm.GetFreeSlots(), ago, tm.GetBuildId())
+			}
+			return tw.Flush()
+		},
+	}
+	addOutputFlag(cmd, &o)
+	return cmd
+}
+
+func (c *ctl) jobsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "jobs",
+		Short: "List the Go jobs compiled into this build",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "JOB\tDESCRIPTION")
+			for _, j := range api.Registered() {
+				fmt.Fprintf(tw, "%s\t%s\n", j.Name, j.Description)
+			}
+			return tw.Flush()
+		},
+	}
+}
