@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-stream/sluice/pkg/api"
 	"github.com/sluice-stream/sluice/pkg/cluster"
 	"github.com/sluice-stream/sluice/pkg/jobmanager"
+	"github.com/sluice-stream/sluice/pkg/program"
 	"github.com/sluice-stream/sluice/pkg/restart"
 	"github.com/sluice-stream/sluice/pkg/rpc"
 	"github.com/sluice-stream/sluice/pkg/taskmanager"
@@ -215,4 +216,67 @@ func TestTaskManagerLossRestartsOnSurvivors(t *testing.T) {
 		t.Errorf("restarts = %d, want >= 1", st.GetRestarts())
 	}
 	verifyCounts(t, out, 20, 300)
+}
+
+func TestSpecJobExactOutput(t *testing.T) {
+	_, js := startCluster(t, 2, 2)
+	out := t.TempDir()
+	yaml := fmt.Sprintf(`name: spec-test
+parallelism: 2
+operators:
+  - uid: numbers
+    type: sequence
+    keys: 30
+    perKey: 100
+  - uid: doubled
+    type: map
+    input: numbers
+    expr: '{"key": key, "seq": seq, "value": seq * 2}'
+  - uid: odd
+    type: filter
+    input: doubled
+    expr: 'seq %% 2 == 1'
+    parallelism: 3
+  - uid: sums
+    type: aggregate
+    input: odd
+    keyBy: key
+    function: sum
+    field: value
+  - uid: out
+    type: file
+    input: sums
+    path: %s
+    format: csv
+    fields: [key, seq, sum]
+`, out)
+	prog, err := program.CompileSpec("test.yaml", []byte(yaml), 0, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := js.SubmitJob(context.Background(), &sluicev1.SubmitJobRequest{JobGraph: prog.Graph})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, js, resp.GetJobId(), sluicev1.JobState_JOB_STATE_FINISHED, 30*time.Second)
+	// For odd seq s of a key the running sum of 2*seq over odd seqs up to s is
+	// 2 * ((s+1)/2)^2.
+	files, _ := filepath.Glob(filepath.Join(out, "part-*"))
+	lines := 0
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			parts := strings.Split(line, ",")
+			seq, _ := strconv.Atoi(parts[1])
+			sum, _ := strconv.Atoi(parts[2])
+			n := (seq + 1) / 2
+			if seq%2 != 1 || sum != 2*n*n {
+				t.Fatalf("%s: line %q: want odd seq and sum %d", f, line, 2*n*n)
+			}
+			lines++
+		}
+	}
+	if lines != 30*50 {
+		t.Fatalf("%d lines, want %d", lines, 30*50)
+	}
 }

@@ -13,8 +13,6 @@ import (
 
 // SpecCompiler compiles a spec's YAML; it is set by the spec compiler's package so this
 // package does not depend on it.
-var errSpecMissing = errors.New("this build has no spec compiler")
-
 var SpecCompiler func(filename string, yaml []byte, parallelism int, log *slog.Logger) (*api.Program, error)
 
 // Compile builds the typed program that p describes.
@@ -23,10 +21,7 @@ func Compile(p *sluicev1.Program, log *slog.Logger) (*api.Program, error) {
 	case *sluicev1.Program_Registered:
 		return api.BuildRegistered(k.Registered.GetName(), k.Registered.GetArgs(), int(p.GetParallelism()), log)
 	case *sluicev1.Program_SpecYaml:
-		if SpecCompiler == nil {
-			return nil, errSpecMissing
-		}
-		return SpecCompiler("spec.yaml", []byte(k.SpecYaml), int(p.GetParallelism()), log)
+		return CompileSpec("spec.yaml", []byte(k.SpecYaml), int(p.GetParallelism()), log)
 	default:
 		return nil, errors.New("job graph has no program")
 	}

@@ -4,12 +4,17 @@ import (
 	"log/slog"
 
 	"github.com/sluice-stream/sluice/pkg/api"
+	"github.com/sluice-stream/sluice/pkg/spec"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
-// CompileSpec compiles a YAML job spec (read from filename, for error messages).
+// CompileSpec compiles a YAML job spec (filename is for error messages). The program's
+// graph carries the spec text, so task managers compile exactly the same spec.
 func CompileSpec(filename string, data []byte, parallelism int, log *slog.Logger) (*api.Program, error) {
-	if SpecCompiler == nil {
-		return nil, errSpecMissing
+	prog, err := spec.Compile(filename, data, parallelism, log)
+	if err != nil {
+		return nil, err
 	}
-	return SpecCompiler(filename, data, parallelism, log)
+	prog.Graph.Program = &sluicev1.Program{Kind: &sluicev1.Program_SpecYaml{SpecYaml: string(data)}, Parallelism: int32(parallelism)}
+	return prog, nil
 }
