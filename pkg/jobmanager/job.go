@@ -166,6 +166,13 @@ func (j *job) taskUpdate(pool *scheduler.Pool, id *sluicev1.ExecutionId, state s
 
 // taskManagerLost fails the tasks that ran on a dead task manager.
 func (j *job) taskManagerLost(pool *scheduler.Pool, tmID string, now time.Time) []action {
+	// Its slots went with it: never release them later, a task manager registering
+	// again under the same ID offers fresh slots.
+	for i, id := range j.slots {
+		if id == tmID {
+			j.slots[i] = ""
+		}
+	}
 	lost := false
 	for _, t := range j.tasks {
 		if t.tm == tmID && !t.terminal() {
