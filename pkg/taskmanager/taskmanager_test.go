@@ -37,7 +37,11 @@ func TestRefusesMismatchedBuildOrOperators(t *testing.T) {
 		want   string
 	}{
 		{"other build", func(g *sluicev1.JobGraph) { g.BuildId = "0123456789ab" }, "compiled by build 0123456789ab"},
-		{"renamed operator", func(g *sluicev1.JobGraph) { g.Operators[1].Uid = "counter-v2"; g.Edges[0].TargetUid = "counter-v2"; g.Edges[1].SourceUid = "counter-v2" }, "does not match the operators"},
+		{"renamed operator", func(g *sluicev1.JobGraph) {
+			g.Operators[1].Uid = "counter-v2"
+			g.Edges[0].TargetUid = "counter-v2"
+			g.Edges[1].SourceUid = "counter-v2"
+		}, "does not match the operators"},
 		{"other record type", func(g *sluicev1.JobGraph) { g.Operators[0].OutType = "string" }, "does not match the operators"},
 		{"unknown job", func(g *sluicev1.JobGraph) { g.Program.GetRegistered().Name = "no-such-job" }, `no job named "no-such-job"`},
 	}
