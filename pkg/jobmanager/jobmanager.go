@@ -334,10 +334,10 @@ func (jm *JobManager) Heartbeat(ctx context.Context, req *sluicev1.HeartbeatRequ
 			if j != nil {
 				t = j.find(id)
 			}
+			// Tasks nobody expects any more, and tasks being canceled (the cancel RPC
+			// may have raced the deployment), are canceled again.
 			if t == nil || t.tm != req.GetTaskManagerId() || t.terminal() || t.state == sluicev1.TaskState_TASK_STATE_CANCELING {
-				if t == nil || t.tm != req.GetTaskManagerId() || t.terminal() {
-					resp.Cancel = append(resp.Cancel, id)
-				}
+				resp.Cancel = append(resp.Cancel, id)
 				continue
 			}
 			t.metrics = m

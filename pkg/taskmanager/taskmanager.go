@@ -79,6 +79,9 @@ type TaskManager struct {
 
 	mu    sync.Mutex
 	tasks map[string]*runningTask
+	// canceled remembers cancels of tasks not (yet) deployed here, so a deployment that
+	// arrives after its cancel is refused rather than run unsupervised.
+	canceled map[string]time.Time
 }
 
 type runningTask struct {
@@ -94,7 +97,7 @@ func execKey(id *sluicev1.ExecutionId) string {
 // New returns a task manager.
 func New(cfg Config, log *slog.Logger) *TaskManager {
 	cfg.defaults()
-	tm := &TaskManager{cfg: cfg, log: log.With("tm", cfg.ID), tasks: map[string]*runningTask{}}
+	tm := &TaskManager{cfg: cfg, log: log.With("tm", cfg.ID), tasks: map[string]*runningTask{}, canceled: map[string]time.Time{}}
 	tm.reg = exchange.NewRegistry(cfg.BufferSize, cfg.MaxQueuedPerChannel)
 	tm.xclient = exchange.NewClient(func(addr string) (grpc.ClientConnInterface, error) { return tm.conns.Get(addr) }, tm.log)
 	return tm
@@ -259,14 +262,20 @@ func (tm *TaskManager) cancelAll(reason string) {
 	}
 }
 
-func (tm *TaskManager) cancelTask(id *sluicev1.ExecutionId) bool {
+func (tm *TaskManager) cancelTask(id *sluicev1.ExecutionId) {
 	tm.mu.Lock()
 	defer tm.mu.Unlock()
 	if t := tm.tasks[execKey(id)]; t != nil {
 		t.cancel()
-		return true
+		return
 	}
-	return false
+	now := time.Now()
+	for k, at := range tm.canceled {
+		if now.Sub(at) > time.Minute {
+			delete(tm.canceled, k)
+		}
+	}
+	tm.canceled[execKey(id)] = now
 }
 
 // CancelTask cancels a running task; canceling an unknown task succeeds (idempotent).
@@ -311,6 +320,10 @@ func (tm *TaskManager) DeployTask(_ context.Context, req *sluicev1.DeployTaskReq
 	if tm.tasks[key] != nil {
 		tm.mu.Unlock()
 		return nil, fmt.Errorf("%w: task %s is already running", rpc.ErrFailedPrecondition, key)
+	}
+	if _, ok := tm.canceled[key]; ok {
+		tm.mu.Unlock()
+		return nil, fmt.Errorf("%w: task %s was canceled before its deployment arrived", rpc.ErrFailedPrecondition, key)
 	}
 	ctx, cancel := context.WithCancel(tm.base)
 	rt := &runningTask{id: id, cancel: cancel, metrics: &runtime.Metrics{}}
