@@ -66,8 +66,20 @@ func (c *ctl) client() (sluicev1.JobServiceClient, func(), error) {
 	return sluicev1.NewJobServiceClient(cc), func() { cc.Close() }, nil
 }
 
-func (c *ctl) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), c.timeout)
+// call runs f with a jobmanager client and a context bounded by --timeout; RPC errors
+// become the one line the user sees.
+func (c *ctl) call(f func(ctx context.Context, js sluicev1.JobServiceClient) error) error {
+	js, done, err := c.client()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	if err := f(ctx, js); err != nil {
+		return c.rpcErr(err)
+	}
+	return nil
 }
 
 // rpcErr turns an RPC error into the one line the user sees.
@@ -131,22 +143,26 @@ func (c *ctl) submitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var id string
+			if err := c.call(func(ctx context.Context, js sluicev1.JobServiceClient) error {
+				resp, err := js.SubmitJob(ctx, &sluicev1.SubmitJobRequest{JobGraph: g})
+				id = resp.GetJobId()
+				return err
+			}); err != nil {
+				return err
+			}
+			fmt.Fprintln(c.out, id)
+			if !follow {
+				return nil
+			}
 			js, done, err := c.client()
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			resp, err := js.SubmitJob(ctx, &sluicev1.SubmitJobRequest{JobGraph: g})
-			if err != nil {
-				return c.rpcErr(err)
-			}
-			fmt.Fprintln(c.out, resp.GetJobId())
-			if follow {
-				return followJob(cmd.Context(), js, resp.GetJobId(), c.errOut, false)
-			}
-			return nil
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			return followJob(ctx, js, id, c.errOut, false)
 		},
 	}
 	cmd.Flags().IntVarP(&p, "parallelism", "p", 0, "default parallelism of the job's operators")
@@ -200,16 +216,12 @@ func (c *ctl) listCmd() *cobra.Command {
 			if err := checkOutput(o); err != nil {
 				return err
 			}
-			js, done, err := c.client()
-			if err != nil {
+			var resp *sluicev1.ListJobsResponse
+			if err := c.call(func(ctx context.Context, js sluicev1.JobServiceClient) (err error) {
+				resp, err = js.ListJobs(ctx, &sluicev1.ListJobsRequest{})
 				return err
-			}
-			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			resp, err := js.ListJobs(ctx, &sluicev1.ListJobsRequest{})
-			if err != nil {
-				return c.rpcErr(err)
+			}); err != nil {
+				return err
 			}
 			if o == "json" {
 				return printJSON(c.out, resp)
@@ -242,19 +254,12 @@ func duration(j *sluicev1.JobStatus) string {
 	return end.Sub(time.UnixMilli(j.GetStartTimeUnixMs())).Round(100 * time.Millisecond).String()
 }
 
-func (c *ctl) getJob(id string) (*sluicev1.JobStatus, error) {
-	js, done, err := c.client()
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	ctx, cancel := c.ctx()
-	defer cancel()
-	st, err := js.GetJob(ctx, &sluicev1.GetJobRequest{JobId: id})
-	if err != nil {
-		return nil, c.rpcErr(err)
-	}
-	return st, nil
+func (c *ctl) getJob(id string) (st *sluicev1.JobStatus, err error) {
+	err = c.call(func(ctx context.Context, js sluicev1.JobServiceClient) (err error) {
+		st, err = js.GetJob(ctx, &sluicev1.GetJobRequest{JobId: id})
+		return err
+	})
+	return st, err
 }
 
 func (c *ctl) statusCmd() *cobra.Command {
@@ -313,16 +318,12 @@ func (c *ctl) cancelCmd() *cobra.Command {
 		Short: "Cancel a job: stop every task and free the slots",
 		Args:  exactArgs(1, "a job ID (streamctl list shows them)"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			js, done, err := c.client()
-			if err != nil {
+			var resp *sluicev1.CancelJobResponse
+			if err := c.call(func(ctx context.Context, js sluicev1.JobServiceClient) (err error) {
+				resp, err = js.CancelJob(ctx, &sluicev1.CancelJobRequest{JobId: a[0]})
 				return err
-			}
-			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			resp, err := js.CancelJob(ctx, &sluicev1.CancelJobRequest{JobId: a[0]})
-			if err != nil {
-				return c.rpcErr(err)
+			}); err != nil {
+				return err
 			}
 			fmt.Fprintf(c.out, "job %s: %s\n", a[0], stateName(resp.GetState()))
 			return nil
@@ -341,16 +342,12 @@ func (c *ctl) taskManagersCmd() *cobra.Command {
 			if err := checkOutput(o); err != nil {
 				return err
 			}
-			js, done, err := c.client()
-			if err != nil {
+			var resp *sluicev1.ListTaskManagersResponse
+			if err := c.call(func(ctx context.Context, js sluicev1.JobServiceClient) (err error) {
+				resp, err = js.ListTaskManagers(ctx, &sluicev1.ListTaskManagersRequest{})
 				return err
-			}
-			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			resp, err := js.ListTaskManagers(ctx, &sluicev1.ListTaskManagersRequest{})
-			if err != nil {
-				return c.rpcErr(err)
+			}); err != nil {
+				return err
 			}
 			if o == "json" {
 				return printJSON(c.out, resp)
