@@ -112,7 +112,11 @@ func JobManagerCmd(errOut io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			addr := hostPort(c.String(config.JobManagerRPCAddress), c.Int(config.JobManagerRPCPort))
+			host := c.String(config.JobManagerBindHost)
+			if host == "" {
+				host = c.String(config.JobManagerRPCAddress)
+			}
+			addr := hostPort(host, c.Int(config.JobManagerRPCPort))
 			lis, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w (is another jobmanager running? set jobmanager.rpc.port)", addr, err)
@@ -142,14 +146,21 @@ func TaskManagerCmd(errOut io.Writer) *cobra.Command {
 				return err
 			}
 			jm := hostPort(c.String(config.JobManagerRPCAddress), c.Int(config.JobManagerRPCPort))
-			addr := hostPort(c.String(config.TaskManagerHost), c.Int(config.TaskManagerRPCPort))
+			bind := c.String(config.TaskManagerBindHost)
+			if bind == "" {
+				bind = c.String(config.TaskManagerHost)
+			}
+			addr := hostPort(bind, c.Int(config.TaskManagerRPCPort))
 			lis, err := net.Listen("tcp", addr)
 			if err != nil {
-				return fmt.Errorf("listen on %s: %w (set taskmanager.host / taskmanager.rpc.port)", addr, err)
+				return fmt.Errorf("listen on %s: %w (set taskmanager.bind-host / taskmanager.rpc.port)", addr, err)
 			}
+			// Others reach this task manager at taskmanager.host and the port it got.
+			tcfg := TaskManagerConfig(c, jm)
+			tcfg.AdvertiseAddress = hostPort(c.String(config.TaskManagerHost), lis.Addr().(*net.TCPAddr).Port)
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
-			return taskmanager.New(TaskManagerConfig(c, jm), log).Serve(ctx, lis)
+			return taskmanager.New(tcfg, log).Serve(ctx, lis)
 		},
 	}
 	d.bind(cmd)

@@ -11,9 +11,11 @@ import (
 // getters: c.Duration(config.HeartbeatTimeout). To add a key, add one line here.
 var (
 	JobManagerRPCAddress = define(Key{Name: "jobmanager.rpc.address", Default: "127.0.0.1", Kind: String, check: nonEmpty, Description: "Host name or IP address of the JobManager: the address its RPC server binds to and other processes connect to."})
+	JobManagerBindHost   = define(Key{Name: "jobmanager.bind-host", Default: "", Kind: String, Description: "Address the JobManager's RPC server binds to (e.g. 0.0.0.0 in a container); empty binds jobmanager.rpc.address."})
 	JobManagerRPCPort    = define(Key{Name: "jobmanager.rpc.port", Default: "6123", Kind: Int, check: intBetween(0, 65535), Description: "Port of the JobManager's RPC server."})
 
 	TaskManagerHost       = define(Key{Name: "taskmanager.host", Default: "127.0.0.1", Kind: String, check: nonEmpty, Description: "Host name or IP address the TaskManager binds to and advertises to the JobManager and other TaskManagers."})
+	TaskManagerBindHost   = define(Key{Name: "taskmanager.bind-host", Default: "", Kind: String, Description: "Address the TaskManager's RPC server binds to (e.g. 0.0.0.0 in a container); empty binds taskmanager.host, which stays the address it advertises."})
 	TaskManagerRPCPort    = define(Key{Name: "taskmanager.rpc.port", Default: "0", Kind: Int, check: intBetween(0, 65535), Description: "Port of the TaskManager's RPC server; 0 picks any free port."})
 	NumberOfTaskSlots     = define(Key{Name: "taskmanager.numberOfTaskSlots", Default: "1", Kind: Int, check: atLeast(1), Description: "Number of task slots a TaskManager offers; each slot runs one parallel pipeline of a job."})
 	TaskManagerResourceID = define(Key{Name: "taskmanager.resource-id", Default: "", Kind: String, Description: "Identity of the TaskManager in the cluster; empty generates a unique one at startup."})
