@@ -5,7 +5,9 @@ BIN := bin
 # Pinned generator versions: protoc from Debian 12 (protobuf-compiler 3.21.12), the Go
 # plugins through the `tool` directives in go.mod.
 PROTOC_VERSION := libprotoc 3.21.12
-BUILD_ID ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+# The commit, plus a hash of the uncommitted changes when there are any, so that two
+# different dirty trees never share a build ID.
+BUILD_ID ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty-$$(git diff HEAD | sha256sum | cut -c1-8))
 LDFLAGS := -X github.com/sluice-stream/sluice/pkg/version.buildID=$(BUILD_ID)
 
 .PHONY: help build proto verify test test-short bench e2e clean deps local

@@ -90,17 +90,17 @@ func TestArgs(t *testing.T) {
 		FromSource(env, func() Source[int] { return nopSource[int]{} }).Parallelism(n)
 		return nil
 	})
-	if _, err := BuildRegistered("test-args", map[string]string{"n": "2"}, 0, quiet()); err != nil {
+	if _, err := BuildRegistered("test-args", map[string]string{"n": "2"}, Defaults{}, quiet()); err != nil {
 		t.Fatal(err)
 	}
 	tests := map[string]string{"nn": "unknown argument nn (known: n)", "n": `n="x" is not an integer`}
 	for k, want := range tests {
-		_, err := BuildRegistered("test-args", map[string]string{k: "x"}, 0, quiet())
+		_, err := BuildRegistered("test-args", map[string]string{k: "x"}, Defaults{}, quiet())
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("arg %s: %v, want %q", k, err, want)
 		}
 	}
-	if _, err := BuildRegistered("nope", nil, 0, quiet()); err == nil || !strings.Contains(err.Error(), "registered:") {
+	if _, err := BuildRegistered("nope", nil, Defaults{}, quiet()); err == nil || !strings.Contains(err.Error(), "registered:") {
 		t.Errorf("unknown job: %v", err)
 	}
 }

@@ -224,10 +224,6 @@ func (e *Env) Compile() (*Program, error) {
 		}
 		byUID[n.uid] = n
 		highest = max(highest, n.parallelism())
-		if n.slowOut && n.outs > 0 {
-			e.log.Warn("record type has no fast codec; records are serialized as JSON (slow): use WithCodec",
-				"operator", n.uid, "type", n.outType)
-		}
 		g.Operators = append(g.Operators, &sluicev1.Operator{
 			Uid: n.uid, Name: n.name, Kind: n.kind, Parallelism: int32(n.parallelism()),
 			InType: n.inType, OutType: n.outType,
@@ -254,6 +250,18 @@ func (e *Env) Compile() (*Program, error) {
 	plan, err := graph.Build(g)
 	if err != nil {
 		return nil, err
+	}
+	// Only records that leave their chain are serialized.
+	warned := map[string]bool{}
+	for _, v := range plan.Vertices {
+		for _, ei := range v.Outputs {
+			n := byUID[g.Edges[ei].GetSourceUid()]
+			if n.slowOut && !warned[n.uid] {
+				warned[n.uid] = true
+				e.log.Warn("record type has no fast codec; records are serialized as JSON (slow): use WithCodec",
+					"operator", n.uid, "type", n.outType)
+			}
+		}
 	}
 	return &Program{Graph: g, Plan: plan, env: e, byUID: byUID, edges: edges}, nil
 }

@@ -61,9 +61,26 @@ func IsRegistered(name string) bool {
 	return ok
 }
 
+// Defaults are what the submitter decides for a program that does not: its default
+// parallelism and its max parallelism (0: keep the program's own, or derive it).
+type Defaults struct {
+	Parallelism    int
+	MaxParallelism int
+}
+
+// Apply sets the defaults on env before the program builds on it.
+func (d Defaults) Apply(env *Env) {
+	if d.Parallelism > 0 {
+		env.SetParallelism(d.Parallelism)
+	}
+	if d.MaxParallelism > 0 {
+		env.SetMaxParallelism(d.MaxParallelism)
+	}
+}
+
 // BuildRegistered runs the registered job's build function and compiles the result. The
 // returned program's graph carries the program descriptor and this binary's build ID.
-func BuildRegistered(name string, args map[string]string, parallelism int, log *slog.Logger) (*Program, error) {
+func BuildRegistered(name string, args map[string]string, d Defaults, log *slog.Logger) (*Program, error) {
 	registry.Lock()
 	job, ok := registry.jobs[name]
 	registry.Unlock()
@@ -75,9 +92,7 @@ func BuildRegistered(name string, args map[string]string, parallelism int, log *
 		return nil, fmt.Errorf("no job named %q in this build (registered: %s)", name, strings.Join(names, ", "))
 	}
 	env := NewEnv(name, log)
-	if parallelism > 0 {
-		env.SetParallelism(parallelism)
-	}
+	d.Apply(env)
 	a := &Args{values: args, used: map[string]bool{}}
 	if err := job.build(env, a); err != nil {
 		return nil, fmt.Errorf("job %s: %w", name, err)
@@ -91,8 +106,9 @@ func BuildRegistered(name string, args map[string]string, parallelism int, log *
 	}
 	prog.Graph.BuildId = version.BuildID()
 	prog.Graph.Program = &sluicev1.Program{
-		Kind:        &sluicev1.Program_Registered{Registered: &sluicev1.RegisteredJob{Name: name, Args: args}},
-		Parallelism: int32(parallelism),
+		Kind:           &sluicev1.Program_Registered{Registered: &sluicev1.RegisteredJob{Name: name, Args: args}},
+		Parallelism:    int32(d.Parallelism),
+		MaxParallelism: int32(d.MaxParallelism),
 	}
 	return prog, nil
 }

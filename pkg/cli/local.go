@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-stream/sluice/pkg/api"
 	"github.com/sluice-stream/sluice/pkg/cluster"
 	"github.com/sluice-stream/sluice/pkg/jobmanager"
 	"github.com/sluice-stream/sluice/pkg/restart"
@@ -68,7 +69,7 @@ and keeps the cluster up for streamctl commands.`,
 			}
 			var g *sluicev1.JobGraph
 			if !clusterOnly {
-				if g, err = compileJob(target, p, args); err != nil {
+				if g, err = compileJob(target, api.Defaults{Parallelism: p}, args); err != nil {
 					return err
 				}
 			}

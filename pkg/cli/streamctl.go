@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluice-stream/sluice/pkg/api"
+	"github.com/sluice-stream/sluice/pkg/config"
 	"github.com/sluice-stream/sluice/pkg/program"
 	"github.com/sluice-stream/sluice/pkg/rpc"
 	"github.com/sluice-stream/sluice/pkg/version"
@@ -29,11 +30,33 @@ const DefaultJobManager = "127.0.0.1:6123"
 // EnvJobManager names the environment variable that sets the jobmanager address.
 const EnvJobManager = "SLUICE_JOBMANAGER"
 
+// EnvConfig names the environment variable that points streamctl at a config file.
+const EnvConfig = "SLUICE_CONFIG"
+
+// defaults are the submit-time defaults: -p wins, then parallelism.default and
+// pipeline.max-parallelism when the configuration sets them.
+func (c *ctl) defaults(p int) (api.Defaults, error) {
+	cfg, err := config.LoadWithOverrides(c.configFile, c.overrides)
+	if err != nil {
+		return api.Defaults{}, err
+	}
+	d := api.Defaults{Parallelism: p}
+	if p == 0 && cfg.IsSet(config.DefaultParallelism) {
+		d.Parallelism = cfg.Int(config.DefaultParallelism)
+	}
+	if mp := cfg.Int(config.MaxParallelism); mp > 0 {
+		d.MaxParallelism = mp
+	}
+	return d, nil
+}
+
 type ctl struct {
-	addr    string
-	timeout time.Duration
-	out     io.Writer
-	errOut  io.Writer
+	addr       string
+	timeout    time.Duration
+	configFile string
+	overrides  *config.Config
+	out        io.Writer
+	errOut     io.Writer
 }
 
 // Streamctl returns the streamctl command tree.
@@ -54,6 +77,10 @@ func Streamctl(out, errOut io.Writer) *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&c.addr, "jobmanager", def, "jobmanager address host:port (env "+EnvJobManager+")")
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 10*time.Second, "how long to wait for the jobmanager")
+	c.overrides = config.New()
+	root.PersistentFlags().StringVarP(&c.configFile, "config", "c", os.Getenv(EnvConfig),
+		"configuration file whose parallelism.default and pipeline.max-parallelism apply to submitted jobs (env "+EnvConfig+")")
+	root.PersistentFlags().VarP(config.DefineValue(c.overrides), config.DefineFlag, "D", "set a configuration `key=value` (repeatable)")
 	root.AddCommand(c.submitCmd(), c.listCmd(), c.statusCmd(), c.cancelCmd(), c.taskManagersCmd(), c.jobsCmd(), localCmd(out, errOut))
 	return root
 }
@@ -88,8 +115,15 @@ func (c *ctl) rpcErr(err error) error {
 }
 
 // compileJob turns a spec file or a registered job name into a JobGraph.
-func compileJob(target string, parallelism int, args map[string]string) (*sluicev1.JobGraph, error) {
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+func compileJob(target string, d api.Defaults, args map[string]string) (*sluicev1.JobGraph, error) {
+	// Compile-time warnings (e.g. a slow codec) reach the user; nothing else is logged.
+	warn := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn,
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}}))
 	if strings.HasSuffix(target, ".yaml") || strings.HasSuffix(target, ".yml") || strings.ContainsRune(target, os.PathSeparator) {
 		data, err := os.ReadFile(target)
 		if err != nil {
@@ -98,13 +132,13 @@ func compileJob(target string, parallelism int, args map[string]string) (*sluice
 		if len(args) > 0 {
 			return nil, errors.New("--arg applies to registered Go jobs only; a spec takes its settings from the file")
 		}
-		prog, err := program.CompileSpec(target, data, parallelism, quiet)
+		prog, err := program.CompileSpec(target, data, d, warn)
 		if err != nil {
 			return nil, err
 		}
 		return prog.Graph, nil
 	}
-	prog, err := api.BuildRegistered(target, args, parallelism, quiet)
+	prog, err := api.BuildRegistered(target, args, d, warn)
 	if err != nil {
 		return nil, err
 	}
@@ -133,13 +167,17 @@ func (c *ctl) submitCmd() *cobra.Command {
 		Args:  exactArgs(1, "a spec file or a registered job name (streamctl jobs lists them)"),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if p < 0 {
-				return fmt.Errorf("-p %d: parallelism must be at least 1", p)
+				return fmt.Errorf("-p %d: parallelism must be at least 1 (or 0 for the job's own)", p)
 			}
 			args, err := parseArgs(kv)
 			if err != nil {
 				return err
 			}
-			g, err := compileJob(a[0], p, args)
+			d, err := c.defaults(p)
+			if err != nil {
+				return err
+			}
+			g, err := compileJob(a[0], d, args)
 			if err != nil {
 				return err
 			}

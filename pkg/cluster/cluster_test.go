@@ -90,7 +90,7 @@ func waitState(t *testing.T, js sluicev1.JobServiceClient, id string, want sluic
 
 func submit(t *testing.T, js sluicev1.JobServiceClient, name string, p int, args map[string]string) string {
 	t.Helper()
-	prog, err := api.BuildRegistered(name, args, p, testLog(t))
+	prog, err := api.BuildRegistered(name, args, api.Defaults{Parallelism: p}, testLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +250,7 @@ operators:
     format: csv
     fields: [key, seq, sum]
 `, out)
-	prog, err := program.CompileSpec("test.yaml", []byte(yaml), 0, testLog(t))
+	prog, err := program.CompileSpec("test.yaml", []byte(yaml), api.Defaults{}, testLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}

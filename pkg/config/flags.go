@@ -97,3 +97,7 @@ func (f *defineFlag) Set(s string) error {
 func (f *defineFlag) String() string { return strings.Join(f.sets, ",") }
 
 func (f *defineFlag) Type() string { return "key=value" }
+
+// DefineValue returns a pflag value that applies key=value settings to c, validated, for
+// commands that take -D but not a flag per key.
+func DefineValue(c *Config) pflag.Value { return &defineFlag{c: c} }

@@ -20,12 +20,12 @@ var (
 	NumberOfTaskSlots     = define(Key{Name: "taskmanager.numberOfTaskSlots", Default: "1", Kind: Int, check: atLeast(1), Description: "Number of task slots a TaskManager offers; each slot runs one parallel pipeline of a job."})
 	TaskManagerResourceID = define(Key{Name: "taskmanager.resource-id", Default: "", Kind: String, Description: "Identity of the TaskManager in the cluster; empty generates a unique one at startup."})
 
-	HeartbeatInterval = define(Key{Name: "heartbeat.interval", Default: "1 s", Kind: Duration, check: positive, Description: "Time between heartbeat requests from the JobManager to each TaskManager."})
+	HeartbeatInterval = define(Key{Name: "heartbeat.interval", Default: "1 s", Kind: Duration, check: positive, Description: "Time between the heartbeats a TaskManager sends the JobManager; the JobManager's value is the one its task managers use."})
 	HeartbeatTimeout  = define(Key{Name: "heartbeat.timeout", Default: "10 s", Kind: Duration, check: positive, Description: "Time without a heartbeat after which the JobManager considers a TaskManager lost, and a TaskManager its JobManager."})
 
-	DefaultParallelism = define(Key{Name: "parallelism.default", Default: "1", Kind: Int, check: atLeast(1), Description: "Parallelism of the operators that do not set their own."})
-	MaxParallelism     = define(Key{Name: "pipeline.max-parallelism", Default: "-1", Kind: Int, check: maxParallelism, Description: "Number of key groups: the highest parallelism keyed state can be rescaled to; -1 derives it from the parallelism."})
-	BufferTimeout      = define(Key{Name: "execution.buffer-timeout.interval", Default: "100 ms", Kind: Duration, Aliases: []string{"execution.buffer-timeout"}, Description: "Longest time records may wait in a partly filled output buffer before it is sent; 0 sends a buffer after every record."})
+	DefaultParallelism = define(Key{Name: "parallelism.default", Default: "1", Kind: Int, check: atLeast(1), Description: "Parallelism of the operators that do not set their own, when streamctl submits a job without -p."})
+	MaxParallelism     = define(Key{Name: "pipeline.max-parallelism", Default: "-1", Kind: Int, check: maxParallelism, Description: "Number of key groups of jobs that do not set their own (streamctl submit): the highest parallelism keyed state can be rescaled to; -1 derives it from the parallelism."})
+	BufferTimeout      = define(Key{Name: "execution.buffer-timeout.interval", Default: "100 ms", Kind: Duration, Aliases: []string{"execution.buffer-timeout"}, Description: "Longest time records may wait in a partly filled output buffer before it is sent; 0 sends every buffer after each source batch or input buffer. The JobManager's value applies to the tasks it deploys."})
 
 	SegmentSize          = define(Key{Name: "taskmanager.memory.segment-size", Default: "32 kb", Kind: MemorySize, check: positive, Description: "Size of the network buffers in which tasks exchange records."})
 	BuffersPerChannel    = define(Key{Name: "taskmanager.network.memory.buffers-per-channel", Default: "4", Kind: Int, check: atLeast(1), Description: "Buffers (credits) each input channel grants its upstream subpartition."})

@@ -168,11 +168,19 @@ func (ss *serverStream) sendLoop(ctx context.Context) error {
 				continue
 			}
 			for b := r.sp.poll(); b != nil; b = r.sp.poll() {
+				eop := b.Kind == KindEndOfPartition
 				*frame = sluicev1.ExchangeFrame{Channel: r.id, Kind: sluicev1.BufferKind(b.Kind), Data: b.Data}
 				err := ss.stream.Send(frame)
 				b.Recycle()
 				if err != nil {
 					return err
+				}
+				if eop {
+					// The channel is complete: forget it (streams live as long as the
+					// task managers, channels only as long as their attempt).
+					ss.mu.Lock()
+					delete(ss.readers, r.id)
+					ss.mu.Unlock()
 				}
 			}
 		}

@@ -62,6 +62,8 @@ type job struct {
 
 	tasks []*task // of the current attempt
 	slots []string
+	// lastSlots is the previous attempt's placement, preferred by the next one.
+	lastSlots []string
 	// waitingSince is when the job started waiting for slots (zero when not waiting).
 	waitingSince time.Time
 	// restartAt is when the next attempt may be scheduled (RESTARTING).
@@ -101,7 +103,18 @@ func (j *job) trySchedule(pool *scheduler.Pool, now time.Time) []action {
 		return nil
 	}
 	need := j.plan.Slots()
-	slots, err := pool.Allocate(need, nil)
+	// Put each subtask back where it ran before, when that task manager is still there
+	// (its local files make recovery cheaper); the pool ignores gone task managers.
+	var preferred map[int]string
+	for i, id := range j.lastSlots {
+		if id != "" {
+			if preferred == nil {
+				preferred = map[int]string{}
+			}
+			preferred[i] = id
+		}
+	}
+	slots, err := pool.Allocate(need, preferred)
 	if err != nil {
 		if j.waitingSince.IsZero() {
 			j.waitingSince = now
@@ -151,6 +164,16 @@ func (j *job) taskUpdate(pool *scheduler.Pool, id *sluicev1.ExecutionId, state s
 	if m != nil {
 		t.metrics = m
 	}
+	if t.state == sluicev1.TaskState_TASK_STATE_CANCELING {
+		switch state {
+		case sluicev1.TaskState_TASK_STATE_RUNNING:
+			return nil // a late report; the cancel is on its way
+		case sluicev1.TaskState_TASK_STATE_FAILED:
+			// A task being canceled fails when its neighbours go first (a released
+			// channel, a canceled producer): that is the cancel, not a failure.
+			state = sluicev1.TaskState_TASK_STATE_CANCELED
+		}
+	}
 	t.state = state
 	switch state {
 	case sluicev1.TaskState_TASK_STATE_FAILED:
@@ -164,8 +187,12 @@ func (j *job) taskUpdate(pool *scheduler.Pool, id *sluicev1.ExecutionId, state s
 	return j.settle(pool, now)
 }
 
-// taskManagerLost fails the tasks that ran on a dead task manager.
-func (j *job) taskManagerLost(pool *scheduler.Pool, tmID string, now time.Time) []action {
+// taskManagerLost fails the tasks that ran on a task manager that is gone (why says how
+// it was found out). A loss found only by deploying onto the task manager (unreachable)
+// does not count against the restart strategy: the failure that made the job restart
+// (the same crash, seen by its peers) already did, and the job restarts at once on the
+// task managers that are left.
+func (j *job) taskManagerLost(pool *scheduler.Pool, tmID, why string, atDeploy bool, now time.Time) []action {
 	// Its slots went with it: never release them later, a task manager registering
 	// again under the same ID offers fresh slots.
 	for i, id := range j.slots {
@@ -173,21 +200,34 @@ func (j *job) taskManagerLost(pool *scheduler.Pool, tmID string, now time.Time) 
 			j.slots[i] = ""
 		}
 	}
+	for i, id := range j.lastSlots {
+		if id == tmID {
+			j.lastSlots[i] = ""
+		}
+	}
 	lost := false
 	for _, t := range j.tasks {
 		if t.tm == tmID && !t.terminal() {
 			t.state = sluicev1.TaskState_TASK_STATE_FAILED
-			t.failure = "task manager " + tmID + " lost"
+			t.failure = "task manager " + tmID + " lost: " + why
 			lost = true
 		}
 	}
 	if !lost {
 		return nil
 	}
-	if j.state == sluicev1.JobState_JOB_STATE_RUNNING {
-		return j.failover(pool, fmt.Sprintf("task manager %s lost (no heartbeat)", tmID), now)
+	if j.state != sluicev1.JobState_JOB_STATE_RUNNING {
+		return j.settle(pool, now)
 	}
-	return j.settle(pool, now)
+	cause := fmt.Sprintf("task manager %s lost: %s", tmID, why)
+	if atDeploy && j.restarts > 0 {
+		j.failure = cause
+		j.state = sluicev1.JobState_JOB_STATE_RESTARTING
+		j.finalState = sluicev1.JobState_JOB_STATE_RESTARTING
+		j.restartAt = now
+		return append(j.cancelRunning(pool, now), j.settle(pool, now)...)
+	}
+	return j.failover(pool, cause, now)
 }
 
 // deployFailed treats a failed deployment as a task failure.
@@ -284,6 +324,7 @@ func (j *job) settle(pool *scheduler.Pool, now time.Time) []action {
 		j.end = now
 	}
 	pool.Release(j.slots)
+	j.lastSlots = j.slots
 	j.slots = nil
 	j.lastTasks = j.tasks
 	j.tasks = nil

@@ -157,7 +157,7 @@ func TestTaskManagerLostRestartsOnSurvivors(t *testing.T) {
 	acts := h.job.trySchedule(h.pool, h.now)
 	victim := acts[0].task.tm
 	h.pool.Get(victim).Alive = false
-	acts2 := h.job.taskManagerLost(h.pool, victim, h.now)
+	acts2 := h.job.taskManagerLost(h.pool, victim, "test", false, h.now)
 	h.pool.Remove(victim)
 	h.wantState(sluicev1.JobState_JOB_STATE_RESTARTING)
 	for _, a := range acts2 {
@@ -255,7 +255,7 @@ func TestRandomInterleavings(t *testing.T) {
 				id := tms[rng.IntN(len(tms))]
 				if tm := h.pool.Get(id); tm != nil && rng.IntN(5) == 0 {
 					tm.Alive = false
-					acts = h.job.taskManagerLost(h.pool, id, h.now)
+					acts = h.job.taskManagerLost(h.pool, id, "test", rng.IntN(2) == 0, h.now)
 					h.pool.Remove(id)
 				} else if tm == nil {
 					h.pool.Add(id, id+":1", 2, "b")

@@ -27,6 +27,8 @@ import (
 	"github.com/sluice-stream/sluice/pkg/version"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Clock tells the time; tests inject a fake one.
@@ -180,7 +182,7 @@ func (jm *JobManager) tick() {
 	for _, tm := range jm.pool.List() {
 		if seen := jm.lastSeen[tm.ID]; now.Sub(seen) > jm.cfg.HeartbeatTimeout {
 			jm.log.Warn("task manager lost: no heartbeat", "tm", tm.ID, "address", tm.Address, "silent_for", now.Sub(seen).Round(time.Millisecond))
-			jm.removeTaskManager(tm.ID, now)
+			jm.removeTaskManager(tm.ID, fmt.Sprintf("no heartbeat for %s", now.Sub(seen).Round(time.Millisecond)), false, now)
 		}
 	}
 	for _, id := range jm.order {
@@ -188,13 +190,13 @@ func (jm *JobManager) tick() {
 	}
 }
 
-func (jm *JobManager) removeTaskManager(id string, now time.Time) {
+func (jm *JobManager) removeTaskManager(id, why string, atDeploy bool, now time.Time) {
 	if tm := jm.pool.Get(id); tm != nil {
 		tm.Alive = false
 	}
 	for _, jid := range jm.order {
 		j := jm.jobs[jid]
-		jm.exec(j, j.taskManagerLost(jm.pool, id, now))
+		jm.exec(j, j.taskManagerLost(jm.pool, id, why, atDeploy, now))
 	}
 	jm.pool.Remove(id)
 	delete(jm.lastSeen, id)
@@ -217,7 +219,15 @@ func (jm *JobManager) exec(j *job, acts []action) {
 				})
 				if err != nil {
 					jm.post(func() {
-						jm.log.Warn("deploy failed", "job", j.id, "task", a.task.vertex.Name, "subtask", id.GetSubtask(), "tm", a.tm.ID, "err", err)
+						jm.log.Warn("deploy failed", "job", j.id, "attempt", id.GetAttempt(), "task", a.task.vertex.Name, "subtask", id.GetSubtask(), "tm", a.tm.ID, "err", err)
+						if status.Code(err) == codes.Unavailable && jm.pool.Get(a.tm.ID) == a.tm {
+							// A task manager that cannot be reached offers no slots: without
+							// this, restarts before its heartbeat times out would be placed on
+							// it again and use up the restart strategy. If it is alive, its
+							// next heartbeat makes it register again.
+							jm.log.Warn("task manager unreachable: removing it until it registers again", "tm", a.tm.ID, "address", addr)
+							jm.removeTaskManager(a.tm.ID, "unreachable", true, jm.now())
+						}
 						jm.exec(j, j.deployFailed(jm.pool, id, errors.New(rpc.Message(err, "task manager", addr)), jm.now()))
 					})
 				}
@@ -245,7 +255,7 @@ func (jm *JobManager) logTransition(j *job) {
 	}
 	j.loggedState, j.loggedAttempt = j.state, j.attempt
 	args := []any{"job", j.id, "name", j.graph.GetName(), "state", jobStateName(j.state), "attempt", j.attempt}
-	if j.failure != "" && j.state != sluicev1.JobState_JOB_STATE_RUNNING {
+	if j.failure != "" && j.state != sluicev1.JobState_JOB_STATE_RUNNING && j.state != sluicev1.JobState_JOB_STATE_FINISHED {
 		args = append(args, "cause", j.failure)
 	}
 	jm.log.Info("job state", args...)
@@ -299,7 +309,7 @@ func (jm *JobManager) RegisterTaskManager(ctx context.Context, req *sluicev1.Reg
 	err := jm.do(ctx, func() {
 		now := jm.now()
 		if jm.pool.Get(req.GetId()) != nil {
-			jm.removeTaskManager(req.GetId(), now)
+			jm.removeTaskManager(req.GetId(), "it registered again (restarted)", false, now)
 		}
 		jm.pool.Add(req.GetId(), req.GetAddress(), int(req.GetSlots()), req.GetBuildId())
 		jm.lastSeen[req.GetId()] = now
@@ -351,7 +361,7 @@ func (jm *JobManager) UnregisterTaskManager(ctx context.Context, req *sluicev1.U
 	err := jm.do(ctx, func() {
 		if jm.pool.Get(req.GetTaskManagerId()) != nil {
 			jm.log.Info("task manager unregistered", "tm", req.GetTaskManagerId(), "reason", req.GetReason())
-			jm.removeTaskManager(req.GetTaskManagerId(), jm.now())
+			jm.removeTaskManager(req.GetTaskManagerId(), "it shut down", false, jm.now())
 		}
 	})
 	return &sluicev1.UnregisterTaskManagerResponse{}, err

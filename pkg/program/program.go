@@ -11,17 +11,17 @@ import (
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
-// SpecCompiler compiles a spec's YAML; it is set by the spec compiler's package so this
-// package does not depend on it.
-var SpecCompiler func(filename string, yaml []byte, parallelism int, log *slog.Logger) (*api.Program, error)
+func defaults(p *sluicev1.Program) api.Defaults {
+	return api.Defaults{Parallelism: int(p.GetParallelism()), MaxParallelism: int(p.GetMaxParallelism())}
+}
 
 // Compile builds the typed program that p describes.
 func Compile(p *sluicev1.Program, log *slog.Logger) (*api.Program, error) {
 	switch k := p.GetKind().(type) {
 	case *sluicev1.Program_Registered:
-		return api.BuildRegistered(k.Registered.GetName(), k.Registered.GetArgs(), int(p.GetParallelism()), log)
+		return api.BuildRegistered(k.Registered.GetName(), k.Registered.GetArgs(), defaults(p), log)
 	case *sluicev1.Program_SpecYaml:
-		return CompileSpec("spec.yaml", []byte(k.SpecYaml), int(p.GetParallelism()), log)
+		return CompileSpec("spec.yaml", []byte(k.SpecYaml), defaults(p), log)
 	default:
 		return nil, errors.New("job graph has no program")
 	}

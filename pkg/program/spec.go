@@ -10,11 +10,11 @@ import (
 
 // CompileSpec compiles a YAML job spec (filename is for error messages). The program's
 // graph carries the spec text, so task managers compile exactly the same spec.
-func CompileSpec(filename string, data []byte, parallelism int, log *slog.Logger) (*api.Program, error) {
-	prog, err := spec.Compile(filename, data, parallelism, log)
+func CompileSpec(filename string, data []byte, d api.Defaults, log *slog.Logger) (*api.Program, error) {
+	prog, err := spec.Compile(filename, data, d, log)
 	if err != nil {
 		return nil, err
 	}
-	prog.Graph.Program = &sluicev1.Program{Kind: &sluicev1.Program_SpecYaml{SpecYaml: string(data)}, Parallelism: int32(parallelism)}
+	prog.Graph.Program = &sluicev1.Program{Kind: &sluicev1.Program_SpecYaml{SpecYaml: string(data)}, Parallelism: int32(d.Parallelism), MaxParallelism: int32(d.MaxParallelism)}
 	return prog, nil
 }

@@ -6,9 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -21,6 +24,13 @@ const MaxMessageSize = 64 << 20
 func Dial(addr string) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Reconnect quickly once a peer is back: gRPC's default backoff grows to two
+		// minutes, which would keep a task manager from registering long after its
+		// jobmanager restarted.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
 	)
 }
@@ -50,21 +60,26 @@ func Status(err error) error {
 		return err
 	}
 	code := codes.Internal
+	msg := err.Error()
+	for _, c := range []struct {
+		sentinel error
+		code     codes.Code
+	}{
+		{ErrNotFound, codes.NotFound}, {ErrInvalid, codes.InvalidArgument},
+		{ErrFailedPrecondition, codes.FailedPrecondition}, {ErrUnavailable, codes.Unavailable},
+	} {
+		if errors.Is(err, c.sentinel) {
+			// The code carries the category; the user reads the rest.
+			return status.Error(c.code, strings.TrimPrefix(msg, c.sentinel.Error()+": "))
+		}
+	}
 	switch {
-	case errors.Is(err, ErrNotFound):
-		code = codes.NotFound
-	case errors.Is(err, ErrInvalid):
-		code = codes.InvalidArgument
-	case errors.Is(err, ErrFailedPrecondition):
-		code = codes.FailedPrecondition
-	case errors.Is(err, ErrUnavailable):
-		code = codes.Unavailable
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
 	}
-	return status.Error(code, err.Error())
+	return status.Error(code, msg)
 }
 
 func statusInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
@@ -81,7 +96,10 @@ func Message(err error, peer, addr string) string {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
-		return fmt.Sprintf("cannot reach the %s at %s (is it running? set --jobmanager or SLUICE_JOBMANAGER)", peer, addr)
+		if peer == "jobmanager" {
+			return fmt.Sprintf("cannot reach the jobmanager at %s (is it running? set --jobmanager or SLUICE_JOBMANAGER)", addr)
+		}
+		return fmt.Sprintf("cannot reach the %s at %s", peer, addr)
 	case codes.DeadlineExceeded:
 		return fmt.Sprintf("the %s at %s did not answer in time", peer, addr)
 	}

@@ -21,9 +21,11 @@ func (RowCodec) Append(dst []byte, r Row) []byte { return AppendRow(dst, r) }
 func (RowCodec) Decode(src []byte) (Row, error) { return DecodeRow(src) }
 
 // Compile parses and validates a spec and builds its program with the built-in
-// operators. parallelism > 0 replaces the spec's default parallelism (operators that set
-// a parallelism different from the spec's default keep theirs).
-func Compile(filename string, data []byte, parallelism int, log *slog.Logger) (*api.Program, error) {
+// operators. d.Parallelism > 0 replaces the spec's default parallelism (operators that
+// set a parallelism different from the spec's default keep theirs); d.MaxParallelism
+// applies when the spec sets none.
+func Compile(filename string, data []byte, d api.Defaults, log *slog.Logger) (*api.Program, error) {
+	parallelism := d.Parallelism
 	job, err := Parse(filename, data)
 	if err != nil {
 		return nil, err
@@ -32,6 +34,8 @@ func Compile(filename string, data []byte, parallelism int, log *slog.Logger) (*
 	env.SetParallelism(job.Parallelism)
 	if job.MaxParallelism > 0 {
 		env.SetMaxParallelism(job.MaxParallelism)
+	} else if d.MaxParallelism > 0 {
+		env.SetMaxParallelism(d.MaxParallelism)
 	}
 	streams := map[string]api.Stream[Row]{}
 	for _, op := range job.Operators {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sluice-stream/sluice/pkg/api"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
@@ -24,7 +25,7 @@ func TestCompileExamples(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Compile(f, data, 0, quietLog()); err != nil {
+		if _, err := Compile(f, data, api.Defaults{}, quietLog()); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
@@ -50,7 +51,7 @@ operators:
     type: blackhole
     input: agg
 `
-	prog, err := Compile("shape.yaml", []byte(src), 4, quietLog())
+	prog, err := Compile("shape.yaml", []byte(src), api.Defaults{Parallelism: 4}, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ operators:
 
 func TestCompileRejectsParallelismAboveMax(t *testing.T) {
 	src := "name: x\nmaxParallelism: 4\noperators:\n  - uid: a\n    type: sequence\n    keys: 1\n  - uid: o\n    type: blackhole\n    input: a\n"
-	_, err := Compile("x.yaml", []byte(src), 8, quietLog())
+	_, err := Compile("x.yaml", []byte(src), api.Defaults{Parallelism: 8}, quietLog())
 	if err == nil || !strings.HasPrefix(err.Error(), "x.yaml:4:") || !strings.Contains(err.Error(), "exceeds maxParallelism 4") {
 		t.Fatalf("err = %v", err)
 	}

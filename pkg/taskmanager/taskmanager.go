@@ -398,7 +398,8 @@ func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRe
 				if err != nil {
 					abort(err)
 					gate.Close()
-					return nil, fmt.Errorf("%w: connect input channel %s: %v", rpc.ErrUnavailable, key, err)
+					// Not Unavailable: that code says this task manager is unreachable.
+					return nil, fmt.Errorf("%w: connect input channel %s: %v", rpc.ErrFailedPrecondition, key, err)
 				}
 				ch++
 			}
@@ -466,7 +467,9 @@ func (tm *TaskManager) report(rt *runningTask, state sluicev1.TaskState, failure
 		if err == nil {
 			return
 		}
-		tm.log.Warn("cannot report task state", "state", state, "err", err)
-		time.Sleep(200 * time.Millisecond << i)
+		tm.log.Warn("cannot report task state", "state", state, "attempt", i+1, "err", err)
+		if i < 4 {
+			time.Sleep(200 * time.Millisecond << i)
+		}
 	}
 }

@@ -15,7 +15,7 @@ import (
 
 func deployReq(t *testing.T, mutate func(*sluicev1.JobGraph)) *sluicev1.DeployTaskRequest {
 	t.Helper()
-	prog, err := api.BuildRegistered("keyed-count", map[string]string{"keys": "4", "per-key": "1", "out": t.TempDir()}, 1, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	prog, err := api.BuildRegistered("keyed-count", map[string]string{"keys": "4", "per-key": "1", "out": t.TempDir()}, api.Defaults{Parallelism: 1}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

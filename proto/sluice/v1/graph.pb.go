@@ -91,10 +91,13 @@ type Program struct {
 	//	*Program_SpecYaml
 	//	*Program_Registered
 	Kind isProgram_Kind `protobuf_oneof:"kind"`
-	// Default parallelism given at submit (-p); 0 keeps the program's own.
-	Parallelism   int32 `protobuf:"varint,3,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Default parallelism given at submit (-p or parallelism.default); 0 keeps the
+	// program's own.
+	Parallelism int32 `protobuf:"varint,3,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
+	// Max parallelism for programs that set none (pipeline.max-parallelism); 0 derives it.
+	MaxParallelism int32 `protobuf:"varint,4,opt,name=max_parallelism,json=maxParallelism,proto3" json:"max_parallelism,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Program) Reset() {
@@ -155,6 +158,13 @@ func (x *Program) GetRegistered() *RegisteredJob {
 func (x *Program) GetParallelism() int32 {
 	if x != nil {
 		return x.Parallelism
+	}
+	return 0
+}
+
+func (x *Program) GetMaxParallelism() int32 {
+	if x != nil {
+		return x.MaxParallelism
 	}
 	return 0
 }
@@ -466,13 +476,14 @@ var File_sluice_v1_graph_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_graph_proto_rawDesc = "" +
 	"\n" +
-	"\x15sluice/v1/graph.proto\x12\tsluice.v1\"\x8e\x01\n" +
+	"\x15sluice/v1/graph.proto\x12\tsluice.v1\"\xb7\x01\n" +
 	"\aProgram\x12\x1d\n" +
 	"\tspec_yaml\x18\x01 \x01(\tH\x00R\bspecYaml\x12:\n" +
 	"\n" +
 	"registered\x18\x02 \x01(\v2\x18.sluice.v1.RegisteredJobH\x00R\n" +
 	"registered\x12 \n" +
-	"\vparallelism\x18\x03 \x01(\x05R\vparallelismB\x06\n" +
+	"\vparallelism\x18\x03 \x01(\x05R\vparallelism\x12'\n" +
+	"\x0fmax_parallelism\x18\x04 \x01(\x05R\x0emaxParallelismB\x06\n" +
 	"\x04kind\"\x94\x01\n" +
 	"\rRegisteredJob\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
