@@ -280,3 +280,67 @@ operators:
 		t.Fatalf("%d lines, want %d", lines, 30*50)
 	}
 }
+
+// TestBroadcastRebalanceUnion: a broadcast edge delivers every record to every subtask, a
+// rebalance edge every record to one, and a union reads both.
+func TestBroadcastRebalanceUnion(t *testing.T) {
+	_, js := startCluster(t, 2, 3)
+	out := t.TempDir()
+	yaml := fmt.Sprintf(`name: partitioners
+parallelism: 1
+operators:
+  - uid: numbers
+    type: sequence
+    keys: 5
+    perKey: 20
+  - uid: everywhere
+    type: map
+    input: numbers
+    partition: broadcast
+    parallelism: 3
+    expr: '{"key": key, "seq": seq, "via": "broadcast"}'
+  - uid: spread
+    type: map
+    input: numbers
+    partition: rebalance
+    parallelism: 3
+    expr: '{"key": key, "seq": seq, "via": "rebalance"}'
+  - uid: out
+    type: file
+    inputs: [everywhere, spread]
+    parallelism: 2
+    path: %s
+    format: csv
+    fields: [via, key, seq]
+`, out)
+	prog, err := program.CompileSpec("partitioners.yaml", []byte(yaml), api.Defaults{}, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := js.SubmitJob(context.Background(), &sluicev1.SubmitJobRequest{JobGraph: prog.Graph})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, js, resp.GetJobId(), sluicev1.JobState_JOB_STATE_FINISHED, 30*time.Second)
+	counts := map[string]int{}
+	files, _ := filepath.Glob(filepath.Join(out, "part-*"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			counts[line]++
+		}
+	}
+	for k := 0; k < 5; k++ {
+		for s := 1; s <= 20; s++ {
+			if n := counts[fmt.Sprintf("broadcast,key-%d,%d", k, s)]; n != 3 {
+				t.Fatalf("broadcast record key-%d/%d arrived %d times, want 3 (once per subtask)", k, s, n)
+			}
+			if n := counts[fmt.Sprintf("rebalance,key-%d,%d", k, s)]; n != 1 {
+				t.Fatalf("rebalanced record key-%d/%d arrived %d times, want 1", k, s, n)
+			}
+		}
+	}
+	if len(counts) != 200 {
+		t.Fatalf("%d distinct lines, want 200", len(counts))
+	}
+}

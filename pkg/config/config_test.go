@@ -22,8 +22,8 @@ func TestDefaults(t *testing.T) {
 			want int
 		}{
 			{JobManagerRPCPort, 6123}, {TaskManagerRPCPort, 0}, {NumberOfTaskSlots, 1},
-			{DefaultParallelism, 1}, {MaxParallelism, -1}, {BuffersPerChannel, 4},
-			{MaxBuffersPerChannel, 4}, {FixedDelayAttempts, 3}, {ExponentialDelayAttemptsBeforeReset, 2147483647},
+			{DefaultParallelism, 1}, {MaxParallelism, -1}, {BuffersPerChannel, 8},
+			{MaxBuffersPerChannel, 8}, {FixedDelayAttempts, 3}, {ExponentialDelayAttemptsBeforeReset, 2147483647},
 		} {
 			if got := c.Int(tc.key); got != tc.want {
 				t.Errorf("%s = %d, want %d", tc.key, got, tc.want)

@@ -28,8 +28,8 @@ var (
 	BufferTimeout      = define(Key{Name: "execution.buffer-timeout.interval", Default: "100 ms", Kind: Duration, Aliases: []string{"execution.buffer-timeout"}, Description: "Longest time records may wait in a partly filled output buffer before it is sent; 0 sends every buffer after each source batch or input buffer. The JobManager's value applies to the tasks it deploys."})
 
 	SegmentSize          = define(Key{Name: "taskmanager.memory.segment-size", Default: "32 kb", Kind: MemorySize, check: positive, Description: "Size of the network buffers in which tasks exchange records."})
-	BuffersPerChannel    = define(Key{Name: "taskmanager.network.memory.buffers-per-channel", Default: "4", Kind: Int, check: atLeast(1), Description: "Buffers (credits) each input channel grants its upstream subpartition."})
-	MaxBuffersPerChannel = define(Key{Name: "taskmanager.network.memory.max-buffers-per-channel", Default: "4", Kind: Int, check: atLeast(1), Description: "Most buffers an output subpartition may hold queued before its producer blocks."})
+	BuffersPerChannel    = define(Key{Name: "taskmanager.network.memory.buffers-per-channel", Default: "8", Kind: Int, check: atLeast(1), Description: "Buffers (credits) each input channel grants its upstream subpartition."})
+	MaxBuffersPerChannel = define(Key{Name: "taskmanager.network.memory.max-buffers-per-channel", Default: "8", Kind: Int, check: atLeast(1), Description: "Most buffers an output subpartition may hold queued before its producer blocks."})
 
 	SlotRequestTimeout = define(Key{Name: "slot.request.timeout", Default: "5 min", Kind: Duration, check: positive, Description: "How long the JobManager waits for the task slots a job needs before its scheduling fails."})
 

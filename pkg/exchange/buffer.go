@@ -51,7 +51,8 @@ type Buffer struct {
 
 // Recycle returns the buffer to its pool. The buffer must not be used afterwards.
 func (b *Buffer) Recycle() {
-	if b.pool != nil {
+	// Buffers grown for an oversized record are left to the garbage collector.
+	if b.pool != nil && cap(b.Data) == b.pool.size {
 		b.Data = b.Data[:0]
 		b.pool.p.Put(b)
 	}
@@ -59,19 +60,31 @@ func (b *Buffer) Recycle() {
 
 // Pool hands out buffers of one capacity.
 type Pool struct {
-	size int
-	p    sync.Pool
+	size  int
+	limit int // bytes of records a buffer is filled with
+	p     sync.Pool
 }
+
+// frameHeadroom keeps a full buffer plus its frame and gRPC headers within size bytes,
+// so that gRPC handles it in its size-sized tier rather than the next (far larger) one.
+const frameHeadroom = 64
 
 // NewPool returns a pool of buffers of size bytes.
 func NewPool(size int) *Pool {
-	p := &Pool{size: size}
+	p := &Pool{size: size, limit: size}
+	if size > 4*frameHeadroom {
+		p.limit = size - frameHeadroom
+	}
 	p.p.New = func() any { return &Buffer{Data: make([]byte, 0, size), pool: p} }
 	return p
 }
 
 // Size is the capacity of the pool's buffers.
 func (p *Pool) Size() int { return p.size }
+
+// Limit is how many bytes of framed records a buffer is filled with: a little less than
+// Size, leaving room for the frame headers.
+func (p *Pool) Limit() int { return p.limit }
 
 // Get returns an empty data buffer.
 func (p *Pool) Get() *Buffer {

@@ -39,7 +39,7 @@ func newClient(t *testing.T) *Client {
 			conns = append(conns, cc)
 		}
 		return cc, err
-	}, slog.Default())
+	}, NewPool(4096), slog.Default())
 	t.Cleanup(func() {
 		c.Close()
 		for _, cc := range conns {

@@ -111,11 +111,14 @@ type localReader struct {
 	sp   *subpartition
 }
 
-func (r *localReader) available(sp *subpartition) {
+func (r *localReader) available(sp *subpartition) bool {
 	for b := sp.pollLocked(); b != nil; b = sp.pollLocked() {
 		r.gate.deliver(r.ch, b)
 	}
+	return false
 }
+
+func (r *localReader) drain(*subpartition) {}
 
 func (r *localReader) fail(err error) {
 	r.gate.fail(fmt.Errorf("input channel %s: %w", r.sp.key, err))

@@ -36,7 +36,7 @@ func (p *Partition) Bytes() int64 { return p.bytes }
 func (p *Partition) Emit(ch int, rec []byte) error {
 	need := framedLen(rec)
 	b := p.cur[ch]
-	if b != nil && len(b.Data)+need > cap(b.Data) {
+	if b != nil && len(b.Data)+need > p.pool.limit {
 		if err := p.flush(ch); err != nil {
 			return err
 		}
@@ -44,7 +44,7 @@ func (p *Partition) Emit(ch int, rec []byte) error {
 	}
 	if b == nil {
 		b = p.pool.Get()
-		if need > cap(b.Data) {
+		if need > p.pool.limit {
 			// A record larger than a buffer travels alone in a buffer of its own size.
 			b.Data = make([]byte, 0, need)
 		}

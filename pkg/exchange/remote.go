@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 )
 
 func keyToProto(k ChannelKey) *sluicev1.ChannelKey {
@@ -39,12 +41,52 @@ type remoteReader struct {
 	err    error // guarded by ss.mu; sent once as an error frame
 }
 
-func (r *remoteReader) available(*subpartition) { r.ss.markReady(r, nil) }
-func (r *remoteReader) fail(err error)          { r.ss.markReady(r, err) }
+// available claims the drain: the goroutine that queued the buffer or granted the
+// credit (the producing task, or the stream's receive loop) sends it itself, so a buffer
+// goes from the task to gRPC without a hand-off to another goroutine.
+func (r *remoteReader) available(sp *subpartition) bool {
+	if sp.draining {
+		return false
+	}
+	sp.draining = true
+	return true
+}
+
+func (r *remoteReader) drain(sp *subpartition) {
+	for {
+		sp.mu.Lock()
+		b := sp.pollLocked()
+		if b == nil {
+			sp.draining = false
+			sp.mu.Unlock()
+			return
+		}
+		sp.mu.Unlock()
+		if err := r.ss.sendBuffer(r.id, b); err != nil {
+			// The stream broke: the handler sees it too, and releases the channel.
+			sp.mu.Lock()
+			sp.draining = false
+			sp.mu.Unlock()
+			return
+		}
+	}
+}
+
+// fail has the sender goroutine send an error frame (fail runs under the lock).
+func (r *remoteReader) fail(err error) { r.ss.markReady(r, err) }
 
 type serverStream struct {
-	stream sluicev1.ExchangeService_ExchangeServer
-	notify chan struct{}
+	stream     sluicev1.ExchangeService_ExchangeServer
+	notify     chan struct{}
+	frameCodec bool // the client speaks frameCodec (content-subtype sluice-exchange)
+	cancel     context.CancelFunc
+
+	// sendMu serializes sends on the stream: drains of several channels and error
+	// frames share it.
+	sendMu sync.Mutex
+	closed bool                   // the handler returned: the stream takes no more sends
+	frame  sluicev1.ExchangeFrame // reused under sendMu
+	out    outFrame               // reused under sendMu
 
 	mu      sync.Mutex
 	ready   []*remoteReader
@@ -87,13 +129,22 @@ func (ss *serverStream) popReady() (*remoteReader, error) {
 // releases, and a sender goroutine (owned by this call) sends buffers against credit.
 func (s *Server) Exchange(stream sluicev1.ExchangeService_ExchangeServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
-	ss := &serverStream{stream: stream, notify: make(chan struct{}, 1), readers: map[uint64]*remoteReader{}}
+	ss := &serverStream{stream: stream, notify: make(chan struct{}, 1), readers: map[uint64]*remoteReader{}, cancel: cancel}
+	if md, ok := metadata.FromIncomingContext(stream.Context()); ok {
+		for _, ct := range md.Get("content-type") {
+			ss.frameCodec = ss.frameCodec || strings.HasSuffix(ct, "+"+frameCodecName)
+		}
+	}
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- ss.sendLoop(ctx) }()
 
 	recvErr := ss.recvLoop(s.reg)
 	cancel()
 	err := <-sendErr
+	// Drains running on task goroutines finish their send; later ones see closed.
+	ss.sendMu.Lock()
+	ss.closed = true
+	ss.sendMu.Unlock()
 	// The consumer is gone: its channels are released so their producers do not block.
 	ss.mu.Lock()
 	readers := ss.readers
@@ -147,8 +198,44 @@ func (ss *serverStream) recvLoop(reg *Registry) error {
 	}
 }
 
+// sendBuffer sends one buffer of channel id; from here the buffer belongs to gRPC (with
+// the frame codec it is recycled once written, without a copy) or is recycled here.
+func (ss *serverStream) sendBuffer(id uint64, b *Buffer) error {
+	eop := b.Kind == KindEndOfPartition
+	ss.sendMu.Lock()
+	var err error
+	if ss.closed {
+		ss.sendMu.Unlock()
+		b.Recycle()
+		return errStreamClosed
+	}
+	if ss.frameCodec {
+		ss.out = outFrame{channel: id, buf: b}
+		err = ss.stream.SendMsg(&ss.out)
+		ss.out = outFrame{}
+	} else {
+		ss.frame = sluicev1.ExchangeFrame{Channel: id, Kind: sluicev1.BufferKind(b.Kind), Data: b.Data}
+		err = ss.stream.Send(&ss.frame)
+		ss.frame = sluicev1.ExchangeFrame{}
+		b.Recycle()
+	}
+	ss.sendMu.Unlock()
+	if err != nil {
+		ss.cancel()
+		return err
+	}
+	if eop {
+		// The channel is complete: forget it (streams live as long as the task
+		// managers, channels only as long as their attempt).
+		ss.mu.Lock()
+		delete(ss.readers, id)
+		ss.mu.Unlock()
+	}
+	return nil
+}
+
+// sendLoop sends the error frames of failed channels; buffers are sent by drains.
 func (ss *serverStream) sendLoop(ctx context.Context) error {
-	frame := &sluicev1.ExchangeFrame{}
 	for {
 		select {
 		case <-ss.notify:
@@ -160,32 +247,21 @@ func (ss *serverStream) sendLoop(ctx context.Context) error {
 			if r == nil {
 				break
 			}
-			if ferr != nil {
-				*frame = sluicev1.ExchangeFrame{Channel: r.id, Error: ferr.Error()}
-				if err := ss.stream.Send(frame); err != nil {
-					return err
-				}
+			if ferr == nil {
 				continue
 			}
-			for b := r.sp.poll(); b != nil; b = r.sp.poll() {
-				eop := b.Kind == KindEndOfPartition
-				*frame = sluicev1.ExchangeFrame{Channel: r.id, Kind: sluicev1.BufferKind(b.Kind), Data: b.Data}
-				err := ss.stream.Send(frame)
-				b.Recycle()
-				if err != nil {
-					return err
-				}
-				if eop {
-					// The channel is complete: forget it (streams live as long as the
-					// task managers, channels only as long as their attempt).
-					ss.mu.Lock()
-					delete(ss.readers, r.id)
-					ss.mu.Unlock()
-				}
+			ss.sendMu.Lock()
+			ss.frame = sluicev1.ExchangeFrame{Channel: r.id, Error: ferr.Error()}
+			err := ss.stream.Send(&ss.frame)
+			ss.sendMu.Unlock()
+			if err != nil {
+				return err
 			}
 		}
 	}
 }
+
+var errStreamClosed = errors.New("exchange: stream closed")
 
 // Dialer returns a client connection to a task manager's exchange address. Connections
 // are owned by the dialer's caller and shared.
@@ -202,12 +278,14 @@ type Client struct {
 
 	mu      sync.Mutex
 	streams map[string]*clientStream
+	pool    *Pool // buffers that received data lands in
 }
 
-// NewClient returns a client whose streams live until Close.
-func NewClient(dial Dialer, log *slog.Logger) *Client {
+// NewClient returns a client whose streams live until Close. Received buffers are taken
+// from pool (normally the task manager's registry pool, so they recycle into it).
+func NewClient(dial Dialer, pool *Pool, log *slog.Logger) *Client {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Client{ctx: ctx, cancel: cancel, dial: dial, log: log, streams: map[string]*clientStream{}}
+	return &Client{ctx: ctx, cancel: cancel, dial: dial, log: log, streams: map[string]*clientStream{}, pool: pool}
 }
 
 // Close ends every stream and waits for their goroutines.
@@ -223,10 +301,24 @@ type remoteChannel struct {
 	ch   int
 	key  ChannelKey
 	eop  bool // end-of-partition received; guarded by cs.mu
+
+	unannounced int // recycled buffers whose credit was not sent yet
+	batch       int
+	credit      sluicev1.ChannelCredit
+	creditFrame sluicev1.ExchangeFrame
 }
 
+// recycle returns one credit. Credit is announced in batches of half the channel's
+// credits, in a frame reused across calls (recycle runs on the task goroutine only).
+// The producer keeps at least half of the credits meanwhile, so it never starves.
 func (rc *remoteChannel) recycle() {
-	rc.cs.send(&sluicev1.ExchangeFrame{Credits: []*sluicev1.ChannelCredit{{Id: rc.id, Credit: 1}}})
+	rc.unannounced++
+	if rc.unannounced < rc.batch {
+		return
+	}
+	rc.credit = sluicev1.ChannelCredit{Id: rc.id, Credit: int32(rc.unannounced)}
+	rc.unannounced = 0
+	rc.cs.send(&rc.creditFrame)
 }
 
 func (rc *remoteChannel) close() {
@@ -250,6 +342,7 @@ type clientStream struct {
 	channels map[uint64]*remoteChannel
 	nextID   uint64
 	err      error // set once the stream broke
+	pool     *Pool
 }
 
 func (cs *clientStream) send(f *sluicev1.ExchangeFrame) {
@@ -282,12 +375,12 @@ func (c *Client) stream(addr string) (*clientStream, error) {
 		return nil, fmt.Errorf("dial task manager %s: %w", addr, err)
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
-	s, err := sluicev1.NewExchangeServiceClient(conn).Exchange(ctx)
+	s, err := sluicev1.NewExchangeServiceClient(conn).Exchange(ctx, grpc.ForceCodecV2(frameCodec{}))
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("open exchange stream to %s: %w", addr, err)
 	}
-	cs := &clientStream{addr: addr, stream: s, cancel: cancel, channels: map[uint64]*remoteChannel{}}
+	cs := &clientStream{addr: addr, stream: s, cancel: cancel, channels: map[uint64]*remoteChannel{}, pool: c.pool}
 	c.streams[addr] = cs
 	c.wg.Add(1)
 	go func() {
@@ -298,8 +391,9 @@ func (c *Client) stream(addr string) (*clientStream, error) {
 }
 
 func (cs *clientStream) recvLoop() {
+	f := inFrame{pool: cs.pool}
 	for {
-		f, err := cs.stream.Recv()
+		err := cs.stream.RecvMsg(&f)
 		if err != nil {
 			cs.cancel()
 			cs.mu.Lock()
@@ -315,19 +409,26 @@ func (cs *clientStream) recvLoop() {
 			return
 		}
 		cs.mu.Lock()
-		rc := cs.channels[f.GetChannel()]
-		if rc != nil && f.GetKind() == sluicev1.BufferKind_BUFFER_KIND_END_OF_PARTITION {
+		rc := cs.channels[f.channel]
+		if rc != nil && f.kind == KindEndOfPartition {
 			rc.eop = true
 		}
 		cs.mu.Unlock()
+		b := f.buf
+		if b == nil {
+			b = &Buffer{}
+		}
+		b.Kind = f.kind
 		if rc == nil {
+			b.Recycle()
 			continue // released by the consumer meanwhile
 		}
-		if msg := f.GetError(); msg != "" {
-			rc.gate.fail(fmt.Errorf("input channel %s: producer side: %s", rc.key, msg))
+		if f.err != "" {
+			b.Recycle()
+			rc.gate.fail(fmt.Errorf("input channel %s: producer side: %s", rc.key, f.err))
 			continue
 		}
-		rc.gate.deliver(rc.ch, &Buffer{Kind: Kind(f.GetKind()), Data: f.GetData()})
+		rc.gate.deliver(rc.ch, b)
 	}
 }
 
@@ -344,7 +445,8 @@ func (c *Client) ConnectRemote(g *InputGate, ch, input int, addr string, key Cha
 		return cs.err
 	}
 	cs.nextID++
-	rc := &remoteChannel{cs: cs, id: cs.nextID, gate: g, ch: ch, key: key}
+	rc := &remoteChannel{cs: cs, id: cs.nextID, gate: g, ch: ch, key: key, batch: max(1, g.credits/2)}
+	rc.creditFrame.Credits = []*sluicev1.ChannelCredit{&rc.credit}
 	cs.channels[rc.id] = rc
 	cs.mu.Unlock()
 	g.channels[ch] = rc

@@ -29,8 +29,13 @@ var ErrReleased = errors.New("exchange: channel released")
 // reader is the consumer end attached to a subpartition. Both methods are called with
 // the subpartition's mutex held and must not block.
 type reader interface {
-	// available says the subpartition has a queued buffer and credit for it.
-	available(sp *subpartition)
+	// available says the subpartition has a queued buffer and credit for it. A reader
+	// that cannot take buffers under the lock returns true: the caller then calls drain
+	// once it released the lock.
+	available(sp *subpartition) bool
+	// drain moves buffers out while there are some and credit for them. Only one drain
+	// runs at a time per subpartition (see subpartition.draining), so order is kept.
+	drain(sp *subpartition)
 	// fail says the subpartition was released; no buffer follows.
 	fail(err error)
 }
@@ -47,6 +52,7 @@ type subpartition struct {
 	queue    []*Buffer
 	credit   int
 	reader   reader
+	draining bool // a goroutine is in reader.drain
 	released bool
 	finished bool // end-of-partition was taken by the reader
 	err      error
@@ -73,11 +79,21 @@ func (sp *subpartition) add(ctx context.Context, b *Buffer) error {
 		return err
 	}
 	sp.queue = append(sp.queue, b)
-	if sp.reader != nil && sp.credit > 0 {
-		sp.reader.available(sp)
-	}
+	r, drain := sp.notifyLocked()
 	sp.mu.Unlock()
+	if drain {
+		r.drain(sp)
+	}
 	return nil
+}
+
+// notifyLocked tells the reader, if there is something to take; it returns the reader
+// when the caller must drain after unlocking.
+func (sp *subpartition) notifyLocked() (reader, bool) {
+	if sp.reader == nil || sp.credit <= 0 || len(sp.queue) == 0 || sp.released {
+		return nil, false
+	}
+	return sp.reader, sp.reader.available(sp)
 }
 
 // poll takes the next buffer if there is one and credit for it.
@@ -97,9 +113,13 @@ func (sp *subpartition) pollLocked() *Buffer {
 	sp.queue[len(sp.queue)-1] = nil
 	sp.queue = sp.queue[:len(sp.queue)-1]
 	sp.credit--
-	select {
-	case sp.space <- struct{}{}:
-	default:
+	// Wake a blocked producer only once the queue drained to half, so that it fills
+	// several buffers per wake-up rather than one.
+	if len(sp.queue) <= sp.maxQueued/2 {
+		select {
+		case sp.space <- struct{}{}:
+		default:
+		}
 	}
 	if b.Kind == KindEndOfPartition {
 		// The consumer will have everything once this buffer arrives.
@@ -113,28 +133,32 @@ func (sp *subpartition) pollLocked() *Buffer {
 func (sp *subpartition) addCredit(n int) {
 	sp.mu.Lock()
 	sp.credit += n
-	if sp.reader != nil && len(sp.queue) > 0 && !sp.released {
-		sp.reader.available(sp)
-	}
+	r, drain := sp.notifyLocked()
 	sp.mu.Unlock()
+	if drain {
+		r.drain(sp)
+	}
 }
 
 // attach connects the consumer end with its initial credit. A subpartition has at most
 // one reader.
 func (sp *subpartition) attach(r reader, credit int) error {
 	sp.mu.Lock()
-	defer sp.mu.Unlock()
 	if sp.reader != nil {
+		sp.mu.Unlock()
 		return fmt.Errorf("exchange: channel %s already has a reader", sp.key)
 	}
 	sp.reader = r
 	if sp.released {
 		r.fail(sp.err)
+		sp.mu.Unlock()
 		return nil
 	}
 	sp.credit = credit
-	if len(sp.queue) > 0 && credit > 0 {
-		r.available(sp)
+	dr, drain := sp.notifyLocked()
+	sp.mu.Unlock()
+	if drain {
+		dr.drain(sp)
 	}
 	return nil
 }

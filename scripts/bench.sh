@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Benchmarks that print ratios against raw baselines (ARCHITECTURE.md section 9), then the
+# Go micro-benchmarks. `make bench` runs this after `make build`.
+#
+# Environment:
+#   BENCH_EXCHANGE_FLAGS  extra flags for bin/bench-exchange (e.g. "-runs=5 -records=50000000",
+#                         "-profile-dir=/tmp/prof" for CPU profiles of both processes)
+#   BENCHTIME             -benchtime of the Go benchmarks (default 1s)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+GO=${GO:-go}
+
+echo "== record exchange between two processes vs raw grpc-go (bench/exchange)"
+"$GO" build -o bin/bench-exchange ./bench/exchange
+# shellcheck disable=SC2086 # word splitting of the extra flags is intended
+./bin/bench-exchange ${BENCH_EXCHANGE_FLAGS:-}
+
+echo
+echo "== Go benchmarks"
+"$GO" test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:-1s}" ./bench/... ./pkg/...
