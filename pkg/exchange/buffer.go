@@ -28,6 +28,8 @@ const (
 	KindData Kind = 1
 	// KindEndOfPartition says the producer subtask finished; nothing follows.
 	KindEndOfPartition Kind = 2
+	// KindBarrier carries a checkpoint barrier (encoded by the runtime) in Data.
+	KindBarrier Kind = 3
 )
 
 func (k Kind) String() string {
@@ -36,6 +38,8 @@ func (k Kind) String() string {
 		return "data"
 	case KindEndOfPartition:
 		return "end-of-partition"
+	case KindBarrier:
+		return "barrier"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

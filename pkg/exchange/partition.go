@@ -91,6 +91,23 @@ func (p *Partition) Flush() error {
 	return nil
 }
 
+// BroadcastEvent flushes every channel, so that the event follows all records written
+// before it, then sends a buffer of kind with a copy of data on every channel.
+func (p *Partition) BroadcastEvent(kind Kind, data []byte) error {
+	if err := p.Flush(); err != nil {
+		return err
+	}
+	for _, sp := range p.subs {
+		b := p.pool.Get()
+		b.Kind = kind
+		b.Data = append(b.Data, data...)
+		if err := sp.add(p.ctx, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Finish flushes and sends end-of-partition on every channel. The partition must not be
 // written afterwards.
 func (p *Partition) Finish() error {

@@ -57,7 +57,9 @@ type Task struct {
 	BufferTimeout time.Duration
 	// Mailbox carries control actions run between records on the task goroutine.
 	Mailbox chan func() error
-	Log     *slog.Logger
+	// Checkpoints takes snapshots at barriers; nil forwards barriers without one.
+	Checkpoints Checkpointing
+	Log         *slog.Logger
 }
 
 // Run runs the task until its input ends (nil), it fails, or ctx is canceled. On any
@@ -184,45 +186,80 @@ func (t *Task) runInputs(ctx context.Context, tick <-chan time.Time) error {
 	if open == 0 {
 		return errors.New("task has neither a source nor inputs")
 	}
+	a := newAligner(open)
 	for open > 0 {
-		select {
-		case d := <-t.Gate.C():
-			if d.Buf.Kind == exchange.KindEndOfPartition {
-				open--
-				t.Gate.Recycle(d)
-				continue
-			}
-			input := t.Gate.Input(d.Channel)
-			recs := exchange.NewRecords(d.Buf.Data)
-			n := int64(0)
-			for rec, ok := recs.Next(); ok; rec, ok = recs.Next() {
-				n++
-				if err := t.Chain.ProcessRecord(input, rec); err != nil {
-					t.Gate.Recycle(d)
+		var d exchange.Delivery
+		if len(a.pending) > 0 {
+			// Buffers released by an alignment come first, before anything newer.
+			d = a.pending[0]
+			a.pending = a.pending[1:]
+		} else {
+			select {
+			case d = <-t.Gate.C():
+			case <-t.Gate.Failed():
+				return t.Gate.Err()
+			case <-tick:
+				if err := t.flush(); err != nil {
 					return err
 				}
+				continue
+			case f := <-t.Mailbox:
+				if err := f(); err != nil {
+					return err
+				}
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-			t.Metrics.RecordsIn.Add(n)
+		}
+		if a.blocked[d.Channel] {
+			// Exactly-once alignment: this channel is past the barrier; hold its buffers
+			// (and their credit) until every channel delivered it.
+			a.held[d.Channel] = append(a.held[d.Channel], d)
+			continue
+		}
+		switch d.Buf.Kind {
+		case exchange.KindEndOfPartition:
+			open--
+			a.finished[d.Channel] = true
 			t.Gate.Recycle(d)
-			if err := recs.Err(); err != nil {
+			if err := t.maybeCompleteAlignment(a); err != nil {
+				return err
+			}
+		case exchange.KindBarrier:
+			b, err := DecodeBarrier(d.Buf.Data)
+			t.Gate.Recycle(d)
+			if err != nil {
+				return err
+			}
+			if err := t.onBarrier(a, d.Channel, b); err != nil {
+				return err
+			}
+		default:
+			if err := t.processBuffer(d); err != nil {
 				return err
 			}
 			if err := t.afterBatch(); err != nil {
 				return err
 			}
-		case <-t.Gate.Failed():
-			return t.Gate.Err()
-		case <-tick:
-			if err := t.flush(); err != nil {
-				return err
-			}
-		case f := <-t.Mailbox:
-			if err := f(); err != nil {
-				return err
-			}
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
 	return nil
+}
+
+// processBuffer runs the records of one data buffer through the chain and recycles it.
+func (t *Task) processBuffer(d exchange.Delivery) error {
+	input := t.Gate.Input(d.Channel)
+	recs := exchange.NewRecords(d.Buf.Data)
+	n := int64(0)
+	for rec, ok := recs.Next(); ok; rec, ok = recs.Next() {
+		n++
+		if err := t.Chain.ProcessRecord(input, rec); err != nil {
+			t.Gate.Recycle(d)
+			return err
+		}
+	}
+	t.Metrics.RecordsIn.Add(n)
+	t.Gate.Recycle(d)
+	return recs.Err()
 }

@@ -29,6 +29,9 @@ const (
 	BufferKind_BUFFER_KIND_DATA BufferKind = 1
 	// The producer subtask finished; nothing follows on this channel.
 	BufferKind_BUFFER_KIND_END_OF_PARTITION BufferKind = 2
+	// A checkpoint barrier (pkg/runtime encodes it): everything before it on the channel
+	// belongs to the checkpoint, nothing after it.
+	BufferKind_BUFFER_KIND_BARRIER BufferKind = 3
 )
 
 // Enum value maps for BufferKind.
@@ -37,11 +40,13 @@ var (
 		0: "BUFFER_KIND_UNSPECIFIED",
 		1: "BUFFER_KIND_DATA",
 		2: "BUFFER_KIND_END_OF_PARTITION",
+		3: "BUFFER_KIND_BARRIER",
 	}
 	BufferKind_value = map[string]int32{
 		"BUFFER_KIND_UNSPECIFIED":      0,
 		"BUFFER_KIND_DATA":             1,
 		"BUFFER_KIND_END_OF_PARTITION": 2,
+		"BUFFER_KIND_BARRIER":          3,
 	}
 )
 
@@ -709,12 +714,13 @@ const file_sluice_v1_taskmanager_proto_rawDesc = "" +
 	"\achannel\x18\x04 \x01(\x04R\achannel\x12)\n" +
 	"\x04kind\x18\x05 \x01(\x0e2\x15.sluice.v1.BufferKindR\x04kind\x12\x12\n" +
 	"\x04data\x18\x06 \x01(\fR\x04data\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error*a\n" +
+	"\x05error\x18\a \x01(\tR\x05error*z\n" +
 	"\n" +
 	"BufferKind\x12\x1b\n" +
 	"\x17BUFFER_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10BUFFER_KIND_DATA\x10\x01\x12 \n" +
-	"\x1cBUFFER_KIND_END_OF_PARTITION\x10\x022\xa3\x01\n" +
+	"\x1cBUFFER_KIND_END_OF_PARTITION\x10\x02\x12\x17\n" +
+	"\x13BUFFER_KIND_BARRIER\x10\x032\xa3\x01\n" +
 	"\vTaskService\x12I\n" +
 	"\n" +
 	"DeployTask\x12\x1c.sluice.v1.DeployTaskRequest\x1a\x1d.sluice.v1.DeployTaskResponse\x12I\n" +
