@@ -549,8 +549,13 @@ type JobStatus struct {
 	RecordsIn      int64 `protobuf:"varint,10,opt,name=records_in,json=recordsIn,proto3" json:"records_in,omitempty"`
 	RecordsOut     int64 `protobuf:"varint,11,opt,name=records_out,json=recordsOut,proto3" json:"records_out,omitempty"`
 	MaxParallelism int32 `protobuf:"varint,12,opt,name=max_parallelism,json=maxParallelism,proto3" json:"max_parallelism,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The latest completed checkpoint (0: none) and when it completed.
+	LatestCheckpointId     int64 `protobuf:"varint,13,opt,name=latest_checkpoint_id,json=latestCheckpointId,proto3" json:"latest_checkpoint_id,omitempty"`
+	LatestCheckpointUnixMs int64 `protobuf:"varint,14,opt,name=latest_checkpoint_unix_ms,json=latestCheckpointUnixMs,proto3" json:"latest_checkpoint_unix_ms,omitempty"`
+	// How many times the job restored state from a checkpoint.
+	Restores      int32 `protobuf:"varint,15,opt,name=restores,proto3" json:"restores,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobStatus) Reset() {
@@ -667,6 +672,662 @@ func (x *JobStatus) GetMaxParallelism() int32 {
 	return 0
 }
 
+func (x *JobStatus) GetLatestCheckpointId() int64 {
+	if x != nil {
+		return x.LatestCheckpointId
+	}
+	return 0
+}
+
+func (x *JobStatus) GetLatestCheckpointUnixMs() int64 {
+	if x != nil {
+		return x.LatestCheckpointUnixMs
+	}
+	return 0
+}
+
+func (x *JobStatus) GetRestores() int32 {
+	if x != nil {
+		return x.Restores
+	}
+	return 0
+}
+
+type TriggerJobCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TriggerJobCheckpointRequest) Reset() {
+	*x = TriggerJobCheckpointRequest{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TriggerJobCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TriggerJobCheckpointRequest) ProtoMessage() {}
+
+func (x *TriggerJobCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TriggerJobCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*TriggerJobCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TriggerJobCheckpointRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ListCheckpointsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCheckpointsRequest) Reset() {
+	*x = ListCheckpointsRequest{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCheckpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCheckpointsRequest) ProtoMessage() {}
+
+func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCheckpointsRequest.ProtoReflect.Descriptor instead.
+func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListCheckpointsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ListCheckpointsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoints   []*CheckpointStats     `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCheckpointsResponse) Reset() {
+	*x = ListCheckpointsResponse{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCheckpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCheckpointsResponse) ProtoMessage() {}
+
+func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCheckpointsResponse.ProtoReflect.Descriptor instead.
+func (*ListCheckpointsResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointStats {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+type CheckpointStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "in_progress", "completed" or "failed".
+	Status            string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	Savepoint         bool   `protobuf:"varint,3,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
+	TriggerTimeUnixMs int64  `protobuf:"varint,4,opt,name=trigger_time_unix_ms,json=triggerTimeUnixMs,proto3" json:"trigger_time_unix_ms,omitempty"`
+	EndTimeUnixMs     int64  `protobuf:"varint,5,opt,name=end_time_unix_ms,json=endTimeUnixMs,proto3" json:"end_time_unix_ms,omitempty"`
+	DurationMs        int64  `protobuf:"varint,6,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	// Bytes of state the checkpoint wrote (incremental) and references in all (full).
+	SizeBytes       int64  `protobuf:"varint,7,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	FullSizeBytes   int64  `protobuf:"varint,8,opt,name=full_size_bytes,json=fullSizeBytes,proto3" json:"full_size_bytes,omitempty"`
+	AckedTasks      int32  `protobuf:"varint,9,opt,name=acked_tasks,json=ackedTasks,proto3" json:"acked_tasks,omitempty"`
+	TotalTasks      int32  `protobuf:"varint,10,opt,name=total_tasks,json=totalTasks,proto3" json:"total_tasks,omitempty"`
+	MaxAlignmentMs  int64  `protobuf:"varint,11,opt,name=max_alignment_ms,json=maxAlignmentMs,proto3" json:"max_alignment_ms,omitempty"`
+	MaxStartDelayMs int64  `protobuf:"varint,12,opt,name=max_start_delay_ms,json=maxStartDelayMs,proto3" json:"max_start_delay_ms,omitempty"`
+	Failure         string `protobuf:"bytes,13,opt,name=failure,proto3" json:"failure,omitempty"`
+	// Where its metadata lives (completed checkpoints).
+	ExternalPath  string `protobuf:"bytes,14,opt,name=external_path,json=externalPath,proto3" json:"external_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointStats) Reset() {
+	*x = CheckpointStats{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointStats) ProtoMessage() {}
+
+func (x *CheckpointStats) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointStats.ProtoReflect.Descriptor instead.
+func (*CheckpointStats) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CheckpointStats) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CheckpointStats) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *CheckpointStats) GetSavepoint() bool {
+	if x != nil {
+		return x.Savepoint
+	}
+	return false
+}
+
+func (x *CheckpointStats) GetTriggerTimeUnixMs() int64 {
+	if x != nil {
+		return x.TriggerTimeUnixMs
+	}
+	return 0
+}
+
+func (x *CheckpointStats) GetEndTimeUnixMs() int64 {
+	if x != nil {
+		return x.EndTimeUnixMs
+	}
+	return 0
+}
+
+func (x *CheckpointStats) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
+func (x *CheckpointStats) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *CheckpointStats) GetFullSizeBytes() int64 {
+	if x != nil {
+		return x.FullSizeBytes
+	}
+	return 0
+}
+
+func (x *CheckpointStats) GetAckedTasks() int32 {
+	if x != nil {
+		return x.AckedTasks
+	}
+	return 0
+}
+
+func (x *CheckpointStats) GetTotalTasks() int32 {
+	if x != nil {
+		return x.TotalTasks
+	}
+	return 0
+}
+
+func (x *CheckpointStats) GetMaxAlignmentMs() int64 {
+	if x != nil {
+		return x.MaxAlignmentMs
+	}
+	return 0
+}
+
+func (x *CheckpointStats) GetMaxStartDelayMs() int64 {
+	if x != nil {
+		return x.MaxStartDelayMs
+	}
+	return 0
+}
+
+func (x *CheckpointStats) GetFailure() string {
+	if x != nil {
+		return x.Failure
+	}
+	return ""
+}
+
+func (x *CheckpointStats) GetExternalPath() string {
+	if x != nil {
+		return x.ExternalPath
+	}
+	return ""
+}
+
+type CheckpointTaskMetrics struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SyncMs        int64                  `protobuf:"varint,1,opt,name=sync_ms,json=syncMs,proto3" json:"sync_ms,omitempty"`
+	AsyncMs       int64                  `protobuf:"varint,2,opt,name=async_ms,json=asyncMs,proto3" json:"async_ms,omitempty"`
+	AlignmentMs   int64                  `protobuf:"varint,3,opt,name=alignment_ms,json=alignmentMs,proto3" json:"alignment_ms,omitempty"`
+	StartDelayMs  int64                  `protobuf:"varint,4,opt,name=start_delay_ms,json=startDelayMs,proto3" json:"start_delay_ms,omitempty"`
+	Bytes         int64                  `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	FullBytes     int64                  `protobuf:"varint,6,opt,name=full_bytes,json=fullBytes,proto3" json:"full_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointTaskMetrics) Reset() {
+	*x = CheckpointTaskMetrics{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointTaskMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointTaskMetrics) ProtoMessage() {}
+
+func (x *CheckpointTaskMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointTaskMetrics.ProtoReflect.Descriptor instead.
+func (*CheckpointTaskMetrics) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CheckpointTaskMetrics) GetSyncMs() int64 {
+	if x != nil {
+		return x.SyncMs
+	}
+	return 0
+}
+
+func (x *CheckpointTaskMetrics) GetAsyncMs() int64 {
+	if x != nil {
+		return x.AsyncMs
+	}
+	return 0
+}
+
+func (x *CheckpointTaskMetrics) GetAlignmentMs() int64 {
+	if x != nil {
+		return x.AlignmentMs
+	}
+	return 0
+}
+
+func (x *CheckpointTaskMetrics) GetStartDelayMs() int64 {
+	if x != nil {
+		return x.StartDelayMs
+	}
+	return 0
+}
+
+func (x *CheckpointTaskMetrics) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *CheckpointTaskMetrics) GetFullBytes() int64 {
+	if x != nil {
+		return x.FullBytes
+	}
+	return 0
+}
+
+type OperatorSubtaskState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Uid           string                 `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	State         *SubtaskState          `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OperatorSubtaskState) Reset() {
+	*x = OperatorSubtaskState{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OperatorSubtaskState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OperatorSubtaskState) ProtoMessage() {}
+
+func (x *OperatorSubtaskState) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OperatorSubtaskState.ProtoReflect.Descriptor instead.
+func (*OperatorSubtaskState) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *OperatorSubtaskState) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *OperatorSubtaskState) GetState() *SubtaskState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+type AcknowledgeCheckpointRequest struct {
+	state         protoimpl.MessageState  `protogen:"open.v1"`
+	TaskManagerId string                  `protobuf:"bytes,1,opt,name=task_manager_id,json=taskManagerId,proto3" json:"task_manager_id,omitempty"`
+	Execution     *ExecutionId            `protobuf:"bytes,2,opt,name=execution,proto3" json:"execution,omitempty"`
+	CheckpointId  int64                   `protobuf:"varint,3,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	Operators     []*OperatorSubtaskState `protobuf:"bytes,4,rep,name=operators,proto3" json:"operators,omitempty"`
+	Metrics       *CheckpointTaskMetrics  `protobuf:"bytes,5,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcknowledgeCheckpointRequest) Reset() {
+	*x = AcknowledgeCheckpointRequest{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcknowledgeCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcknowledgeCheckpointRequest) ProtoMessage() {}
+
+func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcknowledgeCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*AcknowledgeCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AcknowledgeCheckpointRequest) GetTaskManagerId() string {
+	if x != nil {
+		return x.TaskManagerId
+	}
+	return ""
+}
+
+func (x *AcknowledgeCheckpointRequest) GetExecution() *ExecutionId {
+	if x != nil {
+		return x.Execution
+	}
+	return nil
+}
+
+func (x *AcknowledgeCheckpointRequest) GetCheckpointId() int64 {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return 0
+}
+
+func (x *AcknowledgeCheckpointRequest) GetOperators() []*OperatorSubtaskState {
+	if x != nil {
+		return x.Operators
+	}
+	return nil
+}
+
+func (x *AcknowledgeCheckpointRequest) GetMetrics() *CheckpointTaskMetrics {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+type AcknowledgeCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcknowledgeCheckpointResponse) Reset() {
+	*x = AcknowledgeCheckpointResponse{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcknowledgeCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcknowledgeCheckpointResponse) ProtoMessage() {}
+
+func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcknowledgeCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*AcknowledgeCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{16}
+}
+
+type DeclineCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskManagerId string                 `protobuf:"bytes,1,opt,name=task_manager_id,json=taskManagerId,proto3" json:"task_manager_id,omitempty"`
+	Execution     *ExecutionId           `protobuf:"bytes,2,opt,name=execution,proto3" json:"execution,omitempty"`
+	CheckpointId  int64                  `protobuf:"varint,3,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeclineCheckpointRequest) Reset() {
+	*x = DeclineCheckpointRequest{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeclineCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeclineCheckpointRequest) ProtoMessage() {}
+
+func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeclineCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*DeclineCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DeclineCheckpointRequest) GetTaskManagerId() string {
+	if x != nil {
+		return x.TaskManagerId
+	}
+	return ""
+}
+
+func (x *DeclineCheckpointRequest) GetExecution() *ExecutionId {
+	if x != nil {
+		return x.Execution
+	}
+	return nil
+}
+
+func (x *DeclineCheckpointRequest) GetCheckpointId() int64 {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return 0
+}
+
+func (x *DeclineCheckpointRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type DeclineCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeclineCheckpointResponse) Reset() {
+	*x = DeclineCheckpointResponse{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeclineCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeclineCheckpointResponse) ProtoMessage() {}
+
+func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeclineCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*DeclineCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{18}
+}
+
 type TaskManagerInfo struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	Id                  string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -682,7 +1343,7 @@ type TaskManagerInfo struct {
 
 func (x *TaskManagerInfo) Reset() {
 	*x = TaskManagerInfo{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[9]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +1355,7 @@ func (x *TaskManagerInfo) String() string {
 func (*TaskManagerInfo) ProtoMessage() {}
 
 func (x *TaskManagerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[9]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +1368,7 @@ func (x *TaskManagerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskManagerInfo.ProtoReflect.Descriptor instead.
 func (*TaskManagerInfo) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TaskManagerInfo) GetId() string {
@@ -767,7 +1428,7 @@ type ListTaskManagersRequest struct {
 
 func (x *ListTaskManagersRequest) Reset() {
 	*x = ListTaskManagersRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[10]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +1440,7 @@ func (x *ListTaskManagersRequest) String() string {
 func (*ListTaskManagersRequest) ProtoMessage() {}
 
 func (x *ListTaskManagersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[10]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +1453,7 @@ func (x *ListTaskManagersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTaskManagersRequest.ProtoReflect.Descriptor instead.
 func (*ListTaskManagersRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{20}
 }
 
 type ListTaskManagersResponse struct {
@@ -804,7 +1465,7 @@ type ListTaskManagersResponse struct {
 
 func (x *ListTaskManagersResponse) Reset() {
 	*x = ListTaskManagersResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[11]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +1477,7 @@ func (x *ListTaskManagersResponse) String() string {
 func (*ListTaskManagersResponse) ProtoMessage() {}
 
 func (x *ListTaskManagersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[11]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +1490,7 @@ func (x *ListTaskManagersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTaskManagersResponse.ProtoReflect.Descriptor instead.
 func (*ListTaskManagersResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListTaskManagersResponse) GetTaskManagers() []*TaskManagerInfo {
@@ -852,7 +1513,7 @@ type RegisterTaskManagerRequest struct {
 
 func (x *RegisterTaskManagerRequest) Reset() {
 	*x = RegisterTaskManagerRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[12]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +1525,7 @@ func (x *RegisterTaskManagerRequest) String() string {
 func (*RegisterTaskManagerRequest) ProtoMessage() {}
 
 func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[12]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1538,7 @@ func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RegisterTaskManagerRequest) GetId() string {
@@ -918,7 +1579,7 @@ type RegisterTaskManagerResponse struct {
 
 func (x *RegisterTaskManagerResponse) Reset() {
 	*x = RegisterTaskManagerResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1591,7 @@ func (x *RegisterTaskManagerResponse) String() string {
 func (*RegisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1604,7 @@ func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RegisterTaskManagerResponse) GetHeartbeatIntervalMs() int64 {
@@ -967,7 +1628,7 @@ type TaskMetrics struct {
 
 func (x *TaskMetrics) Reset() {
 	*x = TaskMetrics{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1640,7 @@ func (x *TaskMetrics) String() string {
 func (*TaskMetrics) ProtoMessage() {}
 
 func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1653,7 @@ func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskMetrics.ProtoReflect.Descriptor instead.
 func (*TaskMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TaskMetrics) GetExecution() *ExecutionId {
@@ -1040,7 +1701,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1713,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1726,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HeartbeatRequest) GetTaskManagerId() string {
@@ -1095,7 +1756,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1768,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1781,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HeartbeatResponse) GetKnown() bool {
@@ -1147,7 +1808,7 @@ type UnregisterTaskManagerRequest struct {
 
 func (x *UnregisterTaskManagerRequest) Reset() {
 	*x = UnregisterTaskManagerRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1820,7 @@ func (x *UnregisterTaskManagerRequest) String() string {
 func (*UnregisterTaskManagerRequest) ProtoMessage() {}
 
 func (x *UnregisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1833,7 @@ func (x *UnregisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterTaskManagerRequest.ProtoReflect.Descriptor instead.
 func (*UnregisterTaskManagerRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UnregisterTaskManagerRequest) GetTaskManagerId() string {
@@ -1197,7 +1858,7 @@ type UnregisterTaskManagerResponse struct {
 
 func (x *UnregisterTaskManagerResponse) Reset() {
 	*x = UnregisterTaskManagerResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1870,7 @@ func (x *UnregisterTaskManagerResponse) String() string {
 func (*UnregisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *UnregisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1883,7 @@ func (x *UnregisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*UnregisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{28}
 }
 
 type ExecutionId struct {
@@ -1238,7 +1899,7 @@ type ExecutionId struct {
 
 func (x *ExecutionId) Reset() {
 	*x = ExecutionId{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1911,7 @@ func (x *ExecutionId) String() string {
 func (*ExecutionId) ProtoMessage() {}
 
 func (x *ExecutionId) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1924,7 @@ func (x *ExecutionId) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutionId.ProtoReflect.Descriptor instead.
 func (*ExecutionId) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ExecutionId) GetJobId() string {
@@ -1307,7 +1968,7 @@ type UpdateTaskStateRequest struct {
 
 func (x *UpdateTaskStateRequest) Reset() {
 	*x = UpdateTaskStateRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1319,7 +1980,7 @@ func (x *UpdateTaskStateRequest) String() string {
 func (*UpdateTaskStateRequest) ProtoMessage() {}
 
 func (x *UpdateTaskStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1332,7 +1993,7 @@ func (x *UpdateTaskStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskStateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTaskStateRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateTaskStateRequest) GetTaskManagerId() string {
@@ -1378,7 +2039,7 @@ type UpdateTaskStateResponse struct {
 
 func (x *UpdateTaskStateResponse) Reset() {
 	*x = UpdateTaskStateResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +2051,7 @@ func (x *UpdateTaskStateResponse) String() string {
 func (*UpdateTaskStateResponse) ProtoMessage() {}
 
 func (x *UpdateTaskStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,14 +2064,14 @@ func (x *UpdateTaskStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskStateResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTaskStateResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{31}
 }
 
 var File_sluice_v1_jobmanager_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\n" +
-	"\x1asluice/v1/jobmanager.proto\x12\tsluice.v1\x1a\x15sluice/v1/graph.proto\"D\n" +
+	"\x1asluice/v1/jobmanager.proto\x12\tsluice.v1\x1a\x1asluice/v1/checkpoint.proto\x1a\x15sluice/v1/graph.proto\"D\n" +
 	"\x10SubmitJobRequest\x120\n" +
 	"\tjob_graph\x18\x01 \x01(\v2\x13.sluice.v1.JobGraphR\bjobGraph\"*\n" +
 	"\x11SubmitJobResponse\x12\x15\n" +
@@ -1436,7 +2097,7 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"recordsOut\x1a=\n" +
 	"\x0fTaskStatesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xa5\x03\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xae\x04\n" +
 	"\tJobStatus\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
@@ -1452,7 +2113,60 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	" \x01(\x03R\trecordsIn\x12\x1f\n" +
 	"\vrecords_out\x18\v \x01(\x03R\n" +
 	"recordsOut\x12'\n" +
-	"\x0fmax_parallelism\x18\f \x01(\x05R\x0emaxParallelism\"\xd6\x01\n" +
+	"\x0fmax_parallelism\x18\f \x01(\x05R\x0emaxParallelism\x120\n" +
+	"\x14latest_checkpoint_id\x18\r \x01(\x03R\x12latestCheckpointId\x129\n" +
+	"\x19latest_checkpoint_unix_ms\x18\x0e \x01(\x03R\x16latestCheckpointUnixMs\x12\x1a\n" +
+	"\brestores\x18\x0f \x01(\x05R\brestores\"4\n" +
+	"\x1bTriggerJobCheckpointRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"/\n" +
+	"\x16ListCheckpointsRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"W\n" +
+	"\x17ListCheckpointsResponse\x12<\n" +
+	"\vcheckpoints\x18\x01 \x03(\v2\x1a.sluice.v1.CheckpointStatsR\vcheckpoints\"\xf1\x03\n" +
+	"\x0fCheckpointStats\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x1c\n" +
+	"\tsavepoint\x18\x03 \x01(\bR\tsavepoint\x12/\n" +
+	"\x14trigger_time_unix_ms\x18\x04 \x01(\x03R\x11triggerTimeUnixMs\x12'\n" +
+	"\x10end_time_unix_ms\x18\x05 \x01(\x03R\rendTimeUnixMs\x12\x1f\n" +
+	"\vduration_ms\x18\x06 \x01(\x03R\n" +
+	"durationMs\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\a \x01(\x03R\tsizeBytes\x12&\n" +
+	"\x0ffull_size_bytes\x18\b \x01(\x03R\rfullSizeBytes\x12\x1f\n" +
+	"\vacked_tasks\x18\t \x01(\x05R\n" +
+	"ackedTasks\x12\x1f\n" +
+	"\vtotal_tasks\x18\n" +
+	" \x01(\x05R\n" +
+	"totalTasks\x12(\n" +
+	"\x10max_alignment_ms\x18\v \x01(\x03R\x0emaxAlignmentMs\x12+\n" +
+	"\x12max_start_delay_ms\x18\f \x01(\x03R\x0fmaxStartDelayMs\x12\x18\n" +
+	"\afailure\x18\r \x01(\tR\afailure\x12#\n" +
+	"\rexternal_path\x18\x0e \x01(\tR\fexternalPath\"\xc9\x01\n" +
+	"\x15CheckpointTaskMetrics\x12\x17\n" +
+	"\async_ms\x18\x01 \x01(\x03R\x06syncMs\x12\x19\n" +
+	"\basync_ms\x18\x02 \x01(\x03R\aasyncMs\x12!\n" +
+	"\falignment_ms\x18\x03 \x01(\x03R\valignmentMs\x12$\n" +
+	"\x0estart_delay_ms\x18\x04 \x01(\x03R\fstartDelayMs\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\x12\x1d\n" +
+	"\n" +
+	"full_bytes\x18\x06 \x01(\x03R\tfullBytes\"W\n" +
+	"\x14OperatorSubtaskState\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\tR\x03uid\x12-\n" +
+	"\x05state\x18\x02 \x01(\v2\x17.sluice.v1.SubtaskStateR\x05state\"\x9c\x02\n" +
+	"\x1cAcknowledgeCheckpointRequest\x12&\n" +
+	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x124\n" +
+	"\texecution\x18\x02 \x01(\v2\x16.sluice.v1.ExecutionIdR\texecution\x12#\n" +
+	"\rcheckpoint_id\x18\x03 \x01(\x03R\fcheckpointId\x12=\n" +
+	"\toperators\x18\x04 \x03(\v2\x1f.sluice.v1.OperatorSubtaskStateR\toperators\x12:\n" +
+	"\ametrics\x18\x05 \x01(\v2 .sluice.v1.CheckpointTaskMetricsR\ametrics\"\x1f\n" +
+	"\x1dAcknowledgeCheckpointResponse\"\xb5\x01\n" +
+	"\x18DeclineCheckpointRequest\x12&\n" +
+	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x124\n" +
+	"\texecution\x18\x02 \x01(\v2\x16.sluice.v1.ExecutionIdR\texecution\x12#\n" +
+	"\rcheckpoint_id\x18\x03 \x01(\x03R\fcheckpointId\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x1b\n" +
+	"\x19DeclineCheckpointResponse\"\xd6\x01\n" +
 	"\x0fTaskManagerInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
@@ -1518,19 +2232,23 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\x13TASK_STATE_FINISHED\x10\x03\x12\x18\n" +
 	"\x14TASK_STATE_CANCELING\x10\x04\x12\x17\n" +
 	"\x13TASK_STATE_CANCELED\x10\x05\x12\x15\n" +
-	"\x11TASK_STATE_FAILED\x10\x062\xf8\x02\n" +
+	"\x11TASK_STATE_FAILED\x10\x062\xab\x04\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tSubmitJob\x12\x1b.sluice.v1.SubmitJobRequest\x1a\x1c.sluice.v1.SubmitJobResponse\x12C\n" +
 	"\bListJobs\x12\x1a.sluice.v1.ListJobsRequest\x1a\x1b.sluice.v1.ListJobsResponse\x128\n" +
 	"\x06GetJob\x12\x18.sluice.v1.GetJobRequest\x1a\x14.sluice.v1.JobStatus\x12F\n" +
-	"\tCancelJob\x12\x1b.sluice.v1.CancelJobRequest\x1a\x1c.sluice.v1.CancelJobResponse\x12[\n" +
-	"\x10ListTaskManagers\x12\".sluice.v1.ListTaskManagersRequest\x1a#.sluice.v1.ListTaskManagersResponse2\x85\x03\n" +
+	"\tCancelJob\x12\x1b.sluice.v1.CancelJobRequest\x1a\x1c.sluice.v1.CancelJobResponse\x12W\n" +
+	"\x11TriggerCheckpoint\x12&.sluice.v1.TriggerJobCheckpointRequest\x1a\x1a.sluice.v1.CheckpointStats\x12X\n" +
+	"\x0fListCheckpoints\x12!.sluice.v1.ListCheckpointsRequest\x1a\".sluice.v1.ListCheckpointsResponse\x12[\n" +
+	"\x10ListTaskManagers\x12\".sluice.v1.ListTaskManagersRequest\x1a#.sluice.v1.ListTaskManagersResponse2\xd1\x04\n" +
 	"\x0fResourceService\x12d\n" +
 	"\x13RegisterTaskManager\x12%.sluice.v1.RegisterTaskManagerRequest\x1a&.sluice.v1.RegisterTaskManagerResponse\x12F\n" +
 	"\tHeartbeat\x12\x1b.sluice.v1.HeartbeatRequest\x1a\x1c.sluice.v1.HeartbeatResponse\x12j\n" +
 	"\x15UnregisterTaskManager\x12'.sluice.v1.UnregisterTaskManagerRequest\x1a(.sluice.v1.UnregisterTaskManagerResponse\x12X\n" +
-	"\x0fUpdateTaskState\x12!.sluice.v1.UpdateTaskStateRequest\x1a\".sluice.v1.UpdateTaskStateResponseB:Z8github.com/sluice-stream/sluice/proto/sluice/v1;sluicev1b\x06proto3"
+	"\x0fUpdateTaskState\x12!.sluice.v1.UpdateTaskStateRequest\x1a\".sluice.v1.UpdateTaskStateResponse\x12j\n" +
+	"\x15AcknowledgeCheckpoint\x12'.sluice.v1.AcknowledgeCheckpointRequest\x1a(.sluice.v1.AcknowledgeCheckpointResponse\x12^\n" +
+	"\x11DeclineCheckpoint\x12#.sluice.v1.DeclineCheckpointRequest\x1a$.sluice.v1.DeclineCheckpointResponseB:Z8github.com/sluice-stream/sluice/proto/sluice/v1;sluicev1b\x06proto3"
 
 var (
 	file_sluice_v1_jobmanager_proto_rawDescOnce sync.Once
@@ -1545,7 +2263,7 @@ func file_sluice_v1_jobmanager_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_jobmanager_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sluice_v1_jobmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_sluice_v1_jobmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_sluice_v1_jobmanager_proto_goTypes = []any{
 	(JobState)(0),                         // 0: sluice.v1.JobState
 	(TaskState)(0),                        // 1: sluice.v1.TaskState
@@ -1558,59 +2276,84 @@ var file_sluice_v1_jobmanager_proto_goTypes = []any{
 	(*CancelJobResponse)(nil),             // 8: sluice.v1.CancelJobResponse
 	(*VertexStatus)(nil),                  // 9: sluice.v1.VertexStatus
 	(*JobStatus)(nil),                     // 10: sluice.v1.JobStatus
-	(*TaskManagerInfo)(nil),               // 11: sluice.v1.TaskManagerInfo
-	(*ListTaskManagersRequest)(nil),       // 12: sluice.v1.ListTaskManagersRequest
-	(*ListTaskManagersResponse)(nil),      // 13: sluice.v1.ListTaskManagersResponse
-	(*RegisterTaskManagerRequest)(nil),    // 14: sluice.v1.RegisterTaskManagerRequest
-	(*RegisterTaskManagerResponse)(nil),   // 15: sluice.v1.RegisterTaskManagerResponse
-	(*TaskMetrics)(nil),                   // 16: sluice.v1.TaskMetrics
-	(*HeartbeatRequest)(nil),              // 17: sluice.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),             // 18: sluice.v1.HeartbeatResponse
-	(*UnregisterTaskManagerRequest)(nil),  // 19: sluice.v1.UnregisterTaskManagerRequest
-	(*UnregisterTaskManagerResponse)(nil), // 20: sluice.v1.UnregisterTaskManagerResponse
-	(*ExecutionId)(nil),                   // 21: sluice.v1.ExecutionId
-	(*UpdateTaskStateRequest)(nil),        // 22: sluice.v1.UpdateTaskStateRequest
-	(*UpdateTaskStateResponse)(nil),       // 23: sluice.v1.UpdateTaskStateResponse
-	nil,                                   // 24: sluice.v1.VertexStatus.TaskStatesEntry
-	(*JobGraph)(nil),                      // 25: sluice.v1.JobGraph
+	(*TriggerJobCheckpointRequest)(nil),   // 11: sluice.v1.TriggerJobCheckpointRequest
+	(*ListCheckpointsRequest)(nil),        // 12: sluice.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),       // 13: sluice.v1.ListCheckpointsResponse
+	(*CheckpointStats)(nil),               // 14: sluice.v1.CheckpointStats
+	(*CheckpointTaskMetrics)(nil),         // 15: sluice.v1.CheckpointTaskMetrics
+	(*OperatorSubtaskState)(nil),          // 16: sluice.v1.OperatorSubtaskState
+	(*AcknowledgeCheckpointRequest)(nil),  // 17: sluice.v1.AcknowledgeCheckpointRequest
+	(*AcknowledgeCheckpointResponse)(nil), // 18: sluice.v1.AcknowledgeCheckpointResponse
+	(*DeclineCheckpointRequest)(nil),      // 19: sluice.v1.DeclineCheckpointRequest
+	(*DeclineCheckpointResponse)(nil),     // 20: sluice.v1.DeclineCheckpointResponse
+	(*TaskManagerInfo)(nil),               // 21: sluice.v1.TaskManagerInfo
+	(*ListTaskManagersRequest)(nil),       // 22: sluice.v1.ListTaskManagersRequest
+	(*ListTaskManagersResponse)(nil),      // 23: sluice.v1.ListTaskManagersResponse
+	(*RegisterTaskManagerRequest)(nil),    // 24: sluice.v1.RegisterTaskManagerRequest
+	(*RegisterTaskManagerResponse)(nil),   // 25: sluice.v1.RegisterTaskManagerResponse
+	(*TaskMetrics)(nil),                   // 26: sluice.v1.TaskMetrics
+	(*HeartbeatRequest)(nil),              // 27: sluice.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),             // 28: sluice.v1.HeartbeatResponse
+	(*UnregisterTaskManagerRequest)(nil),  // 29: sluice.v1.UnregisterTaskManagerRequest
+	(*UnregisterTaskManagerResponse)(nil), // 30: sluice.v1.UnregisterTaskManagerResponse
+	(*ExecutionId)(nil),                   // 31: sluice.v1.ExecutionId
+	(*UpdateTaskStateRequest)(nil),        // 32: sluice.v1.UpdateTaskStateRequest
+	(*UpdateTaskStateResponse)(nil),       // 33: sluice.v1.UpdateTaskStateResponse
+	nil,                                   // 34: sluice.v1.VertexStatus.TaskStatesEntry
+	(*JobGraph)(nil),                      // 35: sluice.v1.JobGraph
+	(*SubtaskState)(nil),                  // 36: sluice.v1.SubtaskState
 }
 var file_sluice_v1_jobmanager_proto_depIdxs = []int32{
-	25, // 0: sluice.v1.SubmitJobRequest.job_graph:type_name -> sluice.v1.JobGraph
+	35, // 0: sluice.v1.SubmitJobRequest.job_graph:type_name -> sluice.v1.JobGraph
 	10, // 1: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.JobStatus
 	0,  // 2: sluice.v1.CancelJobResponse.state:type_name -> sluice.v1.JobState
-	24, // 3: sluice.v1.VertexStatus.task_states:type_name -> sluice.v1.VertexStatus.TaskStatesEntry
+	34, // 3: sluice.v1.VertexStatus.task_states:type_name -> sluice.v1.VertexStatus.TaskStatesEntry
 	0,  // 4: sluice.v1.JobStatus.state:type_name -> sluice.v1.JobState
 	9,  // 5: sluice.v1.JobStatus.vertices:type_name -> sluice.v1.VertexStatus
-	11, // 6: sluice.v1.ListTaskManagersResponse.task_managers:type_name -> sluice.v1.TaskManagerInfo
-	21, // 7: sluice.v1.TaskMetrics.execution:type_name -> sluice.v1.ExecutionId
-	16, // 8: sluice.v1.HeartbeatRequest.tasks:type_name -> sluice.v1.TaskMetrics
-	21, // 9: sluice.v1.HeartbeatResponse.cancel:type_name -> sluice.v1.ExecutionId
-	21, // 10: sluice.v1.UpdateTaskStateRequest.execution:type_name -> sluice.v1.ExecutionId
-	1,  // 11: sluice.v1.UpdateTaskStateRequest.state:type_name -> sluice.v1.TaskState
-	16, // 12: sluice.v1.UpdateTaskStateRequest.metrics:type_name -> sluice.v1.TaskMetrics
-	2,  // 13: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
-	4,  // 14: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	6,  // 15: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
-	7,  // 16: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
-	12, // 17: sluice.v1.JobService.ListTaskManagers:input_type -> sluice.v1.ListTaskManagersRequest
-	14, // 18: sluice.v1.ResourceService.RegisterTaskManager:input_type -> sluice.v1.RegisterTaskManagerRequest
-	17, // 19: sluice.v1.ResourceService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
-	19, // 20: sluice.v1.ResourceService.UnregisterTaskManager:input_type -> sluice.v1.UnregisterTaskManagerRequest
-	22, // 21: sluice.v1.ResourceService.UpdateTaskState:input_type -> sluice.v1.UpdateTaskStateRequest
-	3,  // 22: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
-	5,  // 23: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	10, // 24: sluice.v1.JobService.GetJob:output_type -> sluice.v1.JobStatus
-	8,  // 25: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
-	13, // 26: sluice.v1.JobService.ListTaskManagers:output_type -> sluice.v1.ListTaskManagersResponse
-	15, // 27: sluice.v1.ResourceService.RegisterTaskManager:output_type -> sluice.v1.RegisterTaskManagerResponse
-	18, // 28: sluice.v1.ResourceService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
-	20, // 29: sluice.v1.ResourceService.UnregisterTaskManager:output_type -> sluice.v1.UnregisterTaskManagerResponse
-	23, // 30: sluice.v1.ResourceService.UpdateTaskState:output_type -> sluice.v1.UpdateTaskStateResponse
-	22, // [22:31] is the sub-list for method output_type
-	13, // [13:22] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	14, // 6: sluice.v1.ListCheckpointsResponse.checkpoints:type_name -> sluice.v1.CheckpointStats
+	36, // 7: sluice.v1.OperatorSubtaskState.state:type_name -> sluice.v1.SubtaskState
+	31, // 8: sluice.v1.AcknowledgeCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
+	16, // 9: sluice.v1.AcknowledgeCheckpointRequest.operators:type_name -> sluice.v1.OperatorSubtaskState
+	15, // 10: sluice.v1.AcknowledgeCheckpointRequest.metrics:type_name -> sluice.v1.CheckpointTaskMetrics
+	31, // 11: sluice.v1.DeclineCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
+	21, // 12: sluice.v1.ListTaskManagersResponse.task_managers:type_name -> sluice.v1.TaskManagerInfo
+	31, // 13: sluice.v1.TaskMetrics.execution:type_name -> sluice.v1.ExecutionId
+	26, // 14: sluice.v1.HeartbeatRequest.tasks:type_name -> sluice.v1.TaskMetrics
+	31, // 15: sluice.v1.HeartbeatResponse.cancel:type_name -> sluice.v1.ExecutionId
+	31, // 16: sluice.v1.UpdateTaskStateRequest.execution:type_name -> sluice.v1.ExecutionId
+	1,  // 17: sluice.v1.UpdateTaskStateRequest.state:type_name -> sluice.v1.TaskState
+	26, // 18: sluice.v1.UpdateTaskStateRequest.metrics:type_name -> sluice.v1.TaskMetrics
+	2,  // 19: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
+	4,  // 20: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	6,  // 21: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
+	7,  // 22: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
+	11, // 23: sluice.v1.JobService.TriggerCheckpoint:input_type -> sluice.v1.TriggerJobCheckpointRequest
+	12, // 24: sluice.v1.JobService.ListCheckpoints:input_type -> sluice.v1.ListCheckpointsRequest
+	22, // 25: sluice.v1.JobService.ListTaskManagers:input_type -> sluice.v1.ListTaskManagersRequest
+	24, // 26: sluice.v1.ResourceService.RegisterTaskManager:input_type -> sluice.v1.RegisterTaskManagerRequest
+	27, // 27: sluice.v1.ResourceService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
+	29, // 28: sluice.v1.ResourceService.UnregisterTaskManager:input_type -> sluice.v1.UnregisterTaskManagerRequest
+	32, // 29: sluice.v1.ResourceService.UpdateTaskState:input_type -> sluice.v1.UpdateTaskStateRequest
+	17, // 30: sluice.v1.ResourceService.AcknowledgeCheckpoint:input_type -> sluice.v1.AcknowledgeCheckpointRequest
+	19, // 31: sluice.v1.ResourceService.DeclineCheckpoint:input_type -> sluice.v1.DeclineCheckpointRequest
+	3,  // 32: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
+	5,  // 33: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	10, // 34: sluice.v1.JobService.GetJob:output_type -> sluice.v1.JobStatus
+	8,  // 35: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
+	14, // 36: sluice.v1.JobService.TriggerCheckpoint:output_type -> sluice.v1.CheckpointStats
+	13, // 37: sluice.v1.JobService.ListCheckpoints:output_type -> sluice.v1.ListCheckpointsResponse
+	23, // 38: sluice.v1.JobService.ListTaskManagers:output_type -> sluice.v1.ListTaskManagersResponse
+	25, // 39: sluice.v1.ResourceService.RegisterTaskManager:output_type -> sluice.v1.RegisterTaskManagerResponse
+	28, // 40: sluice.v1.ResourceService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
+	30, // 41: sluice.v1.ResourceService.UnregisterTaskManager:output_type -> sluice.v1.UnregisterTaskManagerResponse
+	33, // 42: sluice.v1.ResourceService.UpdateTaskState:output_type -> sluice.v1.UpdateTaskStateResponse
+	18, // 43: sluice.v1.ResourceService.AcknowledgeCheckpoint:output_type -> sluice.v1.AcknowledgeCheckpointResponse
+	20, // 44: sluice.v1.ResourceService.DeclineCheckpoint:output_type -> sluice.v1.DeclineCheckpointResponse
+	32, // [32:45] is the sub-list for method output_type
+	19, // [19:32] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_jobmanager_proto_init() }
@@ -1618,6 +2361,7 @@ func file_sluice_v1_jobmanager_proto_init() {
 	if File_sluice_v1_jobmanager_proto != nil {
 		return
 	}
+	file_sluice_v1_checkpoint_proto_init()
 	file_sluice_v1_graph_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1625,7 +2369,7 @@ func file_sluice_v1_jobmanager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_jobmanager_proto_rawDesc), len(file_sluice_v1_jobmanager_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

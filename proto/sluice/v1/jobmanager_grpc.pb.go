@@ -19,11 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	JobService_SubmitJob_FullMethodName        = "/sluice.v1.JobService/SubmitJob"
-	JobService_ListJobs_FullMethodName         = "/sluice.v1.JobService/ListJobs"
-	JobService_GetJob_FullMethodName           = "/sluice.v1.JobService/GetJob"
-	JobService_CancelJob_FullMethodName        = "/sluice.v1.JobService/CancelJob"
-	JobService_ListTaskManagers_FullMethodName = "/sluice.v1.JobService/ListTaskManagers"
+	JobService_SubmitJob_FullMethodName         = "/sluice.v1.JobService/SubmitJob"
+	JobService_ListJobs_FullMethodName          = "/sluice.v1.JobService/ListJobs"
+	JobService_GetJob_FullMethodName            = "/sluice.v1.JobService/GetJob"
+	JobService_CancelJob_FullMethodName         = "/sluice.v1.JobService/CancelJob"
+	JobService_TriggerCheckpoint_FullMethodName = "/sluice.v1.JobService/TriggerCheckpoint"
+	JobService_ListCheckpoints_FullMethodName   = "/sluice.v1.JobService/ListCheckpoints"
+	JobService_ListTaskManagers_FullMethodName  = "/sluice.v1.JobService/ListTaskManagers"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -36,6 +38,10 @@ type JobServiceClient interface {
 	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
 	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*JobStatus, error)
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
+	// Triggers a checkpoint now and waits for it to complete or fail.
+	TriggerCheckpoint(ctx context.Context, in *TriggerJobCheckpointRequest, opts ...grpc.CallOption) (*CheckpointStats, error)
+	// The job's checkpoint history, newest first.
+	ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error)
 	ListTaskManagers(ctx context.Context, in *ListTaskManagersRequest, opts ...grpc.CallOption) (*ListTaskManagersResponse, error)
 }
 
@@ -87,6 +93,26 @@ func (c *jobServiceClient) CancelJob(ctx context.Context, in *CancelJobRequest, 
 	return out, nil
 }
 
+func (c *jobServiceClient) TriggerCheckpoint(ctx context.Context, in *TriggerJobCheckpointRequest, opts ...grpc.CallOption) (*CheckpointStats, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckpointStats)
+	err := c.cc.Invoke(ctx, JobService_TriggerCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCheckpointsResponse)
+	err := c.cc.Invoke(ctx, JobService_ListCheckpoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *jobServiceClient) ListTaskManagers(ctx context.Context, in *ListTaskManagersRequest, opts ...grpc.CallOption) (*ListTaskManagersResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListTaskManagersResponse)
@@ -107,6 +133,10 @@ type JobServiceServer interface {
 	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
 	GetJob(context.Context, *GetJobRequest) (*JobStatus, error)
 	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
+	// Triggers a checkpoint now and waits for it to complete or fail.
+	TriggerCheckpoint(context.Context, *TriggerJobCheckpointRequest) (*CheckpointStats, error)
+	// The job's checkpoint history, newest first.
+	ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error)
 	ListTaskManagers(context.Context, *ListTaskManagersRequest) (*ListTaskManagersResponse, error)
 	mustEmbedUnimplementedJobServiceServer()
 }
@@ -129,6 +159,12 @@ func (UnimplementedJobServiceServer) GetJob(context.Context, *GetJobRequest) (*J
 }
 func (UnimplementedJobServiceServer) CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelJob not implemented")
+}
+func (UnimplementedJobServiceServer) TriggerCheckpoint(context.Context, *TriggerJobCheckpointRequest) (*CheckpointStats, error) {
+	return nil, status.Error(codes.Unimplemented, "method TriggerCheckpoint not implemented")
+}
+func (UnimplementedJobServiceServer) ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListCheckpoints not implemented")
 }
 func (UnimplementedJobServiceServer) ListTaskManagers(context.Context, *ListTaskManagersRequest) (*ListTaskManagersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListTaskManagers not implemented")
@@ -226,6 +262,42 @@ func _JobService_CancelJob_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_TriggerCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TriggerJobCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).TriggerCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_TriggerCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).TriggerCheckpoint(ctx, req.(*TriggerJobCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_ListCheckpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCheckpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ListCheckpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ListCheckpoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ListCheckpoints(ctx, req.(*ListCheckpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _JobService_ListTaskManagers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListTaskManagersRequest)
 	if err := dec(in); err != nil {
@@ -268,6 +340,14 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _JobService_CancelJob_Handler,
 		},
 		{
+			MethodName: "TriggerCheckpoint",
+			Handler:    _JobService_TriggerCheckpoint_Handler,
+		},
+		{
+			MethodName: "ListCheckpoints",
+			Handler:    _JobService_ListCheckpoints_Handler,
+		},
+		{
 			MethodName: "ListTaskManagers",
 			Handler:    _JobService_ListTaskManagers_Handler,
 		},
@@ -281,6 +361,8 @@ const (
 	ResourceService_Heartbeat_FullMethodName             = "/sluice.v1.ResourceService/Heartbeat"
 	ResourceService_UnregisterTaskManager_FullMethodName = "/sluice.v1.ResourceService/UnregisterTaskManager"
 	ResourceService_UpdateTaskState_FullMethodName       = "/sluice.v1.ResourceService/UpdateTaskState"
+	ResourceService_AcknowledgeCheckpoint_FullMethodName = "/sluice.v1.ResourceService/AcknowledgeCheckpoint"
+	ResourceService_DeclineCheckpoint_FullMethodName     = "/sluice.v1.ResourceService/DeclineCheckpoint"
 )
 
 // ResourceServiceClient is the client API for ResourceService service.
@@ -294,6 +376,10 @@ type ResourceServiceClient interface {
 	// A task manager that shuts down says so, so its slots are not offered again.
 	UnregisterTaskManager(ctx context.Context, in *UnregisterTaskManagerRequest, opts ...grpc.CallOption) (*UnregisterTaskManagerResponse, error)
 	UpdateTaskState(ctx context.Context, in *UpdateTaskStateRequest, opts ...grpc.CallOption) (*UpdateTaskStateResponse, error)
+	// A task finished its part of a checkpoint: its state handles, per operator.
+	AcknowledgeCheckpoint(ctx context.Context, in *AcknowledgeCheckpointRequest, opts ...grpc.CallOption) (*AcknowledgeCheckpointResponse, error)
+	// A task could not take its part of a checkpoint.
+	DeclineCheckpoint(ctx context.Context, in *DeclineCheckpointRequest, opts ...grpc.CallOption) (*DeclineCheckpointResponse, error)
 }
 
 type resourceServiceClient struct {
@@ -344,6 +430,26 @@ func (c *resourceServiceClient) UpdateTaskState(ctx context.Context, in *UpdateT
 	return out, nil
 }
 
+func (c *resourceServiceClient) AcknowledgeCheckpoint(ctx context.Context, in *AcknowledgeCheckpointRequest, opts ...grpc.CallOption) (*AcknowledgeCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AcknowledgeCheckpointResponse)
+	err := c.cc.Invoke(ctx, ResourceService_AcknowledgeCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *resourceServiceClient) DeclineCheckpoint(ctx context.Context, in *DeclineCheckpointRequest, opts ...grpc.CallOption) (*DeclineCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeclineCheckpointResponse)
+	err := c.cc.Invoke(ctx, ResourceService_DeclineCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ResourceServiceServer is the server API for ResourceService service.
 // All implementations must embed UnimplementedResourceServiceServer
 // for forward compatibility.
@@ -355,6 +461,10 @@ type ResourceServiceServer interface {
 	// A task manager that shuts down says so, so its slots are not offered again.
 	UnregisterTaskManager(context.Context, *UnregisterTaskManagerRequest) (*UnregisterTaskManagerResponse, error)
 	UpdateTaskState(context.Context, *UpdateTaskStateRequest) (*UpdateTaskStateResponse, error)
+	// A task finished its part of a checkpoint: its state handles, per operator.
+	AcknowledgeCheckpoint(context.Context, *AcknowledgeCheckpointRequest) (*AcknowledgeCheckpointResponse, error)
+	// A task could not take its part of a checkpoint.
+	DeclineCheckpoint(context.Context, *DeclineCheckpointRequest) (*DeclineCheckpointResponse, error)
 	mustEmbedUnimplementedResourceServiceServer()
 }
 
@@ -376,6 +486,12 @@ func (UnimplementedResourceServiceServer) UnregisterTaskManager(context.Context,
 }
 func (UnimplementedResourceServiceServer) UpdateTaskState(context.Context, *UpdateTaskStateRequest) (*UpdateTaskStateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateTaskState not implemented")
+}
+func (UnimplementedResourceServiceServer) AcknowledgeCheckpoint(context.Context, *AcknowledgeCheckpointRequest) (*AcknowledgeCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AcknowledgeCheckpoint not implemented")
+}
+func (UnimplementedResourceServiceServer) DeclineCheckpoint(context.Context, *DeclineCheckpointRequest) (*DeclineCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeclineCheckpoint not implemented")
 }
 func (UnimplementedResourceServiceServer) mustEmbedUnimplementedResourceServiceServer() {}
 func (UnimplementedResourceServiceServer) testEmbeddedByValue()                         {}
@@ -470,6 +586,42 @@ func _ResourceService_UpdateTaskState_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ResourceService_AcknowledgeCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AcknowledgeCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ResourceServiceServer).AcknowledgeCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ResourceService_AcknowledgeCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ResourceServiceServer).AcknowledgeCheckpoint(ctx, req.(*AcknowledgeCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ResourceService_DeclineCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeclineCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ResourceServiceServer).DeclineCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ResourceService_DeclineCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ResourceServiceServer).DeclineCheckpoint(ctx, req.(*DeclineCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ResourceService_ServiceDesc is the grpc.ServiceDesc for ResourceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -492,6 +644,14 @@ var ResourceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateTaskState",
 			Handler:    _ResourceService_UpdateTaskState_Handler,
+		},
+		{
+			MethodName: "AcknowledgeCheckpoint",
+			Handler:    _ResourceService_AcknowledgeCheckpoint_Handler,
+		},
+		{
+			MethodName: "DeclineCheckpoint",
+			Handler:    _ResourceService_DeclineCheckpoint_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -21,6 +21,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type CheckpointMode int32
+
+const (
+	CheckpointMode_CHECKPOINT_MODE_UNSPECIFIED   CheckpointMode = 0
+	CheckpointMode_CHECKPOINT_MODE_EXACTLY_ONCE  CheckpointMode = 1
+	CheckpointMode_CHECKPOINT_MODE_AT_LEAST_ONCE CheckpointMode = 2
+)
+
+// Enum value maps for CheckpointMode.
+var (
+	CheckpointMode_name = map[int32]string{
+		0: "CHECKPOINT_MODE_UNSPECIFIED",
+		1: "CHECKPOINT_MODE_EXACTLY_ONCE",
+		2: "CHECKPOINT_MODE_AT_LEAST_ONCE",
+	}
+	CheckpointMode_value = map[string]int32{
+		"CHECKPOINT_MODE_UNSPECIFIED":   0,
+		"CHECKPOINT_MODE_EXACTLY_ONCE":  1,
+		"CHECKPOINT_MODE_AT_LEAST_ONCE": 2,
+	}
+)
+
+func (x CheckpointMode) Enum() *CheckpointMode {
+	p := new(CheckpointMode)
+	*p = x
+	return p
+}
+
+func (x CheckpointMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CheckpointMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_taskmanager_proto_enumTypes[0].Descriptor()
+}
+
+func (CheckpointMode) Type() protoreflect.EnumType {
+	return &file_sluice_v1_taskmanager_proto_enumTypes[0]
+}
+
+func (x CheckpointMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CheckpointMode.Descriptor instead.
+func (CheckpointMode) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{0}
+}
+
 type BufferKind int32
 
 const (
@@ -61,11 +110,11 @@ func (x BufferKind) String() string {
 }
 
 func (BufferKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_taskmanager_proto_enumTypes[0].Descriptor()
+	return file_sluice_v1_taskmanager_proto_enumTypes[1].Descriptor()
 }
 
 func (BufferKind) Type() protoreflect.EnumType {
-	return &file_sluice_v1_taskmanager_proto_enumTypes[0]
+	return &file_sluice_v1_taskmanager_proto_enumTypes[1]
 }
 
 func (x BufferKind) Number() protoreflect.EnumNumber {
@@ -74,7 +123,7 @@ func (x BufferKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BufferKind.Descriptor instead.
 func (BufferKind) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{0}
+	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{1}
 }
 
 type InputGateDeployment struct {
@@ -191,9 +240,16 @@ type DeployTaskRequest struct {
 	Inputs      []*InputGateDeployment `protobuf:"bytes,4,rep,name=inputs,proto3" json:"inputs,omitempty"`
 	Outputs     []*OutputDeployment    `protobuf:"bytes,5,rep,name=outputs,proto3" json:"outputs,omitempty"`
 	// Runtime settings for the task (buffer size, buffer timeout, credits).
-	Config        map[string]string `protobuf:"bytes,6,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Config map[string]string `protobuf:"bytes,6,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// State to restore, per operator of the task's chain (absent: start empty).
+	Restore []*OperatorRestore `protobuf:"bytes,7,rep,name=restore,proto3" json:"restore,omitempty"`
+	// The checkpoint (or savepoint) restored from, 0 if none.
+	RestoreCheckpointId int64 `protobuf:"varint,8,opt,name=restore_checkpoint_id,json=restoreCheckpointId,proto3" json:"restore_checkpoint_id,omitempty"`
+	// Where the task writes checkpoint files (a blob store URL), empty if checkpointing
+	// is off.
+	CheckpointStorage string `protobuf:"bytes,9,opt,name=checkpoint_storage,json=checkpointStorage,proto3" json:"checkpoint_storage,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *DeployTaskRequest) Reset() {
@@ -268,6 +324,314 @@ func (x *DeployTaskRequest) GetConfig() map[string]string {
 	return nil
 }
 
+func (x *DeployTaskRequest) GetRestore() []*OperatorRestore {
+	if x != nil {
+		return x.Restore
+	}
+	return nil
+}
+
+func (x *DeployTaskRequest) GetRestoreCheckpointId() int64 {
+	if x != nil {
+		return x.RestoreCheckpointId
+	}
+	return 0
+}
+
+func (x *DeployTaskRequest) GetCheckpointStorage() string {
+	if x != nil {
+		return x.CheckpointStorage
+	}
+	return ""
+}
+
+// OperatorRestore is the state one subtask of one operator restores: the keyed handles
+// whose key groups intersect its range and its share of the operator state.
+type OperatorRestore struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Uid           string                 `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	Keyed         []*KeyedStateHandle    `protobuf:"bytes,2,rep,name=keyed,proto3" json:"keyed,omitempty"`
+	OperatorState []*OperatorListState   `protobuf:"bytes,3,rep,name=operator_state,json=operatorState,proto3" json:"operator_state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OperatorRestore) Reset() {
+	*x = OperatorRestore{}
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OperatorRestore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OperatorRestore) ProtoMessage() {}
+
+func (x *OperatorRestore) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OperatorRestore.ProtoReflect.Descriptor instead.
+func (*OperatorRestore) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *OperatorRestore) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *OperatorRestore) GetKeyed() []*KeyedStateHandle {
+	if x != nil {
+		return x.Keyed
+	}
+	return nil
+}
+
+func (x *OperatorRestore) GetOperatorState() []*OperatorListState {
+	if x != nil {
+		return x.OperatorState
+	}
+	return nil
+}
+
+type TriggerCheckpointRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Execution         *ExecutionId           `protobuf:"bytes,1,opt,name=execution,proto3" json:"execution,omitempty"`
+	CheckpointId      int64                  `protobuf:"varint,2,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	TriggerTimeUnixMs int64                  `protobuf:"varint,3,opt,name=trigger_time_unix_ms,json=triggerTimeUnixMs,proto3" json:"trigger_time_unix_ms,omitempty"`
+	Mode              CheckpointMode         `protobuf:"varint,4,opt,name=mode,proto3,enum=sluice.v1.CheckpointMode" json:"mode,omitempty"`
+	Savepoint         bool                   `protobuf:"varint,5,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *TriggerCheckpointRequest) Reset() {
+	*x = TriggerCheckpointRequest{}
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TriggerCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TriggerCheckpointRequest) ProtoMessage() {}
+
+func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TriggerCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*TriggerCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TriggerCheckpointRequest) GetExecution() *ExecutionId {
+	if x != nil {
+		return x.Execution
+	}
+	return nil
+}
+
+func (x *TriggerCheckpointRequest) GetCheckpointId() int64 {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return 0
+}
+
+func (x *TriggerCheckpointRequest) GetTriggerTimeUnixMs() int64 {
+	if x != nil {
+		return x.TriggerTimeUnixMs
+	}
+	return 0
+}
+
+func (x *TriggerCheckpointRequest) GetMode() CheckpointMode {
+	if x != nil {
+		return x.Mode
+	}
+	return CheckpointMode_CHECKPOINT_MODE_UNSPECIFIED
+}
+
+func (x *TriggerCheckpointRequest) GetSavepoint() bool {
+	if x != nil {
+		return x.Savepoint
+	}
+	return false
+}
+
+type TriggerCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TriggerCheckpointResponse) Reset() {
+	*x = TriggerCheckpointResponse{}
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TriggerCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TriggerCheckpointResponse) ProtoMessage() {}
+
+func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TriggerCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*TriggerCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{5}
+}
+
+type NotifyCheckpointRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	JobId        string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt      int64                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	CheckpointId int64                  `protobuf:"varint,3,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	Complete     bool                   `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
+	// Why it was aborted (complete = false).
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotifyCheckpointRequest) Reset() {
+	*x = NotifyCheckpointRequest{}
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotifyCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotifyCheckpointRequest) ProtoMessage() {}
+
+func (x *NotifyCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotifyCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*NotifyCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *NotifyCheckpointRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *NotifyCheckpointRequest) GetAttempt() int64 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *NotifyCheckpointRequest) GetCheckpointId() int64 {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return 0
+}
+
+func (x *NotifyCheckpointRequest) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+func (x *NotifyCheckpointRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type NotifyCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotifyCheckpointResponse) Reset() {
+	*x = NotifyCheckpointResponse{}
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotifyCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotifyCheckpointResponse) ProtoMessage() {}
+
+func (x *NotifyCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotifyCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*NotifyCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{7}
+}
+
 type DeployTaskResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -276,7 +640,7 @@ type DeployTaskResponse struct {
 
 func (x *DeployTaskResponse) Reset() {
 	*x = DeployTaskResponse{}
-	mi := &file_sluice_v1_taskmanager_proto_msgTypes[3]
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -288,7 +652,7 @@ func (x *DeployTaskResponse) String() string {
 func (*DeployTaskResponse) ProtoMessage() {}
 
 func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_taskmanager_proto_msgTypes[3]
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -301,7 +665,7 @@ func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployTaskResponse.ProtoReflect.Descriptor instead.
 func (*DeployTaskResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{8}
 }
 
 type CancelTaskRequest struct {
@@ -313,7 +677,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_sluice_v1_taskmanager_proto_msgTypes[4]
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -325,7 +689,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_taskmanager_proto_msgTypes[4]
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -338,7 +702,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CancelTaskRequest) GetExecution() *ExecutionId {
@@ -356,7 +720,7 @@ type CancelTaskResponse struct {
 
 func (x *CancelTaskResponse) Reset() {
 	*x = CancelTaskResponse{}
-	mi := &file_sluice_v1_taskmanager_proto_msgTypes[5]
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -368,7 +732,7 @@ func (x *CancelTaskResponse) String() string {
 func (*CancelTaskResponse) ProtoMessage() {}
 
 func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_taskmanager_proto_msgTypes[5]
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -381,7 +745,7 @@ func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
 func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{10}
 }
 
 type ChannelKey struct {
@@ -397,7 +761,7 @@ type ChannelKey struct {
 
 func (x *ChannelKey) Reset() {
 	*x = ChannelKey{}
-	mi := &file_sluice_v1_taskmanager_proto_msgTypes[6]
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -409,7 +773,7 @@ func (x *ChannelKey) String() string {
 func (*ChannelKey) ProtoMessage() {}
 
 func (x *ChannelKey) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_taskmanager_proto_msgTypes[6]
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -422,7 +786,7 @@ func (x *ChannelKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelKey.ProtoReflect.Descriptor instead.
 func (*ChannelKey) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ChannelKey) GetJobId() string {
@@ -472,7 +836,7 @@ type ChannelRequest struct {
 
 func (x *ChannelRequest) Reset() {
 	*x = ChannelRequest{}
-	mi := &file_sluice_v1_taskmanager_proto_msgTypes[7]
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +848,7 @@ func (x *ChannelRequest) String() string {
 func (*ChannelRequest) ProtoMessage() {}
 
 func (x *ChannelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_taskmanager_proto_msgTypes[7]
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +861,7 @@ func (x *ChannelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelRequest.ProtoReflect.Descriptor instead.
 func (*ChannelRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ChannelRequest) GetId() uint64 {
@@ -531,7 +895,7 @@ type ChannelCredit struct {
 
 func (x *ChannelCredit) Reset() {
 	*x = ChannelCredit{}
-	mi := &file_sluice_v1_taskmanager_proto_msgTypes[8]
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -543,7 +907,7 @@ func (x *ChannelCredit) String() string {
 func (*ChannelCredit) ProtoMessage() {}
 
 func (x *ChannelCredit) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_taskmanager_proto_msgTypes[8]
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -556,7 +920,7 @@ func (x *ChannelCredit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelCredit.ProtoReflect.Descriptor instead.
 func (*ChannelCredit) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ChannelCredit) GetId() uint64 {
@@ -591,7 +955,7 @@ type ExchangeFrame struct {
 
 func (x *ExchangeFrame) Reset() {
 	*x = ExchangeFrame{}
-	mi := &file_sluice_v1_taskmanager_proto_msgTypes[9]
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -603,7 +967,7 @@ func (x *ExchangeFrame) String() string {
 func (*ExchangeFrame) ProtoMessage() {}
 
 func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_taskmanager_proto_msgTypes[9]
+	mi := &file_sluice_v1_taskmanager_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -616,7 +980,7 @@ func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeFrame.ProtoReflect.Descriptor instead.
 func (*ExchangeFrame) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_taskmanager_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ExchangeFrame) GetRequests() []*ChannelRequest {
@@ -672,23 +1036,44 @@ var File_sluice_v1_taskmanager_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_taskmanager_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsluice/v1/taskmanager.proto\x12\tsluice.v1\x1a\x15sluice/v1/graph.proto\x1a\x1asluice/v1/jobmanager.proto\"X\n" +
+	"\x1bsluice/v1/taskmanager.proto\x12\tsluice.v1\x1a\x1asluice/v1/checkpoint.proto\x1a\x15sluice/v1/graph.proto\x1a\x1asluice/v1/jobmanager.proto\"X\n" +
 	"\x13InputGateDeployment\x12\x12\n" +
 	"\x04edge\x18\x01 \x01(\x05R\x04edge\x12-\n" +
 	"\x12producer_addresses\x18\x02 \x03(\tR\x11producerAddresses\"Y\n" +
 	"\x10OutputDeployment\x12\x12\n" +
 	"\x04edge\x18\x01 \x01(\x05R\x04edge\x121\n" +
-	"\x14consumer_parallelism\x18\x02 \x01(\x05R\x13consumerParallelism\"\x89\x03\n" +
+	"\x14consumer_parallelism\x18\x02 \x01(\x05R\x13consumerParallelism\"\xa2\x04\n" +
 	"\x11DeployTaskRequest\x124\n" +
 	"\texecution\x18\x01 \x01(\v2\x16.sluice.v1.ExecutionIdR\texecution\x120\n" +
 	"\tjob_graph\x18\x02 \x01(\v2\x13.sluice.v1.JobGraphR\bjobGraph\x12 \n" +
 	"\vparallelism\x18\x03 \x01(\x05R\vparallelism\x126\n" +
 	"\x06inputs\x18\x04 \x03(\v2\x1e.sluice.v1.InputGateDeploymentR\x06inputs\x125\n" +
 	"\aoutputs\x18\x05 \x03(\v2\x1b.sluice.v1.OutputDeploymentR\aoutputs\x12@\n" +
-	"\x06config\x18\x06 \x03(\v2(.sluice.v1.DeployTaskRequest.ConfigEntryR\x06config\x1a9\n" +
+	"\x06config\x18\x06 \x03(\v2(.sluice.v1.DeployTaskRequest.ConfigEntryR\x06config\x124\n" +
+	"\arestore\x18\a \x03(\v2\x1a.sluice.v1.OperatorRestoreR\arestore\x122\n" +
+	"\x15restore_checkpoint_id\x18\b \x01(\x03R\x13restoreCheckpointId\x12-\n" +
+	"\x12checkpoint_storage\x18\t \x01(\tR\x11checkpointStorage\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9b\x01\n" +
+	"\x0fOperatorRestore\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\tR\x03uid\x121\n" +
+	"\x05keyed\x18\x02 \x03(\v2\x1b.sluice.v1.KeyedStateHandleR\x05keyed\x12C\n" +
+	"\x0eoperator_state\x18\x03 \x03(\v2\x1c.sluice.v1.OperatorListStateR\roperatorState\"\xf3\x01\n" +
+	"\x18TriggerCheckpointRequest\x124\n" +
+	"\texecution\x18\x01 \x01(\v2\x16.sluice.v1.ExecutionIdR\texecution\x12#\n" +
+	"\rcheckpoint_id\x18\x02 \x01(\x03R\fcheckpointId\x12/\n" +
+	"\x14trigger_time_unix_ms\x18\x03 \x01(\x03R\x11triggerTimeUnixMs\x12-\n" +
+	"\x04mode\x18\x04 \x01(\x0e2\x19.sluice.v1.CheckpointModeR\x04mode\x12\x1c\n" +
+	"\tsavepoint\x18\x05 \x01(\bR\tsavepoint\"\x1b\n" +
+	"\x19TriggerCheckpointResponse\"\xa3\x01\n" +
+	"\x17NotifyCheckpointRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x03R\aattempt\x12#\n" +
+	"\rcheckpoint_id\x18\x03 \x01(\x03R\fcheckpointId\x12\x1a\n" +
+	"\bcomplete\x18\x04 \x01(\bR\bcomplete\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x1a\n" +
+	"\x18NotifyCheckpointResponse\"\x14\n" +
 	"\x12DeployTaskResponse\"I\n" +
 	"\x11CancelTaskRequest\x124\n" +
 	"\texecution\x18\x01 \x01(\v2\x16.sluice.v1.ExecutionIdR\texecution\"\x14\n" +
@@ -714,18 +1099,24 @@ const file_sluice_v1_taskmanager_proto_rawDesc = "" +
 	"\achannel\x18\x04 \x01(\x04R\achannel\x12)\n" +
 	"\x04kind\x18\x05 \x01(\x0e2\x15.sluice.v1.BufferKindR\x04kind\x12\x12\n" +
 	"\x04data\x18\x06 \x01(\fR\x04data\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error*z\n" +
+	"\x05error\x18\a \x01(\tR\x05error*v\n" +
+	"\x0eCheckpointMode\x12\x1f\n" +
+	"\x1bCHECKPOINT_MODE_UNSPECIFIED\x10\x00\x12 \n" +
+	"\x1cCHECKPOINT_MODE_EXACTLY_ONCE\x10\x01\x12!\n" +
+	"\x1dCHECKPOINT_MODE_AT_LEAST_ONCE\x10\x02*z\n" +
 	"\n" +
 	"BufferKind\x12\x1b\n" +
 	"\x17BUFFER_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10BUFFER_KIND_DATA\x10\x01\x12 \n" +
 	"\x1cBUFFER_KIND_END_OF_PARTITION\x10\x02\x12\x17\n" +
-	"\x13BUFFER_KIND_BARRIER\x10\x032\xa3\x01\n" +
+	"\x13BUFFER_KIND_BARRIER\x10\x032\xe0\x02\n" +
 	"\vTaskService\x12I\n" +
 	"\n" +
 	"DeployTask\x12\x1c.sluice.v1.DeployTaskRequest\x1a\x1d.sluice.v1.DeployTaskResponse\x12I\n" +
 	"\n" +
-	"CancelTask\x12\x1c.sluice.v1.CancelTaskRequest\x1a\x1d.sluice.v1.CancelTaskResponse2U\n" +
+	"CancelTask\x12\x1c.sluice.v1.CancelTaskRequest\x1a\x1d.sluice.v1.CancelTaskResponse\x12^\n" +
+	"\x11TriggerCheckpoint\x12#.sluice.v1.TriggerCheckpointRequest\x1a$.sluice.v1.TriggerCheckpointResponse\x12[\n" +
+	"\x10NotifyCheckpoint\x12\".sluice.v1.NotifyCheckpointRequest\x1a#.sluice.v1.NotifyCheckpointResponse2U\n" +
 	"\x0fExchangeService\x12B\n" +
 	"\bExchange\x12\x18.sluice.v1.ExchangeFrame\x1a\x18.sluice.v1.ExchangeFrame(\x010\x01B:Z8github.com/sluice-stream/sluice/proto/sluice/v1;sluicev1b\x06proto3"
 
@@ -741,46 +1132,63 @@ func file_sluice_v1_taskmanager_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_taskmanager_proto_rawDescData
 }
 
-var file_sluice_v1_taskmanager_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_v1_taskmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_sluice_v1_taskmanager_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_sluice_v1_taskmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_sluice_v1_taskmanager_proto_goTypes = []any{
-	(BufferKind)(0),             // 0: sluice.v1.BufferKind
-	(*InputGateDeployment)(nil), // 1: sluice.v1.InputGateDeployment
-	(*OutputDeployment)(nil),    // 2: sluice.v1.OutputDeployment
-	(*DeployTaskRequest)(nil),   // 3: sluice.v1.DeployTaskRequest
-	(*DeployTaskResponse)(nil),  // 4: sluice.v1.DeployTaskResponse
-	(*CancelTaskRequest)(nil),   // 5: sluice.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),  // 6: sluice.v1.CancelTaskResponse
-	(*ChannelKey)(nil),          // 7: sluice.v1.ChannelKey
-	(*ChannelRequest)(nil),      // 8: sluice.v1.ChannelRequest
-	(*ChannelCredit)(nil),       // 9: sluice.v1.ChannelCredit
-	(*ExchangeFrame)(nil),       // 10: sluice.v1.ExchangeFrame
-	nil,                         // 11: sluice.v1.DeployTaskRequest.ConfigEntry
-	(*ExecutionId)(nil),         // 12: sluice.v1.ExecutionId
-	(*JobGraph)(nil),            // 13: sluice.v1.JobGraph
+	(CheckpointMode)(0),               // 0: sluice.v1.CheckpointMode
+	(BufferKind)(0),                   // 1: sluice.v1.BufferKind
+	(*InputGateDeployment)(nil),       // 2: sluice.v1.InputGateDeployment
+	(*OutputDeployment)(nil),          // 3: sluice.v1.OutputDeployment
+	(*DeployTaskRequest)(nil),         // 4: sluice.v1.DeployTaskRequest
+	(*OperatorRestore)(nil),           // 5: sluice.v1.OperatorRestore
+	(*TriggerCheckpointRequest)(nil),  // 6: sluice.v1.TriggerCheckpointRequest
+	(*TriggerCheckpointResponse)(nil), // 7: sluice.v1.TriggerCheckpointResponse
+	(*NotifyCheckpointRequest)(nil),   // 8: sluice.v1.NotifyCheckpointRequest
+	(*NotifyCheckpointResponse)(nil),  // 9: sluice.v1.NotifyCheckpointResponse
+	(*DeployTaskResponse)(nil),        // 10: sluice.v1.DeployTaskResponse
+	(*CancelTaskRequest)(nil),         // 11: sluice.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),        // 12: sluice.v1.CancelTaskResponse
+	(*ChannelKey)(nil),                // 13: sluice.v1.ChannelKey
+	(*ChannelRequest)(nil),            // 14: sluice.v1.ChannelRequest
+	(*ChannelCredit)(nil),             // 15: sluice.v1.ChannelCredit
+	(*ExchangeFrame)(nil),             // 16: sluice.v1.ExchangeFrame
+	nil,                               // 17: sluice.v1.DeployTaskRequest.ConfigEntry
+	(*ExecutionId)(nil),               // 18: sluice.v1.ExecutionId
+	(*JobGraph)(nil),                  // 19: sluice.v1.JobGraph
+	(*KeyedStateHandle)(nil),          // 20: sluice.v1.KeyedStateHandle
+	(*OperatorListState)(nil),         // 21: sluice.v1.OperatorListState
 }
 var file_sluice_v1_taskmanager_proto_depIdxs = []int32{
-	12, // 0: sluice.v1.DeployTaskRequest.execution:type_name -> sluice.v1.ExecutionId
-	13, // 1: sluice.v1.DeployTaskRequest.job_graph:type_name -> sluice.v1.JobGraph
-	1,  // 2: sluice.v1.DeployTaskRequest.inputs:type_name -> sluice.v1.InputGateDeployment
-	2,  // 3: sluice.v1.DeployTaskRequest.outputs:type_name -> sluice.v1.OutputDeployment
-	11, // 4: sluice.v1.DeployTaskRequest.config:type_name -> sluice.v1.DeployTaskRequest.ConfigEntry
-	12, // 5: sluice.v1.CancelTaskRequest.execution:type_name -> sluice.v1.ExecutionId
-	7,  // 6: sluice.v1.ChannelRequest.key:type_name -> sluice.v1.ChannelKey
-	8,  // 7: sluice.v1.ExchangeFrame.requests:type_name -> sluice.v1.ChannelRequest
-	9,  // 8: sluice.v1.ExchangeFrame.credits:type_name -> sluice.v1.ChannelCredit
-	0,  // 9: sluice.v1.ExchangeFrame.kind:type_name -> sluice.v1.BufferKind
-	3,  // 10: sluice.v1.TaskService.DeployTask:input_type -> sluice.v1.DeployTaskRequest
-	5,  // 11: sluice.v1.TaskService.CancelTask:input_type -> sluice.v1.CancelTaskRequest
-	10, // 12: sluice.v1.ExchangeService.Exchange:input_type -> sluice.v1.ExchangeFrame
-	4,  // 13: sluice.v1.TaskService.DeployTask:output_type -> sluice.v1.DeployTaskResponse
-	6,  // 14: sluice.v1.TaskService.CancelTask:output_type -> sluice.v1.CancelTaskResponse
-	10, // 15: sluice.v1.ExchangeService.Exchange:output_type -> sluice.v1.ExchangeFrame
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	18, // 0: sluice.v1.DeployTaskRequest.execution:type_name -> sluice.v1.ExecutionId
+	19, // 1: sluice.v1.DeployTaskRequest.job_graph:type_name -> sluice.v1.JobGraph
+	2,  // 2: sluice.v1.DeployTaskRequest.inputs:type_name -> sluice.v1.InputGateDeployment
+	3,  // 3: sluice.v1.DeployTaskRequest.outputs:type_name -> sluice.v1.OutputDeployment
+	17, // 4: sluice.v1.DeployTaskRequest.config:type_name -> sluice.v1.DeployTaskRequest.ConfigEntry
+	5,  // 5: sluice.v1.DeployTaskRequest.restore:type_name -> sluice.v1.OperatorRestore
+	20, // 6: sluice.v1.OperatorRestore.keyed:type_name -> sluice.v1.KeyedStateHandle
+	21, // 7: sluice.v1.OperatorRestore.operator_state:type_name -> sluice.v1.OperatorListState
+	18, // 8: sluice.v1.TriggerCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
+	0,  // 9: sluice.v1.TriggerCheckpointRequest.mode:type_name -> sluice.v1.CheckpointMode
+	18, // 10: sluice.v1.CancelTaskRequest.execution:type_name -> sluice.v1.ExecutionId
+	13, // 11: sluice.v1.ChannelRequest.key:type_name -> sluice.v1.ChannelKey
+	14, // 12: sluice.v1.ExchangeFrame.requests:type_name -> sluice.v1.ChannelRequest
+	15, // 13: sluice.v1.ExchangeFrame.credits:type_name -> sluice.v1.ChannelCredit
+	1,  // 14: sluice.v1.ExchangeFrame.kind:type_name -> sluice.v1.BufferKind
+	4,  // 15: sluice.v1.TaskService.DeployTask:input_type -> sluice.v1.DeployTaskRequest
+	11, // 16: sluice.v1.TaskService.CancelTask:input_type -> sluice.v1.CancelTaskRequest
+	6,  // 17: sluice.v1.TaskService.TriggerCheckpoint:input_type -> sluice.v1.TriggerCheckpointRequest
+	8,  // 18: sluice.v1.TaskService.NotifyCheckpoint:input_type -> sluice.v1.NotifyCheckpointRequest
+	16, // 19: sluice.v1.ExchangeService.Exchange:input_type -> sluice.v1.ExchangeFrame
+	10, // 20: sluice.v1.TaskService.DeployTask:output_type -> sluice.v1.DeployTaskResponse
+	12, // 21: sluice.v1.TaskService.CancelTask:output_type -> sluice.v1.CancelTaskResponse
+	7,  // 22: sluice.v1.TaskService.TriggerCheckpoint:output_type -> sluice.v1.TriggerCheckpointResponse
+	9,  // 23: sluice.v1.TaskService.NotifyCheckpoint:output_type -> sluice.v1.NotifyCheckpointResponse
+	16, // 24: sluice.v1.ExchangeService.Exchange:output_type -> sluice.v1.ExchangeFrame
+	20, // [20:25] is the sub-list for method output_type
+	15, // [15:20] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_taskmanager_proto_init() }
@@ -788,6 +1196,7 @@ func file_sluice_v1_taskmanager_proto_init() {
 	if File_sluice_v1_taskmanager_proto != nil {
 		return
 	}
+	file_sluice_v1_checkpoint_proto_init()
 	file_sluice_v1_graph_proto_init()
 	file_sluice_v1_jobmanager_proto_init()
 	type x struct{}
@@ -795,8 +1204,8 @@ func file_sluice_v1_taskmanager_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_taskmanager_proto_rawDesc), len(file_sluice_v1_taskmanager_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   11,
+			NumEnums:      2,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

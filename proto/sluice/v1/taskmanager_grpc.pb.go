@@ -19,8 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TaskService_DeployTask_FullMethodName = "/sluice.v1.TaskService/DeployTask"
-	TaskService_CancelTask_FullMethodName = "/sluice.v1.TaskService/CancelTask"
+	TaskService_DeployTask_FullMethodName        = "/sluice.v1.TaskService/DeployTask"
+	TaskService_CancelTask_FullMethodName        = "/sluice.v1.TaskService/CancelTask"
+	TaskService_TriggerCheckpoint_FullMethodName = "/sluice.v1.TaskService/TriggerCheckpoint"
+	TaskService_NotifyCheckpoint_FullMethodName  = "/sluice.v1.TaskService/NotifyCheckpoint"
 )
 
 // TaskServiceClient is the client API for TaskService service.
@@ -31,6 +33,11 @@ const (
 type TaskServiceClient interface {
 	DeployTask(ctx context.Context, in *DeployTaskRequest, opts ...grpc.CallOption) (*DeployTaskResponse, error)
 	CancelTask(ctx context.Context, in *CancelTaskRequest, opts ...grpc.CallOption) (*CancelTaskResponse, error)
+	// Makes a source task snapshot its state and emit the checkpoint's barrier.
+	TriggerCheckpoint(ctx context.Context, in *TriggerCheckpointRequest, opts ...grpc.CallOption) (*TriggerCheckpointResponse, error)
+	// Tells every task of a job attempt on this task manager that a checkpoint completed
+	// (two-phase-commit sinks commit) or was aborted.
+	NotifyCheckpoint(ctx context.Context, in *NotifyCheckpointRequest, opts ...grpc.CallOption) (*NotifyCheckpointResponse, error)
 }
 
 type taskServiceClient struct {
@@ -61,6 +68,26 @@ func (c *taskServiceClient) CancelTask(ctx context.Context, in *CancelTaskReques
 	return out, nil
 }
 
+func (c *taskServiceClient) TriggerCheckpoint(ctx context.Context, in *TriggerCheckpointRequest, opts ...grpc.CallOption) (*TriggerCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TriggerCheckpointResponse)
+	err := c.cc.Invoke(ctx, TaskService_TriggerCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taskServiceClient) NotifyCheckpoint(ctx context.Context, in *NotifyCheckpointRequest, opts ...grpc.CallOption) (*NotifyCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NotifyCheckpointResponse)
+	err := c.cc.Invoke(ctx, TaskService_NotifyCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TaskServiceServer is the server API for TaskService service.
 // All implementations must embed UnimplementedTaskServiceServer
 // for forward compatibility.
@@ -69,6 +96,11 @@ func (c *taskServiceClient) CancelTask(ctx context.Context, in *CancelTaskReques
 type TaskServiceServer interface {
 	DeployTask(context.Context, *DeployTaskRequest) (*DeployTaskResponse, error)
 	CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskResponse, error)
+	// Makes a source task snapshot its state and emit the checkpoint's barrier.
+	TriggerCheckpoint(context.Context, *TriggerCheckpointRequest) (*TriggerCheckpointResponse, error)
+	// Tells every task of a job attempt on this task manager that a checkpoint completed
+	// (two-phase-commit sinks commit) or was aborted.
+	NotifyCheckpoint(context.Context, *NotifyCheckpointRequest) (*NotifyCheckpointResponse, error)
 	mustEmbedUnimplementedTaskServiceServer()
 }
 
@@ -84,6 +116,12 @@ func (UnimplementedTaskServiceServer) DeployTask(context.Context, *DeployTaskReq
 }
 func (UnimplementedTaskServiceServer) CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelTask not implemented")
+}
+func (UnimplementedTaskServiceServer) TriggerCheckpoint(context.Context, *TriggerCheckpointRequest) (*TriggerCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TriggerCheckpoint not implemented")
+}
+func (UnimplementedTaskServiceServer) NotifyCheckpoint(context.Context, *NotifyCheckpointRequest) (*NotifyCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method NotifyCheckpoint not implemented")
 }
 func (UnimplementedTaskServiceServer) mustEmbedUnimplementedTaskServiceServer() {}
 func (UnimplementedTaskServiceServer) testEmbeddedByValue()                     {}
@@ -142,6 +180,42 @@ func _TaskService_CancelTask_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TaskService_TriggerCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TriggerCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).TriggerCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_TriggerCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).TriggerCheckpoint(ctx, req.(*TriggerCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TaskService_NotifyCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NotifyCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).NotifyCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_NotifyCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).NotifyCheckpoint(ctx, req.(*NotifyCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TaskService_ServiceDesc is the grpc.ServiceDesc for TaskService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -156,6 +230,14 @@ var TaskService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelTask",
 			Handler:    _TaskService_CancelTask_Handler,
+		},
+		{
+			MethodName: "TriggerCheckpoint",
+			Handler:    _TaskService_TriggerCheckpoint_Handler,
+		},
+		{
+			MethodName: "NotifyCheckpoint",
+			Handler:    _TaskService_NotifyCheckpoint_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
