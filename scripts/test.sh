@@ -29,6 +29,10 @@ RACE_PACKAGES=(
 	./pkg/cluster
 	./pkg/scheduler
 	./pkg/api
+	./pkg/state
+	./pkg/checkpoint
+	./pkg/blobstore
+	./pkg/meta
 )
 GO_TEST_FLAGS=(-count=1 -timeout 20m -p 2)
 

@@ -14,10 +14,11 @@ import (
 	"github.com/sluice-stream/sluice/pkg/api"
 	"github.com/sluice-stream/sluice/pkg/connectors/builtin"
 	"github.com/sluice-stream/sluice/pkg/connectors/file"
+	"github.com/sluice-stream/sluice/pkg/connectors/twophase"
 )
 
 func init() {
-	api.Register("keyed-count", "keyed running count over a replayable sequence; args: keys, per-key, rate, out (directory, or 'print'), source-parallelism", keyedCount)
+	api.Register("keyed-count", "keyed running count over a replayable sequence; args: keys, per-key, rate, out (directory, or 'print'), source-parallelism, guarantee (exactly-once, at-least-once, none)", keyedCount)
 	api.Register("exchange-bench", "100-byte records through a rebalance exchange into a blackhole; args: records, record-size", exchangeBench)
 }
 
@@ -105,7 +106,13 @@ func keyedCount(env *api.Env, args *api.Args) error {
 		}).UID("print").Name("print")
 		return nil
 	}
-	api.SinkTo(counted, func() api.Sink[Event] { return &file.Sink[Event]{Dir: out, Format: format} }).UID("file-sink").Name("file-sink")
+	guarantee, err := twophase.ParseGuarantee(args.String("guarantee", string(twophase.ExactlyOnce)))
+	if err != nil {
+		return err
+	}
+	api.SinkTo(counted, func() api.Sink[Event] {
+		return &file.TransactionalSink[Event]{Dir: out, Format: format, Guarantee: guarantee}
+	}).UID("file-sink").Name("file-sink")
 	return nil
 }
 

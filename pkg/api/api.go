@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluice-stream/sluice/pkg/keygroup"
+	"github.com/sluice-stream/sluice/pkg/state"
 )
 
 // Emitter receives an operator's output records. Emit never fails from the caller's
@@ -36,6 +37,11 @@ type RuntimeContext struct {
 	// KeyGroups is the range of key groups this subtask owns (for keyed operators).
 	KeyGroups keygroup.Range
 	Log       *slog.Logger
+	// RestoredCheckpoint is the checkpoint the subtask's state came from, 0 if none.
+	RestoredCheckpoint int64
+
+	operatorState *state.OperatorStateBackend
+	keyed         state.KeyedBackend // keyed operators only
 }
 
 // PollResult is what a source's Poll reports.

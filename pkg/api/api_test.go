@@ -1,12 +1,14 @@
 package api
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"strings"
 	"testing"
 
+	"github.com/sluice-stream/sluice/pkg/keygroup"
+	"github.com/sluice-stream/sluice/pkg/state"
+	"github.com/sluice-stream/sluice/pkg/state/heap"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
@@ -123,22 +125,35 @@ func TestCodecFor(t *testing.T) {
 }
 
 func TestValueStateIsPerKey(t *testing.T) {
-	kc := &KeyedContext{RuntimeContext: &RuntimeContext{}, tables: map[string]map[string][]byte{}}
+	b, err := heap.New(state.KeyedOptions{OperatorUID: "op", KeyGroups: keygroup.RangeFor(0, 1, 128), MaxParallelism: 128})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := &KeyedContext{RuntimeContext: &RuntimeContext{}, backend: b}
 	s := NewValueState[int64](kc, "n", Int64Codec{})
+	if len(kc.errs) > 0 {
+		t.Fatal(kc.errs)
+	}
+	set := func(k string) { kc.setKey([]byte(k), keygroup.Of([]byte(k), 128)) }
 	for _, k := range []string{"a", "b", "a"} {
-		kc.keyBytes = []byte(k)
+		set(k)
 		n, _, _ := s.Value()
 		if err := s.Update(n + 1); err != nil {
 			t.Fatal(err)
 		}
 	}
-	kc.keyBytes = []byte("a")
+	set("a")
 	if n, ok, _ := s.Value(); !ok || n != 2 {
 		t.Fatalf("a = %d %v, want 2", n, ok)
 	}
-	s.Clear()
+	if err := s.Clear(); err != nil {
+		t.Fatal(err)
+	}
 	if _, ok, _ := s.Value(); ok {
 		t.Fatal("cleared value still set")
 	}
-	_ = context.Background()
+	set("b")
+	if n, ok, _ := s.Value(); !ok || n != 1 {
+		t.Fatalf("b = %d %v, want 1", n, ok)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/sluice-stream/sluice/pkg/exchange"
 	"github.com/sluice-stream/sluice/pkg/graph"
 	"github.com/sluice-stream/sluice/pkg/keygroup"
+	"github.com/sluice-stream/sluice/pkg/state"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
@@ -107,6 +108,17 @@ type ChainSpec struct {
 	// ConsumerParallelism of each output edge.
 	ConsumerParallelism []int
 	Log                 *slog.Logger
+
+	// State is the keyed state backend of the job (state.backend.type).
+	State state.Factory
+	// Restore is the state to restore, by operator UID (nil: start empty).
+	Restore map[string]*sluicev1.OperatorRestore
+	// RestoredCheckpoint is the checkpoint Restore comes from.
+	RestoredCheckpoint int64
+	// Files reads the restored state's files.
+	Files state.StateReader
+	// LocalDir is where backends may keep files (working copies, local recovery).
+	LocalDir string
 }
 
 // Chain is one subtask's instance of an operator chain; it implements runtime.Chain.
@@ -114,6 +126,7 @@ type Chain struct {
 	prog     *Program
 	spec     ChainSpec
 	insts    []instance
+	rcs      []*RuntimeContext
 	uids     []string
 	source   poller
 	decoders []func([]byte) error // per logical input
@@ -168,20 +181,148 @@ func (p *Program) NewChain(spec ChainSpec) (*Chain, error) {
 	return c, nil
 }
 
-// Open opens the operators tail first, so every operator's downstream is ready.
+// Open restores each operator's state and opens the operators tail first, so every
+// operator's downstream is ready.
 func (c *Chain) Open(ctx context.Context) error {
+	c.rcs = make([]*RuntimeContext, len(c.insts))
 	for i := len(c.insts) - 1; i >= 0; i-- {
 		v := c.spec.Vertex
 		rc := &RuntimeContext{
 			JobName: c.prog.env.name, OperatorUID: c.uids[i], Subtask: c.spec.Subtask,
 			Parallelism: v.Parallelism, MaxParallelism: c.prog.Plan.MaxParallelism, Attempt: c.spec.Attempt,
-			KeyGroups: keygroup.RangeFor(c.spec.Subtask, v.Parallelism, c.prog.Plan.MaxParallelism),
-			Log:       c.spec.Log.With("operator", c.uids[i], "subtask", c.spec.Subtask),
+			KeyGroups:     keygroup.RangeFor(c.spec.Subtask, v.Parallelism, c.prog.Plan.MaxParallelism),
+			Log:           c.spec.Log.With("operator", c.uids[i], "subtask", c.spec.Subtask),
+			operatorState: state.NewOperatorStateBackend(),
+		}
+		c.rcs[i] = rc
+		restore := c.spec.Restore[c.uids[i]]
+		if restore != nil {
+			rc.RestoredCheckpoint = c.spec.RestoredCheckpoint
+			if err := rc.operatorState.Restore(restore.GetOperatorState()); err != nil {
+				return fmt.Errorf("operator %s: restore operator state: %w", c.uids[i], err)
+			}
+		}
+		if c.prog.byUID[c.uids[i]].keyed {
+			if err := c.openKeyed(ctx, rc, restore); err != nil {
+				return fmt.Errorf("operator %s: %w", c.uids[i], err)
+			}
 		}
 		if err := c.insts[i].open(ctx, rc); err != nil {
 			return fmt.Errorf("operator %s: %w", c.uids[i], err)
 		}
 		c.opened++
+	}
+	return nil
+}
+
+func (c *Chain) openKeyed(ctx context.Context, rc *RuntimeContext, restore *sluicev1.OperatorRestore) error {
+	if c.spec.State == nil {
+		return errors.New("keyed operator without a state backend")
+	}
+	b, err := c.spec.State.NewKeyed(state.KeyedOptions{
+		OperatorUID: rc.OperatorUID, KeyGroups: rc.KeyGroups, MaxParallelism: rc.MaxParallelism,
+		Subtask: rc.Subtask, LocalDir: c.spec.LocalDir,
+	})
+	if err != nil {
+		return fmt.Errorf("create %s state backend: %w", c.spec.State.Name(), err)
+	}
+	rc.keyed = b
+	if len(restore.GetKeyed()) > 0 {
+		if err := b.Restore(ctx, restore.GetKeyed(), c.spec.Files); err != nil {
+			return fmt.Errorf("restore keyed state of checkpoint %d: %w", c.spec.RestoredCheckpoint, err)
+		}
+	}
+	return nil
+}
+
+// ChainSnapshot is the synchronous part of a checkpoint of every operator of a chain;
+// Run completes it on another goroutine.
+type ChainSnapshot struct {
+	id    int64
+	ops   []opSnapshot
+	stats SnapshotStats
+}
+
+type opSnapshot struct {
+	uid      string
+	keyed    state.AsyncSnapshot // nil for operators without keyed state
+	opStates []*sluicev1.OperatorListState
+}
+
+// SnapshotStats describe a chain snapshot.
+type SnapshotStats struct {
+	// Sync is the time the synchronous part took on the task goroutine.
+	Sync time.Duration
+}
+
+// Snapshot takes the synchronous part of checkpoint id: user SnapshotState hooks run,
+// then every operator's keyed and operator state is captured as of now.
+func (c *Chain) Snapshot(id int64) (*ChainSnapshot, error) {
+	start := time.Now()
+	s := &ChainSnapshot{id: id}
+	for i, inst := range c.insts {
+		if cp, ok := inst.user().(Checkpointed); ok {
+			if err := cp.SnapshotState(id); err != nil {
+				s.Release()
+				return nil, fmt.Errorf("operator %s: snapshot state: %w", c.uids[i], err)
+			}
+		}
+		op := opSnapshot{uid: c.uids[i], opStates: c.rcs[i].operatorState.Snapshot()}
+		if b := c.rcs[i].keyed; b != nil {
+			as, err := b.Snapshot(id)
+			if err != nil {
+				s.Release()
+				return nil, fmt.Errorf("operator %s: snapshot keyed state: %w", c.uids[i], err)
+			}
+			op.keyed = as
+		}
+		s.ops = append(s.ops, op)
+	}
+	s.stats.Sync = time.Since(start)
+	return s, nil
+}
+
+// Stats describe the synchronous part.
+func (s *ChainSnapshot) Stats() SnapshotStats { return s.stats }
+
+// Run writes the snapshot's files with w and returns every operator's subtask state.
+// It may run on any goroutine, concurrently with the task.
+func (s *ChainSnapshot) Run(ctx context.Context, w state.StateWriter) ([]*sluicev1.OperatorSubtaskState, error) {
+	defer s.Release()
+	var out []*sluicev1.OperatorSubtaskState
+	for _, op := range s.ops {
+		st := &sluicev1.SubtaskState{OperatorState: op.opStates}
+		if op.keyed != nil {
+			h, err := op.keyed.Run(ctx, w)
+			if err != nil {
+				return nil, fmt.Errorf("operator %s: write keyed state: %w", op.uid, err)
+			}
+			if h != nil {
+				st.Keyed = append(st.Keyed, h)
+			}
+		}
+		out = append(out, &sluicev1.OperatorSubtaskState{Uid: op.uid, State: st})
+	}
+	return out, nil
+}
+
+// Release frees what the snapshot holds (also after Run).
+func (s *ChainSnapshot) Release() {
+	for _, op := range s.ops {
+		if op.keyed != nil {
+			op.keyed.Release()
+		}
+	}
+}
+
+// NotifyCheckpointComplete tells the operators that checkpoint id completed.
+func (c *Chain) NotifyCheckpointComplete(id int64) error {
+	for i, inst := range c.insts {
+		if l, ok := inst.user().(CheckpointListener); ok {
+			if err := l.NotifyCheckpointComplete(id); err != nil {
+				return fmt.Errorf("operator %s: checkpoint %d complete: %w", c.uids[i], id, err)
+			}
+		}
 	}
 	return nil
 }
@@ -222,6 +363,14 @@ func (c *Chain) Close() error {
 		}
 	}
 	c.opened = 0
+	for _, rc := range c.rcs {
+		if rc != nil && rc.keyed != nil {
+			if err := rc.keyed.Close(); err != nil {
+				errs = append(errs, err)
+			}
+			rc.keyed = nil
+		}
+	}
 	return errors.Join(errs...)
 }
 

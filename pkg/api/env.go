@@ -49,6 +49,9 @@ type instance interface {
 	open(ctx context.Context, rc *RuntimeContext) error
 	endInput() error
 	close() error
+	// user is the user's function, source or sink (nil for built-in glue), checked for
+	// Checkpointed and CheckpointListener.
+	user() any
 }
 
 // poller is implemented by source instances.
@@ -68,8 +71,9 @@ type node struct {
 	inType  string
 	outType string
 	inputs  []inEdge
-	outs    int // edges leaving this node
-	codec   any // Codec[OUT]
+	outs    int  // edges leaving this node
+	keyed   bool // has keyed state (reads a keyed stream)
+	codec   any  // Codec[OUT]
 	slowOut bool
 
 	// instantiate creates the subtask's operator feeding next (an Emitter[OUT]; nil for

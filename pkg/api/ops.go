@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/sluice-stream/sluice/pkg/keygroup"
@@ -104,6 +105,7 @@ func (p *processInst[IN, OUT]) close() error    { return p.fn.Close() }
 // subtask. The function sees the record's key and that key's state.
 func ProcessKeyed[K, IN, OUT any](ks KeyedStream[K, IN], newFn func() KeyedProcessFunction[K, IN, OUT]) Stream[OUT] {
 	n := ks.s.n.env.add("keyed-process", typeName[IN](), typeName[OUT](), ks.s.edge())
+	n.keyed = true
 	n.instantiate = func(ft *failure, m *counters, next any) (any, instance) {
 		p := &keyedInst[K, IN, OUT]{fn: newFn(), out: next.(Emitter[OUT]), ft: ft, keyFn: ks.keyFn, codec: ks.codec}
 		return p, p
@@ -124,20 +126,23 @@ type keyedInst[K, IN, OUT any] struct {
 func (p *keyedInst[K, IN, OUT]) Emit(v IN) {
 	k := p.keyFn(v)
 	p.buf = p.codec.Append(p.buf[:0], k)
-	p.kc.keyBytes = p.buf
-	p.kc.keyGroup = keygroup.Of(p.buf, p.kc.MaxParallelism)
-	if !p.kc.KeyGroups.Contains(p.kc.keyGroup) {
+	kg := keygroup.Of(p.buf, p.kc.MaxParallelism)
+	if !p.kc.KeyGroups.Contains(kg) {
 		p.ft.fail(fmt.Errorf("operator %s subtask %d got a key of key group %d outside its range %v",
-			p.kc.OperatorUID, p.kc.Subtask, p.kc.keyGroup, p.kc.KeyGroups))
+			p.kc.OperatorUID, p.kc.Subtask, kg, p.kc.KeyGroups))
 		return
 	}
+	p.kc.setKey(p.buf, kg)
 	if err := p.fn.Process(&p.kc, k, v, p.out); err != nil {
 		p.ft.fail(err)
 	}
 }
 func (p *keyedInst[K, IN, OUT]) open(ctx context.Context, rc *RuntimeContext) error {
-	p.kc = KeyedContext{RuntimeContext: rc, tables: map[string]map[string][]byte{}}
-	return p.fn.Open(ctx, &p.kc)
+	p.kc = KeyedContext{RuntimeContext: rc, backend: rc.keyed}
+	if err := p.fn.Open(ctx, &p.kc); err != nil {
+		return err
+	}
+	return errors.Join(p.kc.errs...)
 }
 func (p *keyedInst[K, IN, OUT]) endInput() error { return nil }
 func (p *keyedInst[K, IN, OUT]) close() error    { return p.fn.Close() }
@@ -190,3 +195,11 @@ type nopInst struct{}
 func (nopInst) open(context.Context, *RuntimeContext) error { return nil }
 func (nopInst) endInput() error                             { return nil }
 func (nopInst) close() error                                { return nil }
+
+func (s *sourceInst[T]) user() any        { return s.src }
+func (p *processInst[IN, OUT]) user() any { return p.fn }
+func (p *keyedInst[K, IN, OUT]) user() any {
+	return p.fn
+}
+func (s *sinkInst[T]) user() any { return s.sink }
+func (nopInst) user() any        { return nil }

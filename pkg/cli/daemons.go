@@ -12,8 +12,10 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/sluice-stream/sluice/pkg/checkpoint"
 	"github.com/sluice-stream/sluice/pkg/config"
 	"github.com/sluice-stream/sluice/pkg/jobmanager"
+	"github.com/sluice-stream/sluice/pkg/metastore"
 	"github.com/sluice-stream/sluice/pkg/restart"
 	"github.com/sluice-stream/sluice/pkg/taskmanager"
 	"github.com/sluice-stream/sluice/pkg/version"
@@ -65,7 +67,19 @@ func JobManagerConfig(c *config.Config) (jobmanager.Config, error) {
 	if _, err := restart.FromConfig(c); err != nil {
 		return jobmanager.Config{}, err
 	}
+	cc := checkpoint.DefaultConfig()
+	cc.Interval = c.Duration(config.CheckpointingInterval)
+	cc.Timeout = c.Duration(config.CheckpointingTimeout)
+	cc.MinPause = c.Duration(config.CheckpointingMinPause)
+	cc.MaxConcurrent = c.Int(config.CheckpointingMaxConcurrent)
+	cc.TolerableFailures = c.Int(config.CheckpointingTolerableFailures)
+	if c.String(config.CheckpointingMode) == "AT_LEAST_ONCE" {
+		cc.Mode = checkpoint.AtLeastOnce
+	}
 	return jobmanager.Config{
+		Checkpoints: jobmanager.CheckpointConfig{
+			Storage: c.String(config.CheckpointingDir), Coordinator: cc, Retained: c.Int(config.CheckpointingNumRetained),
+		},
 		HeartbeatInterval:  c.Duration(config.HeartbeatInterval),
 		HeartbeatTimeout:   c.Duration(config.HeartbeatTimeout),
 		SlotRequestTimeout: c.Duration(config.SlotRequestTimeout),
@@ -117,12 +131,22 @@ func JobManagerCmd(errOut io.Writer) *cobra.Command {
 				host = c.String(config.JobManagerRPCAddress)
 			}
 			addr := hostPort(host, c.Int(config.JobManagerRPCPort))
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			store, closeStore, err := metastore.Open(ctx, metastore.Options{
+				Endpoints:   metastore.ParseEndpoints(c.String(config.HighAvailabilityEtcdEndpoints)),
+				EmbeddedDir: c.String(config.HighAvailabilityEtcdEmbeddedDir),
+				ClusterID:   c.String(config.HighAvailabilityClusterID),
+			}, log)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			cfg.Meta = store
 			lis, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w (is another jobmanager running? set jobmanager.rpc.port)", addr, err)
 			}
-			ctx, stop := signalContext(cmd.Context())
-			defer stop()
 			return jobmanager.New(cfg, log).Serve(ctx, lis)
 		},
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/sluice-stream/sluice/pkg/jobmanager"
+	"github.com/sluice-stream/sluice/pkg/metastore"
 	"github.com/sluice-stream/sluice/pkg/taskmanager"
 )
 
@@ -24,6 +25,9 @@ type Options struct {
 	// JobManagerAddress to listen on (default 127.0.0.1:0).
 	JobManagerAddress string
 	Log               *slog.Logger
+	// EtcdDir is the embedded etcd's data directory when checkpointing is on and no
+	// metadata store is given (empty: a temporary directory).
+	EtcdDir string
 }
 
 // Cluster is a running local cluster.
@@ -34,6 +38,7 @@ type Cluster struct {
 	mu             sync.Mutex
 	errs           []error
 	stopJM         context.CancelFunc
+	closeMeta      func()
 	tms            []*tmHandle
 	opts           Options
 }
@@ -57,6 +62,15 @@ func Start(opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("jobmanager listen: %w", err)
 	}
 	c := &Cluster{JobManagerAddr: lis.Addr().String(), log: opts.Log, opts: opts}
+	if opts.JobManager.Checkpoints.Storage != "" && opts.JobManager.Meta == nil {
+		store, closeStore, err := metastore.Open(context.Background(), metastore.Options{EmbeddedDir: opts.EtcdDir, UnsafeNoFsync: true}, opts.Log)
+		if err != nil {
+			lis.Close()
+			return nil, err
+		}
+		opts.JobManager.Meta = store
+		c.closeMeta = closeStore
+	}
 	jm := jobmanager.New(opts.JobManager, opts.Log.With("component", "jobmanager"))
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stopJM = cancel
@@ -137,6 +151,9 @@ func (c *Cluster) Stop() error {
 	}
 	c.stopJM()
 	c.wg.Wait()
+	if c.closeMeta != nil {
+		c.closeMeta()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return errors.Join(c.errs...)

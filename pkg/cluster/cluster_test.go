@@ -15,6 +15,7 @@ import (
 
 	_ "github.com/sluice-stream/sluice/examples/jobs"
 	"github.com/sluice-stream/sluice/pkg/api"
+	"github.com/sluice-stream/sluice/pkg/checkpoint"
 	"github.com/sluice-stream/sluice/pkg/cluster"
 	"github.com/sluice-stream/sluice/pkg/jobmanager"
 	"github.com/sluice-stream/sluice/pkg/program"
@@ -343,4 +344,71 @@ operators:
 	if len(counts) != 200 {
 		t.Fatalf("%d distinct lines, want 200", len(counts))
 	}
+}
+
+// TestCheckpointedRestartIsExactlyOnce: with checkpoints, a task manager loss restarts
+// the job from the latest completed checkpoint: state restored, sources rewound, sinks'
+// open transactions aborted; the output stays exactly once with count == seq.
+func TestCheckpointedRestartIsExactlyOnce(t *testing.T) {
+	cc := checkpoint.DefaultConfig()
+	cc.Interval = 150 * time.Millisecond
+	c, err := cluster.Start(cluster.Options{
+		TaskManagers: 3,
+		JobManager: jobmanager.Config{
+			HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: time.Second,
+			NewRestartStrategy: func() restart.Strategy {
+				s, _ := restart.NewFixedDelay(5, 100*time.Millisecond)
+				return s
+			},
+			Checkpoints: jobmanager.CheckpointConfig{Storage: "file://" + t.TempDir(), Coordinator: cc, Retained: 2},
+		},
+		TaskManager: taskmanager.Config{Slots: 1, BufferTimeout: 10 * time.Millisecond},
+		Log:         testLog(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc2, err := rpc.Dial(c.JobManagerAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cc2.Close()
+		if err := c.Stop(); err != nil {
+			t.Errorf("cluster stop: %v", err)
+		}
+	})
+	js := sluicev1.NewJobServiceClient(cc2)
+	out := t.TempDir()
+	id := submit(t, js, "keyed-count", 2, map[string]string{"keys": "20", "per-key": "300", "rate": "3000", "out": out})
+	// Wait for a completed checkpoint, then take a task manager away.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := js.GetJob(context.Background(), &sluicev1.GetJobRequest{JobId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.GetLatestCheckpointId() > 0 {
+			break
+		}
+		if time.Now().After(deadline) || st.GetState() == sluicev1.JobState_JOB_STATE_FAILED {
+			cps, _ := js.ListCheckpoints(context.Background(), &sluicev1.ListCheckpointsRequest{JobId: id})
+			t.Fatalf("no checkpoint completed: job %v %s; checkpoints %v", st.GetState(), st.GetFailure(), cps)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tms, _ := js.ListTaskManagers(context.Background(), &sluicev1.ListTaskManagersRequest{})
+	for _, tm := range tms.GetTaskManagers() {
+		if tm.GetFreeSlots() == 0 {
+			if err := c.StopTaskManager(tm.GetId()); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	st := waitState(t, js, id, sluicev1.JobState_JOB_STATE_FINISHED, 60*time.Second)
+	if st.GetRestores() < 1 {
+		t.Errorf("restores = %d, want >= 1 (restarted from a checkpoint)", st.GetRestores())
+	}
+	verifyCounts(t, out, 20, 300)
 }

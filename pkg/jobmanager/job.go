@@ -73,6 +73,10 @@ type job struct {
 	// finalState is where a RESTARTING or CANCELLING job goes once its tasks stopped.
 	finalState sluicev1.JobState
 
+	// cp is the job's checkpointing (nil: off).
+	cp                 *jobCheckpoints
+	latestCheckpointAt time.Time
+
 	// loggedState and loggedAttempt are what the loop last logged.
 	loggedState   sluicev1.JobState
 	loggedAttempt int64
@@ -166,7 +170,7 @@ func (j *job) taskUpdate(pool *scheduler.Pool, id *sluicev1.ExecutionId, state s
 	}
 	if t.state == sluicev1.TaskState_TASK_STATE_CANCELING {
 		switch state {
-		case sluicev1.TaskState_TASK_STATE_RUNNING:
+		case sluicev1.TaskState_TASK_STATE_RUNNING, sluicev1.TaskState_TASK_STATE_ENDING:
 			return nil // a late report; the cancel is on its way
 		case sluicev1.TaskState_TASK_STATE_FAILED:
 			// A task being canceled fails when its neighbours go first (a released
@@ -386,6 +390,13 @@ func (j *job) status() *sluicev1.JobStatus {
 		st.EndTimeUnixMs = j.end.UnixMilli()
 	}
 	st.RecordsIn, st.RecordsOut = j.records()
+	if j.cp != nil {
+		if md := j.cp.latest; md != nil {
+			st.LatestCheckpointId = md.GetCheckpointId()
+			st.LatestCheckpointUnixMs = j.latestCheckpointAt.UnixMilli()
+		}
+		st.Restores = int32(j.cp.restores)
+	}
 	tasks := j.visibleTasks()
 	for vi, v := range j.plan.Vertices {
 		vs := &sluicev1.VertexStatus{Name: v.Name, OperatorUids: v.Operators, Parallelism: int32(v.Parallelism), TaskStates: map[string]int32{}}
@@ -417,6 +428,8 @@ func taskStateName(s sluicev1.TaskState) string {
 		return "canceled"
 	case sluicev1.TaskState_TASK_STATE_FAILED:
 		return "failed"
+	case sluicev1.TaskState_TASK_STATE_ENDING:
+		return "ending"
 	}
 	return "unknown"
 }

@@ -19,7 +19,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/sluice-stream/sluice/pkg/blobstore"
 	"github.com/sluice-stream/sluice/pkg/graph"
+	"github.com/sluice-stream/sluice/pkg/meta"
 	"github.com/sluice-stream/sluice/pkg/program"
 	"github.com/sluice-stream/sluice/pkg/restart"
 	"github.com/sluice-stream/sluice/pkg/rpc"
@@ -29,6 +31,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // Clock tells the time; tests inject a fake one.
@@ -51,6 +54,13 @@ type Config struct {
 	Clock Clock
 	// TickInterval is how often time-based transitions are checked (default 100ms).
 	TickInterval time.Duration
+	// Checkpoints configures checkpointing; it needs Meta.
+	Checkpoints CheckpointConfig
+	// Meta is the metadata store (etcd) the jobmanager campaigns on for leadership and
+	// records jobs and checkpoints in; nil keeps nothing durable (no checkpoints).
+	Meta *meta.Store
+	// ID names this jobmanager in the leader election.
+	ID string
 }
 
 // JobManager is the coordinator. Create it with New and run it with Serve.
@@ -64,6 +74,10 @@ type JobManager struct {
 	done   chan struct{} // closed when the loop stops
 	conns  rpc.Conns
 	io     sync.WaitGroup // RPCs to task managers
+
+	meta  *meta.Store
+	lead  *meta.Leadership
+	blobs *blobstore.Store // checkpoint storage root
 
 	// Owned by the loop goroutine.
 	pool     *scheduler.Pool
@@ -92,14 +106,47 @@ func New(cfg Config, log *slog.Logger) *JobManager {
 	if cfg.TickInterval <= 0 {
 		cfg.TickInterval = 100 * time.Millisecond
 	}
+	if cfg.ID == "" {
+		cfg.ID = "jm-" + uuid.NewString()[:8]
+	}
 	return &JobManager{
-		cfg: cfg, log: log, events: make(chan func()), done: make(chan struct{}),
+		cfg: cfg, log: log, events: make(chan func()), done: make(chan struct{}), meta: cfg.Meta,
 		pool: scheduler.NewPool(), lastSeen: map[string]time.Time{}, jobs: map[string]*job{},
 	}
 }
 
-// Serve runs the jobmanager on lis until ctx ends.
+// Serve runs the jobmanager on lis until ctx ends. With a metadata store it first
+// becomes the leader (waiting while another jobmanager leads) and opens the checkpoint
+// storage.
 func (jm *JobManager) Serve(ctx context.Context, lis net.Listener) error {
+	if jm.meta != nil {
+		jm.log.Info("campaigning for leadership", "id", jm.cfg.ID)
+		lead, err := jm.meta.Campaign(ctx, jm.cfg.ID)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("leader election: %w", err)
+		}
+		jm.lead = lead
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = lead.Resign(rctx)
+			cancel()
+		}()
+		jm.log.Info("leading", "id", jm.cfg.ID)
+	}
+	if jm.cfg.Checkpoints.Storage != "" {
+		if jm.meta == nil {
+			lis.Close()
+			return errors.New("checkpointing needs the metadata store (etcd)")
+		}
+		b, err := blobstore.Open(ctx, jm.cfg.Checkpoints.Storage)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("checkpoint storage: %w", err)
+		}
+		jm.blobs = b
+		defer b.Close()
+	}
 	srv := grpc.NewServer(rpc.ServerOptions()...)
 	sluicev1.RegisterJobServiceServer(srv, jm)
 	sluicev1.RegisterResourceServiceServer(srv, jm)
@@ -186,7 +233,12 @@ func (jm *JobManager) tick() {
 		}
 	}
 	for _, id := range jm.order {
-		jm.exec(jm.jobs[id], jm.jobs[id].tick(jm.pool, now))
+		j := jm.jobs[id]
+		jm.exec(j, j.tick(jm.pool, now))
+		if j.cp != nil && j.cp.started {
+			jm.performCheckpoint(j, j.cp.coord.Tick(now))
+			jm.syncCheckpoints(j)
+		}
 	}
 }
 
@@ -210,6 +262,11 @@ func (jm *JobManager) exec(j *job, acts []action) {
 		switch a.kind {
 		case actDeploy:
 			req := jm.deployment(j, a.task)
+			if req.GetRestoreCheckpointId() != 0 && j.cp.restoredAttempt != j.attempt {
+				j.cp.restoredAttempt = j.attempt
+				j.cp.restores++
+				jm.log.Info("restoring from checkpoint", "job", j.id, "attempt", j.attempt, "checkpoint", req.GetRestoreCheckpointId())
+			}
 			jm.io.Add(1)
 			go func() {
 				defer jm.io.Done()
@@ -247,6 +304,7 @@ func (jm *JobManager) exec(j *job, acts []action) {
 		}
 	}
 	jm.logTransition(j)
+	jm.syncCheckpoints(j)
 }
 
 func (jm *JobManager) logTransition(j *job) {
@@ -277,6 +335,13 @@ func (jm *JobManager) deployment(j *job, t *task) *sluicev1.DeployTaskRequest {
 	v := t.vertex
 	s := int(t.id.GetSubtask())
 	req := &sluicev1.DeployTaskRequest{Execution: t.id, JobGraph: j.graph, Parallelism: int32(v.Parallelism), Config: jm.cfg.TaskConfig}
+	if j.cp != nil {
+		req.CheckpointStorage = jm.cfg.Checkpoints.Storage
+		if md := j.cp.latest; md != nil {
+			req.RestoreCheckpointId = md.GetCheckpointId()
+			req.Restore = restoreFor(md, v, s, int(j.graph.GetMaxParallelism()))
+		}
+	}
 	for _, ei := range v.Inputs {
 		e := j.graph.GetEdges()[ei]
 		pv := j.plan.Vertices[j.plan.VertexOf[e.GetSourceUid()]]
@@ -400,9 +465,22 @@ func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequ
 		return nil, fmt.Errorf("%w: job %q does not match this build's operators: %s", rpc.ErrFailedPrecondition, g.GetName(), d)
 	}
 	id := strings.ReplaceAll(uuid.NewString(), "-", "")
+	if jm.meta != nil {
+		rec, err := proto.Marshal(g)
+		if err != nil {
+			return nil, err
+		}
+		if err := jm.meta.PutJob(ctx, jm.lead, id, rec); err != nil {
+			return nil, fmt.Errorf("%w: record the job: %v", rpc.ErrUnavailable, err)
+		}
+	}
+	var initErr error
 	err = jm.do(ctx, func() {
 		now := jm.now()
 		j := newJob(id, g, plan, jm.cfg.NewRestartStrategy(), now)
+		if initErr = jm.initCheckpoints(ctx, j); initErr != nil {
+			return
+		}
 		j.slotTimeout = jm.cfg.SlotRequestTimeout
 		jm.jobs[id] = j
 		jm.order = append(jm.order, id)
@@ -411,6 +489,9 @@ func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequ
 	})
 	if err != nil {
 		return nil, err
+	}
+	if initErr != nil {
+		return nil, fmt.Errorf("%w: checkpointing: %v", rpc.ErrFailedPrecondition, initErr)
 	}
 	return &sluicev1.SubmitJobResponse{JobId: id}, nil
 }

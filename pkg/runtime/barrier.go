@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -86,6 +87,9 @@ type Checkpointing interface {
 	// Abort says checkpoint id was given up at this task (a newer barrier overtook it);
 	// the task manager declines it to the coordinator.
 	Abort(id int64, reason error)
+	// SourceEnded says a source's input ended; it now waits for a final checkpoint
+	// (the task manager reports the task as ending, and the jobmanager triggers one).
+	SourceEnded()
 }
 
 // aligner tracks one checkpoint's barriers over a task's input channels.
@@ -184,7 +188,47 @@ func (t *Task) checkpoint(b Barrier, al Alignment) error {
 // emit barrier b. Post it to the task's Mailbox.
 func (t *Task) TriggerCheckpoint(b Barrier) func() error {
 	return func() error {
+		if t.ended && t.finalID == 0 {
+			t.finalID = b.ID
+		}
 		delay := time.Since(time.UnixMilli(b.TriggerUnixMilli))
 		return t.checkpoint(b, Alignment{StartDelay: max(0, delay)})
 	}
+}
+
+// NotifyCheckpointComplete returns the mailbox action that passes checkpoint id's
+// completion to the chain (notify) and releases a source waiting for its final
+// checkpoint.
+func (t *Task) NotifyCheckpointComplete(id int64, notify func(int64) error) func() error {
+	return func() error {
+		if t.ended && t.finalID > 0 && id >= t.finalID {
+			t.finalDone = true
+		}
+		return notify(id)
+	}
+}
+
+// awaitFinal holds a source whose input ended until a checkpoint triggered after the end
+// completed: every record it emitted is then in a completed checkpoint, so sinks may
+// commit at end of input and a failure from here on restores a checkpoint whose sources
+// are at their end, replaying nothing.
+func (t *Task) awaitFinal(ctx context.Context, tick <-chan time.Time) error {
+	t.ended = true
+	if err := t.flush(); err != nil {
+		return err
+	}
+	t.publish()
+	t.Checkpoints.SourceEnded()
+	for !t.finalDone {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick:
+		case f := <-t.Mailbox:
+			if err := f(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

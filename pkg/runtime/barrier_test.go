@@ -34,6 +34,7 @@ func (r *recCheckpoints) Snapshot(b Barrier, _ Alignment) error {
 	return nil
 }
 func (r *recCheckpoints) Abort(id int64, _ error) { r.aborted = append(r.aborted, id) }
+func (r *recCheckpoints) SourceEnded()            {}
 
 type alignHarness struct {
 	t        *testing.T

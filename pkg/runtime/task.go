@@ -59,7 +59,14 @@ type Task struct {
 	Mailbox chan func() error
 	// Checkpoints takes snapshots at barriers; nil forwards barriers without one.
 	Checkpoints Checkpointing
-	Log         *slog.Logger
+	// AwaitFinalCheckpoint holds a source back at the end of its input until a
+	// checkpoint triggered after that completed (see awaitFinal).
+	AwaitFinalCheckpoint bool
+	Log                  *slog.Logger
+
+	ended     bool  // the source's input ended
+	finalID   int64 // first checkpoint triggered after the end
+	finalDone bool  // it completed
 }
 
 // Run runs the task until its input ends (nil), it fails, or ctx is canceled. On any
@@ -156,6 +163,9 @@ func (t *Task) runSource(ctx context.Context, tick <-chan time.Time) error {
 			return err
 		}
 		if done {
+			if t.AwaitFinalCheckpoint && t.Checkpoints != nil {
+				return t.awaitFinal(ctx, tick)
+			}
 			return nil
 		}
 		if err := t.afterBatch(); err != nil {

@@ -13,11 +13,13 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/sluice-stream/sluice/pkg/api"
+	"github.com/sluice-stream/sluice/pkg/blobstore"
 	"github.com/sluice-stream/sluice/pkg/exchange"
 	"github.com/sluice-stream/sluice/pkg/graph"
 	"github.com/sluice-stream/sluice/pkg/program"
 	"github.com/sluice-stream/sluice/pkg/rpc"
 	"github.com/sluice-stream/sluice/pkg/runtime"
+	"github.com/sluice-stream/sluice/pkg/state/heap"
 	"github.com/sluice-stream/sluice/pkg/version"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"google.golang.org/grpc"
@@ -36,6 +38,8 @@ type Config struct {
 	// HeartbeatTimeout: after this long without a successful heartbeat the task manager
 	// considers the jobmanager lost and cancels its tasks.
 	HeartbeatTimeout time.Duration
+	// LocalDir is where state backends keep working files.
+	LocalDir string
 	// Exchange settings.
 	BufferSize          int
 	CreditsPerChannel   int
@@ -84,12 +88,16 @@ type TaskManager struct {
 	// canceled remembers cancels of tasks not (yet) deployed here, so a deployment that
 	// arrives after its cancel is refused rather than run unsupervised.
 	canceled map[string]time.Time
+	// stores are the checkpoint blob stores by URL.
+	stores map[string]*blobstore.Store
 }
 
 type runningTask struct {
 	id      *sluicev1.ExecutionId
 	cancel  context.CancelFunc
 	metrics *runtime.Metrics
+	task    *runtime.Task
+	cps     *taskCheckpoints
 }
 
 func execKey(id *sluicev1.ExecutionId) string {
@@ -99,7 +107,7 @@ func execKey(id *sluicev1.ExecutionId) string {
 // New returns a task manager.
 func New(cfg Config, log *slog.Logger) *TaskManager {
 	cfg.defaults()
-	tm := &TaskManager{cfg: cfg, log: log.With("tm", cfg.ID), tasks: map[string]*runningTask{}, canceled: map[string]time.Time{}}
+	tm := &TaskManager{cfg: cfg, log: log.With("tm", cfg.ID), tasks: map[string]*runningTask{}, canceled: map[string]time.Time{}, stores: map[string]*blobstore.Store{}}
 	tm.reg = exchange.NewRegistry(cfg.BufferSize, cfg.MaxQueuedPerChannel)
 	tm.xclient = exchange.NewClient(func(addr string) (grpc.ClientConnInterface, error) { return tm.conns.Get(addr) }, tm.reg.Pool(), tm.log)
 	return tm
@@ -159,6 +167,12 @@ func (tm *TaskManager) Serve(ctx context.Context, lis net.Listener) error {
 	tm.xclient.Close()
 	srv.Stop()
 	tm.conns.Close()
+	tm.mu.Lock()
+	for _, s := range tm.stores {
+		s.Close()
+	}
+	tm.stores = nil
+	tm.mu.Unlock()
 	return nil
 }
 
@@ -332,7 +346,7 @@ func (tm *TaskManager) DeployTask(_ context.Context, req *sluicev1.DeployTaskReq
 	tm.tasks[key] = rt
 	tm.mu.Unlock()
 
-	task, err := tm.buildTask(ctx, req, prog, v, subtask, log)
+	task, err := tm.buildTask(ctx, req, prog, v, subtask, rt, log)
 	if err != nil {
 		tm.mu.Lock()
 		delete(tm.tasks, key)
@@ -346,7 +360,7 @@ func (tm *TaskManager) DeployTask(_ context.Context, req *sluicev1.DeployTaskReq
 	return &sluicev1.DeployTaskResponse{}, nil
 }
 
-func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRequest, prog *api.Program, v graph.Vertex, subtask int, log *slog.Logger) (*runtime.Task, error) {
+func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRequest, prog *api.Program, v graph.Vertex, subtask int, rt *runningTask, log *slog.Logger) (*runtime.Task, error) {
 	id := req.GetExecution()
 	g := prog.Graph
 	var outputs []*exchange.Partition
@@ -407,8 +421,25 @@ func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRe
 			}
 		}
 	}
+	var store *blobstore.Store
+	if u := req.GetCheckpointStorage(); u != "" {
+		var err error
+		if store, err = tm.jobStore(ctx, u, id.GetJobId()); err != nil {
+			abort(err)
+			if gate != nil {
+				gate.Close()
+			}
+			return nil, fmt.Errorf("%w: checkpoint storage: %v", rpc.ErrFailedPrecondition, err)
+		}
+	}
+	restore := map[string]*sluicev1.OperatorRestore{}
+	for _, r := range req.GetRestore() {
+		restore[r.GetUid()] = r
+	}
 	chain, err := prog.NewChain(api.ChainSpec{
 		Vertex: v, Subtask: subtask, Attempt: id.GetAttempt(), Outputs: outputs, ConsumerParallelism: consumerP, Log: log,
+		State: heap.Factory{}, Restore: restore, RestoredCheckpoint: req.GetRestoreCheckpointId(),
+		Files: blobFiles{store: store}, LocalDir: tm.cfg.LocalDir,
 	})
 	if err != nil {
 		abort(err)
@@ -423,10 +454,90 @@ func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRe
 			bufferTimeout = d
 		}
 	}
-	return &runtime.Task{
+	rt.cps = &taskCheckpoints{tm: tm, rt: rt, chain: chain, store: store, log: log, running: map[int64]context.CancelFunc{}}
+	rt.task = &runtime.Task{
 		Name: fmt.Sprintf("%s (%d/%d)", v.Name, subtask+1, v.Parallelism), Chain: chain, Gate: gate, Outputs: outputs,
-		BufferTimeout: bufferTimeout, Mailbox: make(chan func() error), Log: log,
-	}, nil
+		BufferTimeout: bufferTimeout, Mailbox: make(chan func() error, 16), Checkpoints: rt.cps, Log: log,
+		AwaitFinalCheckpoint: store != nil && chain.IsSource(),
+	}
+	return rt.task, nil
+}
+
+// jobStore returns the blob store view of one job's checkpoint directory; stores are
+// opened once per URL and shared.
+func (tm *TaskManager) jobStore(ctx context.Context, url, jobID string) (*blobstore.Store, error) {
+	tm.mu.Lock()
+	s := tm.stores[url]
+	tm.mu.Unlock()
+	if s == nil {
+		var err error
+		if s, err = blobstore.Open(ctx, url); err != nil {
+			return nil, err
+		}
+		tm.mu.Lock()
+		if old := tm.stores[url]; old != nil {
+			s.Close()
+			s = old
+		} else {
+			tm.stores[url] = s
+		}
+		tm.mu.Unlock()
+	}
+	return s.Sub(blobstore.JobDir(jobID))
+}
+
+// post queues a control action on a task's mailbox without blocking the caller: the
+// task may be backpressured, and RPC handlers must not wait for it.
+func (tm *TaskManager) post(rt *runningTask, f func() error) bool {
+	select {
+	case rt.task.Mailbox <- f:
+		return true
+	default:
+		return false
+	}
+}
+
+// TriggerCheckpoint makes a source task snapshot and emit the barrier.
+func (tm *TaskManager) TriggerCheckpoint(_ context.Context, req *sluicev1.TriggerCheckpointRequest) (*sluicev1.TriggerCheckpointResponse, error) {
+	tm.mu.Lock()
+	rt := tm.tasks[execKey(req.GetExecution())]
+	tm.mu.Unlock()
+	if rt == nil {
+		return nil, fmt.Errorf("%w: task %s is not running here", rpc.ErrNotFound, execKey(req.GetExecution()))
+	}
+	mode := runtime.ExactlyOnce
+	if req.GetMode() == sluicev1.CheckpointMode_CHECKPOINT_MODE_AT_LEAST_ONCE {
+		mode = runtime.AtLeastOnce
+	}
+	b := runtime.Barrier{ID: req.GetCheckpointId(), TriggerUnixMilli: req.GetTriggerTimeUnixMs(), Mode: mode, Savepoint: req.GetSavepoint()}
+	if !tm.post(rt, rt.task.TriggerCheckpoint(b)) {
+		return nil, fmt.Errorf("%w: task %s is busy; checkpoint %d not started", rpc.ErrUnavailable, execKey(req.GetExecution()), b.ID)
+	}
+	return &sluicev1.TriggerCheckpointResponse{}, nil
+}
+
+// NotifyCheckpoint passes a checkpoint's completion to every task of the job attempt.
+// A lost notification is covered by the next one (sinks commit everything up to it).
+func (tm *TaskManager) NotifyCheckpoint(_ context.Context, req *sluicev1.NotifyCheckpointRequest) (*sluicev1.NotifyCheckpointResponse, error) {
+	if !req.GetComplete() {
+		return &sluicev1.NotifyCheckpointResponse{}, nil
+	}
+	tm.mu.Lock()
+	var targets []*runningTask
+	for _, rt := range tm.tasks {
+		if rt.id.GetJobId() == req.GetJobId() && rt.id.GetAttempt() == req.GetAttempt() && rt.task != nil {
+			targets = append(targets, rt)
+		}
+	}
+	tm.mu.Unlock()
+	for _, rt := range targets {
+		chain := rt.cps.chain
+		id := req.GetCheckpointId()
+		if !tm.post(rt, rt.task.NotifyCheckpointComplete(id, chain.NotifyCheckpointComplete)) {
+			tm.log.Warn("task busy: checkpoint notification dropped (the next one covers it)", "checkpoint", id)
+		}
+	}
+	return &sluicev1.NotifyCheckpointResponse{}, nil
 }
 
 // ErrBadDeployment marks a deployment descriptor that does not fit the job graph.
@@ -438,6 +549,9 @@ func (tm *TaskManager) run(ctx context.Context, rt *runningTask, task *runtime.T
 	tm.report(rt, sluicev1.TaskState_TASK_STATE_RUNNING, "")
 	log.Info("task running", "task", task.Name)
 	err := task.Run(ctx)
+	if err != nil {
+		rt.cps.cancelAll()
+	}
 	state, failure := sluicev1.TaskState_TASK_STATE_FINISHED, ""
 	switch {
 	case err == nil:

@@ -5,6 +5,8 @@ package builtin
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,7 +19,9 @@ import (
 // Sequence emits, for keys 0..Keys-1, the sequence numbers 1..PerKey (unbounded when
 // PerKey is 0). Subtask i of p owns the keys k with k % p == i and emits them
 // round-robin, so each key's sequence is in order and a rerun emits the same records:
-// the replayable source that exactly-once tests need.
+// the replayable source that exactly-once tests need. Its position (the next sequence
+// number of every key) is checkpointed as operator state, split over the subtasks on
+// restore, so a restored subtask continues each of its keys where the checkpoint left it.
 type Sequence[T any] struct {
 	Keys   int
 	PerKey int64
@@ -26,25 +30,83 @@ type Sequence[T any] struct {
 	// Make builds the record for (key, seq).
 	Make func(key int, seq int64) T
 
-	mine    []int // keys of this subtask
-	next    int   // index into mine
-	seq     int64 // sequence number of the current round
+	keys    []int   // keys of this subtask
+	nexts   []int64 // next sequence number of each key
+	cur     int     // index of the key to emit next
+	live    int     // keys not finished
 	emitted int64
 	start   time.Time
 	rate    float64 // this subtask's share
+
+	pos *api.OperatorListState[position]
 }
 
-// Open computes the subtask's keys.
+// position is a key and the next sequence number it emits.
+type position struct{ Key, Next int64 }
+
+type positionCodec struct{}
+
+func (positionCodec) Append(dst []byte, p position) []byte {
+	dst = binary.AppendVarint(dst, p.Key)
+	return binary.AppendVarint(dst, p.Next)
+}
+
+func (positionCodec) Decode(b []byte) (position, error) {
+	k, n := binary.Varint(b)
+	if n <= 0 {
+		return position{}, errors.New("sequence: bad position")
+	}
+	next, m := binary.Varint(b[n:])
+	if m <= 0 || n+m != len(b) {
+		return position{}, errors.New("sequence: bad position")
+	}
+	return position{Key: k, Next: next}, nil
+}
+
+// Open takes the subtask's keys: the restored positions, or its share of the keys.
 func (s *Sequence[T]) Open(_ context.Context, rc *api.RuntimeContext) error {
 	if s.Keys < 1 {
 		return fmt.Errorf("sequence: keys must be at least 1, got %d", s.Keys)
 	}
-	for k := rc.Subtask; k < s.Keys; k += rc.Parallelism {
-		s.mine = append(s.mine, k)
+	pos, err := api.NewOperatorListState[position](rc, "sequence-positions", positionCodec{}, api.SplitRedistribution)
+	if err != nil {
+		return err
 	}
-	s.seq = 1
+	s.pos = pos
 	s.start = time.Now()
 	s.rate = s.Rate / float64(rc.Parallelism)
+	if pos.Restored() {
+		ps, err := pos.Get()
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			s.keys = append(s.keys, int(p.Key))
+			s.nexts = append(s.nexts, p.Next)
+		}
+	} else {
+		for k := rc.Subtask; k < s.Keys; k += rc.Parallelism {
+			s.keys = append(s.keys, k)
+			s.nexts = append(s.nexts, 1)
+		}
+	}
+	for _, n := range s.nexts {
+		if !s.done(n) {
+			s.live++
+		}
+	}
+	return nil
+}
+
+func (s *Sequence[T]) done(next int64) bool { return s.PerKey > 0 && next > s.PerKey }
+
+// SnapshotState records the next sequence number of every key of the subtask.
+func (s *Sequence[T]) SnapshotState(int64) error {
+	ps := make([]position, len(s.keys))
+	for i, k := range s.keys {
+		ps[i] = position{Key: int64(k), Next: s.nexts[i]}
+	}
+	s.pos.Update(ps)
 	return nil
 }
 
@@ -52,7 +114,7 @@ const batch = 1024
 
 // Poll emits up to a batch of records, respecting the rate.
 func (s *Sequence[T]) Poll(out api.Emitter[T]) (api.PollResult, error) {
-	if len(s.mine) == 0 || (s.PerKey > 0 && s.seq > s.PerKey) {
+	if s.live == 0 {
 		return api.End, nil
 	}
 	n := int64(batch)
@@ -64,16 +126,21 @@ func (s *Sequence[T]) Poll(out api.Emitter[T]) (api.PollResult, error) {
 		}
 		n = min(n, allowed)
 	}
-	for ; n > 0; n-- {
-		out.Emit(s.Make(s.mine[s.next], s.seq))
-		s.emitted++
-		if s.next++; s.next == len(s.mine) {
-			s.next = 0
-			s.seq++
-			if s.PerKey > 0 && s.seq > s.PerKey {
-				return api.End, nil
-			}
+	for ; n > 0 && s.live > 0; s.cur = (s.cur + 1) % len(s.keys) {
+		next := s.nexts[s.cur]
+		if s.done(next) {
+			continue
 		}
+		out.Emit(s.Make(s.keys[s.cur], next))
+		s.emitted++
+		n--
+		s.nexts[s.cur] = next + 1
+		if s.done(next + 1) {
+			s.live--
+		}
+	}
+	if s.live == 0 {
+		return api.End, nil
 	}
 	return api.More, nil
 }

@@ -142,6 +142,36 @@ func (x *Transactions[T]) Abort(_ context.Context, handle []byte) error {
 	return nil
 }
 
+// RemoveStale deletes this subtask's hidden transaction files other than keep's: those
+// of crashed attempts that no checkpoint recorded (or whose restore already committed or
+// aborted what it recorded). Call it once the restored transactions are settled.
+func (x *Transactions[T]) RemoveStale(keep twophase.Txn) error {
+	ents, err := os.ReadDir(x.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("file sink: %w", err)
+	}
+	prefix := fmt.Sprintf(".part-%d-", x.Subtask)
+	mine := ""
+	if t, ok := keep.(*txn); ok {
+		mine = "." + t.name + "."
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if !strings.HasPrefix(n, prefix) || (mine != "" && strings.HasPrefix(n, mine)) {
+			continue
+		}
+		if strings.HasSuffix(n, ".inprogress") || strings.HasSuffix(n, ".pending") {
+			if err := os.Remove(filepath.Join(x.Dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("file sink: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {

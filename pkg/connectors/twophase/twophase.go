@@ -159,6 +159,9 @@ func (s *Sink[T]) NotifyComplete(ctx context.Context, id int64) error {
 	return nil
 }
 
+// Current is the open transaction.
+func (s *Sink[T]) Current() Txn { return s.current }
+
 // Pending lists the checkpoints whose transactions wait for completion.
 func (s *Sink[T]) Pending() []int64 {
 	var ids []int64
@@ -168,17 +171,22 @@ func (s *Sink[T]) Pending() []int64 {
 	return ids
 }
 
-// Finish ends the input. With exactly-once the last records stay in a pre-committed
-// transaction that the final checkpoint commits; otherwise they are committed now.
+// Finish ends the input and commits everything: the pending transactions and the open
+// one. End of input reaches a sink only after every source saw a checkpoint that
+// followed its last record complete (the runtime holds sources back until then), so no
+// record committed here can be replayed by a restore.
 func (s *Sink[T]) Finish(ctx context.Context) error {
-	if s.guarantee == ExactlyOnce {
-		return nil
-	}
 	if err := s.tx.PreCommit(ctx, s.current); err != nil {
 		return err
 	}
 	h := s.current.Handle()
 	s.current = nil
+	for _, p := range s.pending {
+		if err := s.tx.Commit(ctx, p.handle); err != nil {
+			return fmt.Errorf("commit transaction of checkpoint %d: %w", p.checkpoint, err)
+		}
+	}
+	s.pending = nil
 	return s.tx.Commit(ctx, h)
 }
 

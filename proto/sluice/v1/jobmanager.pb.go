@@ -95,6 +95,10 @@ const (
 	TaskState_TASK_STATE_CANCELING   TaskState = 4
 	TaskState_TASK_STATE_CANCELED    TaskState = 5
 	TaskState_TASK_STATE_FAILED      TaskState = 6
+	// A source task reached the end of its input and waits for a checkpoint taken after
+	// that to complete before it ends its output (so a failure while the job finishes
+	// restores from that checkpoint and replays nothing).
+	TaskState_TASK_STATE_ENDING TaskState = 7
 )
 
 // Enum value maps for TaskState.
@@ -107,6 +111,7 @@ var (
 		4: "TASK_STATE_CANCELING",
 		5: "TASK_STATE_CANCELED",
 		6: "TASK_STATE_FAILED",
+		7: "TASK_STATE_ENDING",
 	}
 	TaskState_value = map[string]int32{
 		"TASK_STATE_UNSPECIFIED": 0,
@@ -116,6 +121,7 @@ var (
 		"TASK_STATE_CANCELING":   4,
 		"TASK_STATE_CANCELED":    5,
 		"TASK_STATE_FAILED":      6,
+		"TASK_STATE_ENDING":      7,
 	}
 )
 
@@ -2224,7 +2230,7 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\x14JOB_STATE_CANCELLING\x10\x04\x12\x16\n" +
 	"\x12JOB_STATE_CANCELED\x10\x05\x12\x16\n" +
 	"\x12JOB_STATE_FINISHED\x10\x06\x12\x14\n" +
-	"\x10JOB_STATE_FAILED\x10\a*\xbc\x01\n" +
+	"\x10JOB_STATE_FAILED\x10\a*\xd3\x01\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14TASK_STATE_DEPLOYING\x10\x01\x12\x16\n" +
@@ -2232,7 +2238,8 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\x13TASK_STATE_FINISHED\x10\x03\x12\x18\n" +
 	"\x14TASK_STATE_CANCELING\x10\x04\x12\x17\n" +
 	"\x13TASK_STATE_CANCELED\x10\x05\x12\x15\n" +
-	"\x11TASK_STATE_FAILED\x10\x062\xab\x04\n" +
+	"\x11TASK_STATE_FAILED\x10\x06\x12\x15\n" +
+	"\x11TASK_STATE_ENDING\x10\a2\xab\x04\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tSubmitJob\x12\x1b.sluice.v1.SubmitJobRequest\x1a\x1c.sluice.v1.SubmitJobResponse\x12C\n" +

@@ -1,0 +1,496 @@
+package jobmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluice-stream/sluice/pkg/blobstore"
+	"github.com/sluice-stream/sluice/pkg/checkpoint"
+	"github.com/sluice-stream/sluice/pkg/graph"
+	"github.com/sluice-stream/sluice/pkg/keygroup"
+	"github.com/sluice-stream/sluice/pkg/meta"
+	"github.com/sluice-stream/sluice/pkg/rpc"
+	"github.com/sluice-stream/sluice/pkg/state"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// CheckpointConfig configures checkpointing for every job of the jobmanager.
+type CheckpointConfig struct {
+	// Storage is the blob store URL of checkpoint files (execution.checkpointing.dir);
+	// empty turns checkpointing off.
+	Storage string
+	// Coordinator holds interval, timeout, min pause, max concurrent, tolerable failures
+	// and the mode.
+	Coordinator checkpoint.Config
+	// Retained is how many completed checkpoints are kept (num-retained).
+	Retained int
+}
+
+// jobCheckpoints is one job's checkpointing state, owned by the jobmanager's loop.
+type jobCheckpoints struct {
+	coord   *checkpoint.Coordinator
+	store   *blobstore.Store // the job's directory
+	started bool             // the coordinator runs for the current attempt
+	// latest is the newest completed checkpoint: what a restart restores.
+	latest          *sluicev1.CheckpointMetadata
+	restores        int
+	restoredAttempt int64
+	finalAttempt    int64 // attempt whose final checkpoint was triggered
+	waiters         map[checkpoint.RequestID]chan checkpointResult
+}
+
+type checkpointResult struct {
+	id  int64
+	err error
+}
+
+// enabled reports whether the jobmanager can checkpoint.
+func (jm *JobManager) checkpointsEnabled() bool {
+	return jm.cfg.Checkpoints.Storage != "" && jm.meta != nil
+}
+
+// initCheckpoints sets up a new job's coordinator and storage (loop goroutine).
+func (jm *JobManager) initCheckpoints(ctx context.Context, j *job) error {
+	if !jm.checkpointsEnabled() {
+		return nil
+	}
+	store, err := jm.blobs.Sub(blobstore.JobDir(j.id))
+	if err != nil {
+		return err
+	}
+	coord, err := checkpoint.New(checkpoint.Job{ID: j.id, Name: j.graph.GetName(), MaxParallelism: j.graph.GetMaxParallelism()}, jm.cfg.Checkpoints.Coordinator)
+	if err != nil {
+		return err
+	}
+	j.cp = &jobCheckpoints{coord: coord, store: store, waiters: map[checkpoint.RequestID]chan checkpointResult{}}
+	return nil
+}
+
+// tasksOf lists the checkpoint task IDs of the job's current attempt.
+func tasksOf(j *job) []checkpoint.TaskID {
+	var out []checkpoint.TaskID
+	for _, t := range j.tasks {
+		out = append(out, checkpoint.TaskID{Vertex: t.id.GetVertex(), Subtask: t.id.GetSubtask()})
+	}
+	return out
+}
+
+// syncCheckpoints starts the coordinator once every task of the attempt runs, and
+// stops it when the attempt ends (loop goroutine).
+func (jm *JobManager) syncCheckpoints(j *job) {
+	if j.cp == nil {
+		return
+	}
+	now := jm.now()
+	running := j.state == sluicev1.JobState_JOB_STATE_RUNNING && len(j.tasks) > 0
+	sourcesEnded := running
+	for _, t := range j.tasks {
+		switch {
+		case t.state == sluicev1.TaskState_TASK_STATE_ENDING:
+		case t.state != sluicev1.TaskState_TASK_STATE_RUNNING:
+			running, sourcesEnded = false, false
+		case t.vertex.IsSource():
+			sourcesEnded = false
+		}
+	}
+	defer func() {
+		// Every source waits at its end for a checkpoint to complete: trigger it (once
+		// per attempt; a refused trigger is tried again on the next tick).
+		if j.cp.started && sourcesEnded && j.cp.finalAttempt != j.attempt {
+			req, acts, err := j.cp.coord.TriggerManual(now, checkpoint.KindCheckpoint)
+			if err == nil {
+				j.cp.finalAttempt = j.attempt
+				jm.log.Info("all sources ended: triggering the final checkpoint", "job", j.id, "request", req)
+				jm.performCheckpoint(j, acts)
+			}
+		}
+	}()
+	switch {
+	case running && !j.cp.started:
+		if err := j.cp.coord.Start(now, tasksOf(j)); err != nil {
+			jm.log.Error("cannot start checkpointing", "job", j.id, "err", err)
+			return
+		}
+		j.cp.started = true
+	case !running && j.cp.started && (j.state != sluicev1.JobState_JOB_STATE_RUNNING || len(j.tasks) == 0 || anyEnded(j)):
+		j.cp.started = false
+		jm.performCheckpoint(j, j.cp.coord.Stop(now, "job attempt "+fmt.Sprint(j.attempt)+" is "+jobStateName(j.state)))
+	}
+}
+
+func anyEnded(j *job) bool {
+	for _, t := range j.tasks {
+		if t.terminal() {
+			return true
+		}
+	}
+	return false
+}
+
+// performCheckpoint carries out the coordinator's actions (loop goroutine); I/O runs on
+// goroutines whose outcome comes back through post.
+func (jm *JobManager) performCheckpoint(j *job, acts []checkpoint.Action) {
+	for _, a := range acts {
+		switch a := a.(type) {
+		case checkpoint.AllocateID:
+			jm.io.Add(1)
+			go func() {
+				defer jm.io.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				id, err := jm.meta.NextCheckpointID(ctx, jm.lead, j.id)
+				cancel()
+				jm.post(func() {
+					now := jm.now()
+					if err != nil {
+						jm.log.Warn("cannot allocate a checkpoint ID", "job", j.id, "err", err)
+						jm.performCheckpoint(j, j.cp.coord.IDFailed(now, a.Request, err))
+						return
+					}
+					acts, err := j.cp.coord.IDAllocated(now, a.Request, id)
+					if err != nil {
+						jm.log.Error("checkpoint ID did not increase", "job", j.id, "id", id, "err", err)
+					}
+					jm.performCheckpoint(j, acts)
+				})
+			}()
+		case checkpoint.Trigger:
+			jm.triggerSources(j, a)
+		case checkpoint.Finalize:
+			jm.finalize(j, a)
+		case checkpoint.NotifyComplete:
+			jm.notifyTasks(j, a.ID, true, "")
+			if w := j.cp.waiters[a.Request]; w != nil {
+				w <- checkpointResult{id: a.ID}
+				delete(j.cp.waiters, a.Request)
+			}
+		case checkpoint.NotifyAborted:
+			jm.log.Info("checkpoint aborted", "job", j.id, "checkpoint", a.ID, "reason", a.Reason)
+			jm.answer(j, a.Request, a.ID, fmt.Errorf("checkpoint %d aborted: %s", a.ID, a.Reason))
+		case checkpoint.OutcomeUnknown:
+			jm.log.Warn("checkpoint outcome unknown: deleting nothing", "job", j.id, "checkpoint", a.ID, "reason", a.Reason)
+			jm.answer(j, a.Request, a.ID, fmt.Errorf("checkpoint %d: outcome unknown: %s", a.ID, a.Reason))
+		case checkpoint.RequestAborted:
+			jm.answer(j, a.Request, 0, fmt.Errorf("checkpoint not started: %s", a.Reason))
+		case checkpoint.FailJob:
+			jm.log.Warn("too many failed checkpoints: failing the job over", "job", j.id, "reason", a.Reason)
+			j.cp.started = false
+			jm.exec(j, j.failover(jm.pool, "checkpointing: "+a.Reason, jm.now()))
+		}
+	}
+}
+
+func (jm *JobManager) answer(j *job, req checkpoint.RequestID, id int64, err error) {
+	if w := j.cp.waiters[req]; w != nil {
+		w <- checkpointResult{id: id, err: err}
+		delete(j.cp.waiters, req)
+	}
+}
+
+// triggerSources asks every source task to start checkpoint a.
+func (jm *JobManager) triggerSources(j *job, a checkpoint.Trigger) {
+	mode := sluicev1.CheckpointMode_CHECKPOINT_MODE_EXACTLY_ONCE
+	if a.Mode == checkpoint.AtLeastOnce {
+		mode = sluicev1.CheckpointMode_CHECKPOINT_MODE_AT_LEAST_ONCE
+	}
+	for _, t := range j.tasks {
+		if !t.vertex.IsSource() {
+			continue
+		}
+		tm := jm.pool.Get(t.tm)
+		if tm == nil {
+			continue // its loss fails the attempt; the checkpoint times out or stops
+		}
+		req := &sluicev1.TriggerCheckpointRequest{Execution: t.id, CheckpointId: a.ID, TriggerTimeUnixMs: a.Timestamp.UnixMilli(),
+			Mode: mode, Savepoint: a.Kind == checkpoint.KindSavepoint}
+		task := checkpoint.TaskID{Vertex: t.id.GetVertex(), Subtask: t.id.GetSubtask()}
+		addr := tm.Address
+		jm.io.Add(1)
+		go func() {
+			defer jm.io.Done()
+			err := jm.callTM(addr, func(ctx context.Context, c sluicev1.TaskServiceClient) error {
+				_, err := c.TriggerCheckpoint(ctx, req)
+				return err
+			})
+			if err != nil {
+				jm.post(func() {
+					jm.performCheckpoint(j, j.cp.coord.Decline(jm.now(), a.ID, task, "trigger: "+rpc.Message(err, "task manager", addr)))
+				})
+			}
+		}()
+	}
+}
+
+// finalize writes _metadata, then records the checkpoint in etcd in one fenced
+// transaction; only after that commits are files of subsumed checkpoints deleted.
+func (jm *JobManager) finalize(j *job, a checkpoint.Finalize) {
+	md := a.Metadata
+	store := j.cp.store
+	retain := max(1, jm.cfg.Checkpoints.Retained)
+	jm.io.Add(1)
+	go func() {
+		defer jm.io.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		removed, err := jm.commitCheckpoint(ctx, store, j.id, md, retain)
+		jm.post(func() {
+			now := jm.now()
+			if err != nil {
+				unknown := errors.Is(err, meta.ErrOutcomeUnknown)
+				jm.log.Warn("checkpoint finalization failed", "job", j.id, "checkpoint", a.ID, "outcome_unknown", unknown, "err", err)
+				jm.performCheckpoint(j, j.cp.coord.FinalizeFailed(now, a.ID, err, unknown))
+				return
+			}
+			j.cp.latest = md
+			j.latestCheckpointAt = now
+			jm.log.Info("checkpoint completed", "job", j.id, "checkpoint", a.ID, "subsumed", len(removed))
+			jm.performCheckpoint(j, j.cp.coord.Finalized(now, a.ID))
+		})
+		// Files of checkpoints the transaction removed are no longer referenced by any
+		// retained checkpoint (rule 2): delete them now that it committed.
+		for _, r := range removed {
+			jm.deleteCheckpointDir(ctx, store, r.ID)
+		}
+	}()
+}
+
+func (jm *JobManager) commitCheckpoint(ctx context.Context, store *blobstore.Store, jobID string, md *sluicev1.CheckpointMetadata, retain int) ([]meta.CompletedCheckpoint, error) {
+	data, err := checkpoint.EncodeMetadata(md)
+	if err != nil {
+		return nil, fmt.Errorf("encode metadata: %w", err)
+	}
+	key := blobstore.CheckpointPath(md.GetCheckpointId(), blobstore.MetadataName)
+	f, err := store.WriteFile(ctx, key, data)
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", key, err)
+	}
+	var size int64
+	for _, op := range md.GetOperators() {
+		for _, st := range op.GetSubtasks() {
+			for _, k := range st.GetKeyed() {
+				size += k.GetFullSize()
+			}
+		}
+	}
+	sub, err := jm.meta.AddCheckpoint(ctx, jm.lead, jobID, meta.CompletedCheckpoint{
+		ID: md.GetCheckpointId(), Kind: meta.KindCheckpoint, MetadataPath: key, MetadataSize: f.GetSize(),
+		StateSize: size, IncrementalSize: size,
+		TriggerTime: time.UnixMilli(md.GetTriggerTimeUnixMs()), CompletionTime: time.UnixMilli(md.GetCompletionTimeUnixMs()),
+	}, retain)
+	if err != nil {
+		return nil, err
+	}
+	return sub.Removed, nil
+}
+
+func (jm *JobManager) deleteCheckpointDir(ctx context.Context, store *blobstore.Store, id int64) {
+	dir := blobstore.CheckpointPath(id, blobstore.MetadataName)
+	dir = dir[:len(dir)-len(blobstore.MetadataName)]
+	err := store.List(ctx, dir, func(key string, _ int64) error { return store.Delete(ctx, key) })
+	if err != nil {
+		jm.log.Warn("cannot delete a subsumed checkpoint's files (they are orphans now)", "checkpoint", id, "err", err)
+	}
+}
+
+// notifyTasks tells every task manager running the job's attempt about a checkpoint.
+func (jm *JobManager) notifyTasks(j *job, id int64, complete bool, reason string) {
+	seen := map[string]bool{}
+	for _, t := range j.tasks {
+		tm := jm.pool.Get(t.tm)
+		if tm == nil || seen[tm.ID] {
+			continue
+		}
+		seen[tm.ID] = true
+		addr := tm.Address
+		req := &sluicev1.NotifyCheckpointRequest{JobId: j.id, Attempt: j.attempt, CheckpointId: id, Complete: complete, Reason: reason}
+		jm.io.Add(1)
+		go func() {
+			defer jm.io.Done()
+			// A lost notification is covered by the next one (rule 7).
+			_ = jm.callTM(addr, func(ctx context.Context, c sluicev1.TaskServiceClient) error {
+				_, err := c.NotifyCheckpoint(ctx, req)
+				return err
+			})
+		}()
+	}
+}
+
+// restoreFor computes the state one subtask of a vertex restores from md: for each of
+// its operators, the keyed handles whose key groups intersect the subtask's range and its
+// share of the operator state (split or union), so it also serves a changed parallelism.
+func restoreFor(md *sluicev1.CheckpointMetadata, v *graph.Vertex, subtask int, maxP int) []*sluicev1.OperatorRestore {
+	if md == nil {
+		return nil
+	}
+	byUID := map[string]*sluicev1.OperatorState{}
+	for _, op := range md.GetOperators() {
+		byUID[op.GetUid()] = op
+	}
+	mine := keygroup.RangeFor(subtask, v.Parallelism, maxP)
+	var out []*sluicev1.OperatorRestore
+	for _, uid := range v.Operators {
+		op := byUID[uid]
+		if op == nil {
+			continue
+		}
+		r := &sluicev1.OperatorRestore{Uid: uid}
+		old := make([][]*sluicev1.OperatorListState, op.GetParallelism())
+		for _, st := range op.GetSubtasks() {
+			if int(st.GetSubtask()) < len(old) {
+				old[st.GetSubtask()] = st.GetOperatorState()
+			}
+			for _, h := range st.GetKeyed() {
+				hr := keygroup.Range{Start: int(h.GetKeyGroupStart()), End: int(h.GetKeyGroupEnd())}
+				if hr.Intersect(mine).Len() > 0 {
+					r.Keyed = append(r.Keyed, proto.Clone(h).(*sluicev1.KeyedStateHandle))
+				}
+			}
+		}
+		if shares := state.Redistribute(old, v.Parallelism); subtask < len(shares) {
+			r.OperatorState = shares[subtask]
+		}
+		if len(r.Keyed) > 0 || len(r.OperatorState) > 0 {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// ack applies a task's acknowledgement (loop goroutine).
+func (jm *JobManager) ack(j *job, req *sluicev1.AcknowledgeCheckpointRequest) {
+	if j.cp == nil || req.GetExecution().GetAttempt() != j.attempt {
+		return
+	}
+	m := req.GetMetrics()
+	ack := &checkpoint.SubtaskAck{
+		SyncDuration: time.Duration(m.GetSyncMs()) * time.Millisecond, AsyncDuration: time.Duration(m.GetAsyncMs()) * time.Millisecond,
+		AlignmentDuration: time.Duration(m.GetAlignmentMs()) * time.Millisecond, StartDelay: time.Duration(m.GetStartDelayMs()) * time.Millisecond,
+		Bytes: m.GetBytes(),
+	}
+	for _, op := range req.GetOperators() {
+		ack.Operators = append(ack.Operators, checkpoint.OperatorSubtaskState{UID: op.GetUid(), State: op.GetState()})
+	}
+	task := checkpoint.TaskID{Vertex: req.GetExecution().GetVertex(), Subtask: req.GetExecution().GetSubtask()}
+	jm.performCheckpoint(j, j.cp.coord.Ack(jm.now(), req.GetCheckpointId(), task, ack))
+}
+
+// AcknowledgeCheckpoint takes a task's part of a checkpoint.
+func (jm *JobManager) AcknowledgeCheckpoint(ctx context.Context, req *sluicev1.AcknowledgeCheckpointRequest) (*sluicev1.AcknowledgeCheckpointResponse, error) {
+	err := jm.do(ctx, func() {
+		if j := jm.jobs[req.GetExecution().GetJobId()]; j != nil {
+			jm.ack(j, req)
+		}
+	})
+	return &sluicev1.AcknowledgeCheckpointResponse{}, err
+}
+
+// DeclineCheckpoint records that a task could not take its part of a checkpoint.
+func (jm *JobManager) DeclineCheckpoint(ctx context.Context, req *sluicev1.DeclineCheckpointRequest) (*sluicev1.DeclineCheckpointResponse, error) {
+	err := jm.do(ctx, func() {
+		j := jm.jobs[req.GetExecution().GetJobId()]
+		if j == nil || j.cp == nil || req.GetExecution().GetAttempt() != j.attempt {
+			return
+		}
+		task := checkpoint.TaskID{Vertex: req.GetExecution().GetVertex(), Subtask: req.GetExecution().GetSubtask()}
+		jm.performCheckpoint(j, j.cp.coord.Decline(jm.now(), req.GetCheckpointId(), task, req.GetReason()))
+	})
+	return &sluicev1.DeclineCheckpointResponse{}, err
+}
+
+// TriggerCheckpoint starts a checkpoint now and waits for its outcome.
+func (jm *JobManager) TriggerCheckpoint(ctx context.Context, req *sluicev1.TriggerJobCheckpointRequest) (*sluicev1.CheckpointStats, error) {
+	var wait chan checkpointResult
+	var lerr error
+	var j *job
+	err := jm.do(ctx, func() {
+		var err error
+		if j, err = jm.lookup(req.GetJobId()); err != nil {
+			lerr = err
+			return
+		}
+		if j.cp == nil {
+			lerr = fmt.Errorf("%w: checkpointing is off: set execution.checkpointing.dir on the jobmanager", rpc.ErrFailedPrecondition)
+			return
+		}
+		if !j.cp.started {
+			lerr = fmt.Errorf("%w: job %s is %s, not running with all tasks", rpc.ErrFailedPrecondition, j.id, jobStateName(j.state))
+			return
+		}
+		reqID, acts, err := j.cp.coord.TriggerManual(jm.now(), checkpoint.KindCheckpoint)
+		if err != nil {
+			lerr = fmt.Errorf("%w: %v", rpc.ErrFailedPrecondition, err)
+			return
+		}
+		wait = make(chan checkpointResult, 1)
+		j.cp.waiters[reqID] = wait
+		jm.performCheckpoint(j, acts)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if lerr != nil {
+		return nil, lerr
+	}
+	select {
+	case res := <-wait:
+		if res.err != nil {
+			return nil, fmt.Errorf("%w: %v", rpc.ErrFailedPrecondition, res.err)
+		}
+		var st *sluicev1.CheckpointStats
+		_ = jm.do(ctx, func() {
+			for _, s := range j.cp.coord.Summary().History {
+				if s.ID == res.id {
+					st = statsProto(s)
+				}
+			}
+		})
+		if st == nil {
+			st = &sluicev1.CheckpointStats{Id: res.id, Status: "completed"}
+		}
+		return st, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// ListCheckpoints returns the job's checkpoint history, newest first.
+func (jm *JobManager) ListCheckpoints(ctx context.Context, req *sluicev1.ListCheckpointsRequest) (*sluicev1.ListCheckpointsResponse, error) {
+	resp := &sluicev1.ListCheckpointsResponse{}
+	var lerr error
+	err := jm.do(ctx, func() {
+		j, err := jm.lookup(req.GetJobId())
+		if err != nil {
+			lerr = err
+			return
+		}
+		if j.cp == nil {
+			return
+		}
+		for _, s := range j.cp.coord.Summary().History {
+			p := statsProto(s)
+			if s.Status == checkpoint.StatusCompleted {
+				p.ExternalPath = blobstore.MetadataKey(j.id, s.ID)
+			}
+			resp.Checkpoints = append(resp.Checkpoints, p)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, lerr
+}
+
+func statsProto(s checkpoint.Stats) *sluicev1.CheckpointStats {
+	p := &sluicev1.CheckpointStats{
+		Id: s.ID, Status: s.Status.String(), Savepoint: s.Kind == checkpoint.KindSavepoint,
+		TriggerTimeUnixMs: s.TriggerTime.UnixMilli(), DurationMs: s.Duration.Milliseconds(),
+		SizeBytes: s.Size, FullSizeBytes: s.Size, AckedTasks: int32(s.AckedTasks), TotalTasks: int32(s.TotalTasks),
+		MaxAlignmentMs: s.Alignment.Milliseconds(), MaxStartDelayMs: s.StartDelay.Milliseconds(), Failure: s.FailureReason,
+	}
+	if !s.EndTime.IsZero() {
+		p.EndTimeUnixMs = s.EndTime.UnixMilli()
+	}
+	return p
+}
