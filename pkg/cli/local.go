@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluice-stream/sluice/pkg/api"
+	"github.com/sluice-stream/sluice/pkg/checkpoint"
 	"github.com/sluice-stream/sluice/pkg/cluster"
 	"github.com/sluice-stream/sluice/pkg/jobmanager"
 	"github.com/sluice-stream/sluice/pkg/restart"
@@ -31,6 +32,7 @@ func localCmd(out, errOut io.Writer) *cobra.Command {
 		dir           string
 		clusterOnly   bool
 		addr          string
+		interval      time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "local [SPEC.yaml|JOB-NAME]",
@@ -78,10 +80,20 @@ and keeps the cluster up for streamctl commands.`,
 				s, _ := restart.NewFixedDelay(3, time.Second)
 				return s
 			}
+			jmCfg := jobmanager.Config{NewRestartStrategy: strategy}
+			if interval > 0 {
+				abs, err := filepath.Abs(filepath.Join(dir, "checkpoints"))
+				if err != nil {
+					return err
+				}
+				cc := checkpoint.DefaultConfig()
+				cc.Interval = interval
+				jmCfg.Checkpoints = jobmanager.CheckpointConfig{Storage: "file://" + abs, Coordinator: cc, Retained: 3}
+			}
 			c, err := cluster.Start(cluster.Options{
 				TaskManagers:      tms,
 				JobManagerAddress: addr,
-				JobManager:        jobmanager.Config{NewRestartStrategy: strategy},
+				JobManager:        jmCfg,
 				TaskManager:       taskmanager.Config{Slots: slots, BufferTimeout: 100 * time.Millisecond},
 				Log:               log,
 			})
@@ -90,6 +102,9 @@ and keeps the cluster up for streamctl commands.`,
 			}
 			defer c.Stop()
 			fmt.Fprintf(out, "local cluster: jobmanager %s, %d task managers x %d slots (logs: %s)\n", c.JobManagerAddr, tms, slots, logPath)
+			if interval > 0 {
+				fmt.Fprintf(out, "checkpoints every %s under %s\n", interval, filepath.Join(dir, "checkpoints"))
+			}
 
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -140,6 +155,7 @@ and keeps the cluster up for streamctl commands.`,
 	cmd.Flags().StringVar(&dir, "dir", "sluice-local", "directory for the cluster log and the example's output")
 	cmd.Flags().BoolVar(&clusterOnly, "cluster-only", false, "start the cluster and run no job")
 	cmd.Flags().StringVar(&addr, "jobmanager-address", "127.0.0.1:6123", "address the local jobmanager listens on")
+	cmd.Flags().DurationVar(&interval, "checkpoint-interval", 2*time.Second, "time between checkpoints (stored under --dir/checkpoints); 0 turns checkpointing off")
 	return cmd
 }
 

@@ -47,6 +47,12 @@ func followJob(ctx context.Context, js sluicev1.JobServiceClient, id string, w i
 		line := fmt.Sprintf("%-10s attempt %d  in %s (%s/s)  out %s (%s/s)  %s",
 			stateName(st.GetState()), st.GetAttempt(), human(st.GetRecordsIn()), human(int64(inRate)),
 			human(st.GetRecordsOut()), human(int64(outRate)), duration(st))
+		if id := st.GetLatestCheckpointId(); id > 0 {
+			line += fmt.Sprintf("  checkpoint %d", id)
+			if r := st.GetRestores(); r > 0 {
+				line += fmt.Sprintf(" (restored %d)", r)
+			}
+		}
 		ended := false
 		switch st.GetState() {
 		case sluicev1.JobState_JOB_STATE_FINISHED, sluicev1.JobState_JOB_STATE_FAILED, sluicev1.JobState_JOB_STATE_CANCELED:

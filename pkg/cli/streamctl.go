@@ -81,7 +81,8 @@ func Streamctl(out, errOut io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVarP(&c.configFile, "config", "c", os.Getenv(EnvConfig),
 		"configuration file whose parallelism.default and pipeline.max-parallelism apply to submitted jobs (env "+EnvConfig+")")
 	root.PersistentFlags().VarP(config.DefineValue(c.overrides), config.DefineFlag, "D", "set a configuration `key=value` (repeatable)")
-	root.AddCommand(c.submitCmd(), c.listCmd(), c.statusCmd(), c.cancelCmd(), c.taskManagersCmd(), c.jobsCmd(), localCmd(out, errOut))
+	root.AddCommand(c.submitCmd(), c.listCmd(), c.statusCmd(), c.cancelCmd(), c.taskManagersCmd(), c.jobsCmd(),
+		c.checkpointCmd(), c.checkpointsCmd(), localCmd(out, errOut))
 	return root
 }
 
@@ -332,6 +333,12 @@ func printStatus(w io.Writer, st *sluicev1.JobStatus) {
 	fmt.Fprintf(w, "Started:      %s (%s)\n", time.UnixMilli(st.GetStartTimeUnixMs()).Format(time.RFC3339), duration(st))
 	fmt.Fprintf(w, "Records:      %d in, %d out\n", st.GetRecordsIn(), st.GetRecordsOut())
 	fmt.Fprintf(w, "Max parallelism: %d\n", st.GetMaxParallelism())
+	if id := st.GetLatestCheckpointId(); id > 0 {
+		fmt.Fprintf(w, "Checkpoint:   %d (completed %s ago)\n", id, time.Since(time.UnixMilli(st.GetLatestCheckpointUnixMs())).Round(100*time.Millisecond))
+	} else {
+		fmt.Fprintf(w, "Checkpoint:   none\n")
+	}
+	fmt.Fprintf(w, "Restores:     %d\n", st.GetRestores())
 	if st.GetFailure() != "" {
 		fmt.Fprintf(w, "Last failure: %s\n", st.GetFailure())
 	}
@@ -340,7 +347,7 @@ func printStatus(w io.Writer, st *sluicev1.JobStatus) {
 	fmt.Fprintln(tw, "VERTEX\tPARALLELISM\tTASKS\tRECORDS IN\tRECORDS OUT")
 	for _, v := range st.GetVertices() {
 		var states []string
-		for _, name := range []string{"deploying", "running", "finished", "canceling", "canceled", "failed"} {
+		for _, name := range []string{"deploying", "running", "ending", "finished", "canceling", "canceled", "failed"} {
 			if n := v.GetTaskStates()[name]; n > 0 {
 				states = append(states, fmt.Sprintf("%d %s", n, name))
 			}
@@ -417,4 +424,79 @@ func (c *ctl) jobsCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
+}
+
+func (c *ctl) checkpointCmd() *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "checkpoint JOB",
+		Short: "Trigger a checkpoint now and wait for it; prints its ID",
+		Args:  exactArgs(1, "a job ID (streamctl list shows them)"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			js, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			st, err := js.TriggerCheckpoint(ctx, &sluicev1.TriggerJobCheckpointRequest{JobId: a[0]})
+			if err != nil {
+				return c.rpcErr(err)
+			}
+			fmt.Fprintf(c.out, "checkpoint %d completed in %s (%s)\n", st.GetId(), time.Duration(st.GetDurationMs())*time.Millisecond, humanBytes(st.GetSizeBytes()))
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "wait", 10*time.Minute, "how long to wait for the checkpoint")
+	return cmd
+}
+
+func (c *ctl) checkpointsCmd() *cobra.Command {
+	var o string
+	cmd := &cobra.Command{
+		Use:   "checkpoints JOB",
+		Short: "List a job's recent checkpoints: status, trigger time, duration, size, alignment, failure",
+		Args:  exactArgs(1, "a job ID (streamctl list shows them)"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if err := checkOutput(o); err != nil {
+				return err
+			}
+			var resp *sluicev1.ListCheckpointsResponse
+			if err := c.call(func(ctx context.Context, js sluicev1.JobServiceClient) (err error) {
+				resp, err = js.ListCheckpoints(ctx, &sluicev1.ListCheckpointsRequest{JobId: a[0]})
+				return err
+			}); err != nil {
+				return err
+			}
+			if o == "json" {
+				return printJSON(c.out, resp)
+			}
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATUS\tTRIGGERED\tDURATION\tSIZE\tTASKS\tALIGNMENT\tSTART DELAY\tFAILURE")
+			for _, cp := range resp.GetCheckpoints() {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", cp.GetId(), cp.GetStatus(),
+					time.UnixMilli(cp.GetTriggerTimeUnixMs()).Format("15:04:05.000"),
+					time.Duration(cp.GetDurationMs())*time.Millisecond, humanBytes(cp.GetSizeBytes()),
+					cp.GetAckedTasks(), cp.GetTotalTasks(), time.Duration(cp.GetMaxAlignmentMs())*time.Millisecond,
+					time.Duration(cp.GetMaxStartDelayMs())*time.Millisecond, cp.GetFailure())
+			}
+			return tw.Flush()
+		},
+	}
+	addOutputFlag(cmd, &o)
+	return cmd
+}
+
+// humanBytes renders a byte count with a binary unit.
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }
