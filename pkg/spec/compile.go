@@ -66,7 +66,7 @@ func Compile(filename string, data []byte, d api.Defaults, log *slog.Logger) (*a
 				break
 			}
 			format := lineFormat(fs)
-			sink = api.SinkTo(in, func() api.Sink[Row] { return &file.Sink[Row]{Dir: fs.Path, Format: format} })
+			sink = api.SinkTo(in, func() api.Sink[Row] { return &file.TransactionalSink[Row]{Dir: fs.Path, Format: format} })
 		case TypeMap:
 			e := op.Expr
 			out = api.Process(in, func() api.ProcessFunction[Row, Row] { return &mapFn{e: e.Clone()} })

@@ -1,4 +1,5 @@
-// Package file reads lines from files and writes records as lines into a directory.
+// Package file reads lines from files and writes records as lines into a directory,
+// transactionally (see TransactionalSink).
 package file
 
 import (
@@ -11,78 +12,6 @@ import (
 
 	"github.com/sluice-stream/sluice/pkg/api"
 )
-
-// Sink writes one line per record into Dir/part-<subtask>. The file is written as the
-// hidden Dir/.part-<subtask>.inprogress and renamed into place at the end of input, so a
-// reader never sees a partial file; a restarted attempt starts the file over.
-//
-// Without checkpoints a job restarts from the beginning, so rewriting the whole file
-// per attempt is what keeps the output exact after failures.
-type Sink[T any] struct {
-	Dir    string
-	Format func(dst []byte, v T) []byte
-
-	f     *os.File
-	bw    *bufio.Writer
-	tmp   string
-	final string
-	line  []byte
-}
-
-// Open creates the in-progress file.
-func (s *Sink[T]) Open(_ context.Context, rc *api.RuntimeContext) error {
-	if s.Dir == "" {
-		return fmt.Errorf("file sink: no directory")
-	}
-	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
-		return fmt.Errorf("file sink: %w", err)
-	}
-	name := fmt.Sprintf("part-%d", rc.Subtask)
-	s.final = filepath.Join(s.Dir, name)
-	s.tmp = filepath.Join(s.Dir, "."+name+".inprogress")
-	f, err := os.Create(s.tmp)
-	if err != nil {
-		return fmt.Errorf("file sink: %w", err)
-	}
-	s.f = f
-	s.bw = bufio.NewWriterSize(f, 64<<10)
-	return nil
-}
-
-// Write appends one line.
-func (s *Sink[T]) Write(v T) error {
-	s.line = append(s.Format(s.line[:0], v), '\n')
-	_, err := s.bw.Write(s.line)
-	return err
-}
-
-// Finish syncs the file and renames it into place.
-func (s *Sink[T]) Finish() error {
-	if err := s.bw.Flush(); err != nil {
-		return fmt.Errorf("file sink: %w", err)
-	}
-	if err := s.f.Sync(); err != nil {
-		return fmt.Errorf("file sink: %w", err)
-	}
-	if err := s.f.Close(); err != nil {
-		return fmt.Errorf("file sink: %w", err)
-	}
-	s.f = nil
-	if err := os.Rename(s.tmp, s.final); err != nil {
-		return fmt.Errorf("file sink: %w", err)
-	}
-	return nil
-}
-
-// Close removes an unfinished in-progress file.
-func (s *Sink[T]) Close() error {
-	if s.f != nil {
-		s.f.Close()
-		s.f = nil
-		return os.Remove(s.tmp)
-	}
-	return nil
-}
 
 // Lines reads the lines of a file, or of every regular file in a directory (sorted by
 // name). Subtask i of p reads the files whose index modulo p is i; a single file is read
