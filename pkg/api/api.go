@@ -95,6 +95,14 @@ type KeyedProcessFunction[K, IN, OUT any] interface {
 	Close() error
 }
 
+// TimerHandler is implemented by keyed process functions that register timers: OnTimer
+// runs when a timer of the key fires (processing time: when the wall clock reaches ts;
+// event time: when the watermark passes ts, at the latest at the end of input), with
+// the key's state current.
+type TimerHandler[K, OUT any] interface {
+	OnTimer(kc *KeyedContext, key K, ts int64, out Emitter[OUT]) error
+}
+
 // Base provides no-op Open, Finish and Close for embedding in functions.
 type Base struct{}
 

@@ -380,3 +380,35 @@ func (c *Chain) Counters() (source, sink, out int64) { return c.m.source, c.m.si
 
 // IsSource reports whether the chain starts with a source.
 func (c *Chain) IsSource() bool { return c.source != nil }
+
+// timerInst is implemented by operators with processing-time timers.
+type timerInst interface {
+	nextTimer() (int64, bool)
+	fireTimers(now int64) error
+}
+
+// NextTimer is the earliest processing-time timer of the chain's operators.
+func (c *Chain) NextTimer() (time.Time, bool) {
+	var next int64
+	found := false
+	for _, inst := range c.insts {
+		if ti, ok := inst.(timerInst); ok {
+			if ts, ok := ti.nextTimer(); ok && (!found || ts < next) {
+				next, found = ts, true
+			}
+		}
+	}
+	return time.UnixMilli(next), found
+}
+
+// FireTimers fires the processing-time timers due at now.
+func (c *Chain) FireTimers(now time.Time) error {
+	for i, inst := range c.insts {
+		if ti, ok := inst.(timerInst); ok {
+			if err := ti.fireTimers(now.UnixMilli()); err != nil {
+				return fmt.Errorf("operator %s: timer: %w", c.uids[i], err)
+			}
+		}
+	}
+	return c.ft.err
+}

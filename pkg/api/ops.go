@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/sluice-stream/sluice/pkg/keygroup"
+	"github.com/sluice-stream/sluice/pkg/state"
 )
 
 // FromSource adds a source; newSource is called once per subtask.
@@ -144,8 +146,36 @@ func (p *keyedInst[K, IN, OUT]) open(ctx context.Context, rc *RuntimeContext) er
 	}
 	return errors.Join(p.kc.errs...)
 }
-func (p *keyedInst[K, IN, OUT]) endInput() error { return nil }
-func (p *keyedInst[K, IN, OUT]) close() error    { return p.fn.Close() }
+
+// endInput fires every event-time timer: the end of input is the final watermark.
+func (p *keyedInst[K, IN, OUT]) endInput() error {
+	return p.kc.backend.Timers().AdvanceWatermark(math.MaxInt64, p.onTimer)
+}
+
+func (p *keyedInst[K, IN, OUT]) nextTimer() (int64, bool) {
+	return p.kc.backend.Timers().NextProcessingTimer()
+}
+
+func (p *keyedInst[K, IN, OUT]) fireTimers(now int64) error {
+	return p.kc.backend.Timers().FireProcessingTimers(now, p.onTimer)
+}
+
+func (p *keyedInst[K, IN, OUT]) onTimer(t state.Timer) error {
+	h, ok := p.fn.(TimerHandler[K, OUT])
+	if !ok {
+		return nil
+	}
+	k, err := p.codec.Decode(t.Key)
+	if err != nil {
+		return fmt.Errorf("timer key: %w", err)
+	}
+	p.kc.keyBytes, p.kc.keyGroup = t.Key, t.KeyGroup
+	if err := h.OnTimer(&p.kc, k, t.Timestamp, p.out); err != nil {
+		return err
+	}
+	return p.ft.err
+}
+func (p *keyedInst[K, IN, OUT]) close() error { return p.fn.Close() }
 
 // Union merges streams of one type; the result reads all of them.
 func Union[T any](first Stream[T], more ...Stream[T]) Stream[T] {

@@ -35,6 +35,10 @@ type Chain interface {
 	// Counters are the records the source emitted, the sinks consumed and the chain
 	// wrote to its outputs so far; the task publishes them into Metrics after batches.
 	Counters() (source, sink, out int64)
+	// NextTimer is the earliest processing-time timer, if any.
+	NextTimer() (time.Time, bool)
+	// FireTimers fires the processing-time timers due at now.
+	FireTimers(now time.Time) error
 }
 
 // Metrics are the live counters of one task, read by the heartbeat.
@@ -197,7 +201,10 @@ func (t *Task) runInputs(ctx context.Context, tick <-chan time.Time) error {
 		return errors.New("task has neither a source nor inputs")
 	}
 	a := newAligner(open)
+	timers := newTimerArm()
+	defer timers.stop()
 	for open > 0 {
+		timers.arm(t.Chain)
 		var d exchange.Delivery
 		if len(a.pending) > 0 {
 			// Buffers released by an alignment come first, before anything newer.
@@ -215,6 +222,15 @@ func (t *Task) runInputs(ctx context.Context, tick <-chan time.Time) error {
 				continue
 			case f := <-t.Mailbox:
 				if err := f(); err != nil {
+					return err
+				}
+				continue
+			case now := <-timers.c():
+				timers.fired()
+				if err := t.Chain.FireTimers(now); err != nil {
+					return err
+				}
+				if err := t.afterBatch(); err != nil {
 					return err
 				}
 				continue
@@ -273,3 +289,33 @@ func (t *Task) processBuffer(d exchange.Delivery) error {
 	t.Gate.Recycle(d)
 	return recs.Err()
 }
+
+// timerArm keeps one wall-clock timer armed for the chain's earliest processing-time
+// timer; it is re-armed between batches, when state code may have registered earlier
+// ones.
+type timerArm struct {
+	t     *time.Timer
+	at    time.Time
+	armed bool
+}
+
+func newTimerArm() *timerArm {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &timerArm{t: t}
+}
+
+func (a *timerArm) arm(c Chain) {
+	next, ok := c.NextTimer()
+	if !ok || (a.armed && !next.Before(a.at)) {
+		return
+	}
+	a.t.Reset(max(0, time.Until(next)))
+	a.at, a.armed = next, true
+}
+
+func (a *timerArm) c() <-chan time.Time { return a.t.C }
+
+func (a *timerArm) fired() { a.armed = false }
+
+func (a *timerArm) stop() { a.t.Stop() }

@@ -52,6 +52,8 @@ func (c *fakeChain) EndInput() error                     { c.ended = true; retur
 func (c *fakeChain) Close() error                        { c.closed = true; return nil }
 func (c *fakeChain) IsSource() bool                      { return c.source }
 func (c *fakeChain) Counters() (source, sink, out int64) { return 0, int64(len(c.got)), 0 }
+func (c *fakeChain) NextTimer() (time.Time, bool)        { return time.Time{}, false }
+func (c *fakeChain) FireTimers(time.Time) error          { return nil }
 
 // pipe wires a producer task to a consumer task through a local channel.
 func pipe(t *testing.T, ctx context.Context, src *fakeChain, dst *fakeChain, timeout time.Duration) (*Task, *Task) {
