@@ -162,6 +162,7 @@ func (c *ctl) submitCmd() *cobra.Command {
 	var p int
 	var kv []string
 	var follow bool
+	var from string
 	cmd := &cobra.Command{
 		Use:   "submit SPEC.yaml|JOB-NAME",
 		Short: "Submit a job (a YAML spec or a registered Go job) and print its ID",
@@ -184,7 +185,7 @@ func (c *ctl) submitCmd() *cobra.Command {
 			}
 			var id string
 			if err := c.call(func(ctx context.Context, js sluicev1.JobServiceClient) error {
-				resp, err := js.SubmitJob(ctx, &sluicev1.SubmitJobRequest{JobGraph: g})
+				resp, err := js.SubmitJob(ctx, &sluicev1.SubmitJobRequest{JobGraph: g, RestorePath: from})
 				id = resp.GetJobId()
 				return err
 			}); err != nil {
@@ -207,6 +208,7 @@ func (c *ctl) submitCmd() *cobra.Command {
 	cmd.Flags().IntVarP(&p, "parallelism", "p", 0, "default parallelism of the job's operators")
 	cmd.Flags().StringArrayVar(&kv, "arg", nil, "argument of a registered job, key=value (repeatable)")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "show the job's progress until it ends")
+	cmd.Flags().StringVar(&from, "from-checkpoint", "", "start from a retained checkpoint: URL of its chk-<n> directory (e.g. file:///ckpt/<job-id>/chk-42)")
 	return cmd
 }
 

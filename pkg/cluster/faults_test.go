@@ -230,3 +230,72 @@ func TestCheckpointTimeoutUnderSlowSink(t *testing.T) {
 	t.Logf("checkpoints: %d failed (expired), %d completed (history of the last %d)", expired, completed, len(cps.GetCheckpoints()))
 	verifyCounts(t, out, 5, 1000)
 }
+
+// TestResubmitFromRetainedCheckpoint: a canceled job's retained checkpoint starts a new
+// job that continues where it left off; the output of both runs together is exact.
+func TestResubmitFromRetainedCheckpoint(t *testing.T) {
+	cc := checkpoint.DefaultConfig()
+	cc.Interval = 100 * time.Millisecond
+	dir := t.TempDir()
+	c, err := cluster.Start(cluster.Options{
+		TaskManagers: 2,
+		JobManager: jobmanager.Config{
+			HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: time.Second,
+			Checkpoints:       jobmanager.CheckpointConfig{Storage: "file://" + dir, Coordinator: cc, Retained: 3},
+		},
+		TaskManager: taskmanager.Config{Slots: 2, BufferTimeout: 10 * time.Millisecond},
+		Log:         testLog(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := rpc.Dial(c.JobManagerAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		if err := c.Stop(); err != nil {
+			t.Errorf("cluster stop: %v", err)
+		}
+	})
+	js := sluicev1.NewJobServiceClient(conn)
+	out := t.TempDir()
+	args := map[string]string{"keys": "10", "per-key": "400", "rate": "2000", "out": out}
+	first := submit(t, js, "faulty-count", 2, args)
+	var cp int64
+	for deadline := time.Now().Add(20 * time.Second); cp < 3; time.Sleep(10 * time.Millisecond) {
+		st, err := js.GetJob(context.Background(), &sluicev1.GetJobRequest{JobId: first})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp = st.GetLatestCheckpointId()
+		if time.Now().After(deadline) {
+			t.Fatalf("no third checkpoint: %v", st)
+		}
+	}
+	if _, err := js.CancelJob(context.Background(), &sluicev1.CancelJobRequest{JobId: first}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, js, first, sluicev1.JobState_JOB_STATE_CANCELED, 10*time.Second)
+	st, _ := js.GetJob(context.Background(), &sluicev1.GetJobRequest{JobId: first})
+	path := fmt.Sprintf("file://%s/%s/chk-%d", dir, first, st.GetLatestCheckpointId())
+
+	prog, err := api.BuildRegistered("faulty-count", args, api.Defaults{Parallelism: 2}, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A bad path is one clear error.
+	if _, err := js.SubmitJob(context.Background(), &sluicev1.SubmitJobRequest{JobGraph: prog.Graph, RestorePath: "file://" + dir + "/nope/chk-1"}); err == nil || !strings.Contains(err.Error(), "_metadata") {
+		t.Fatalf("submit from a missing checkpoint: %v", err)
+	}
+	resp, err := js.SubmitJob(context.Background(), &sluicev1.SubmitJobRequest{JobGraph: prog.Graph, RestorePath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st = waitState(t, js, resp.GetJobId(), sluicev1.JobState_JOB_STATE_FINISHED, 30*time.Second)
+	if st.GetRestores() != 1 {
+		t.Errorf("restores %d, want 1", st.GetRestores())
+	}
+	verifyCounts(t, out, 10, 400)
+}

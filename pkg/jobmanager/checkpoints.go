@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sluice-stream/sluice/pkg/blobstore"
@@ -35,7 +36,10 @@ type jobCheckpoints struct {
 	store   *blobstore.Store // the job's directory
 	started bool             // the coordinator runs for the current attempt
 	// latest is the newest completed checkpoint: what a restart restores.
-	latest          *sluicev1.CheckpointMetadata
+	latest *sluicev1.CheckpointMetadata
+	// latestStorage is the URL latest's files are relative to when it is not this
+	// job's own checkpoint directory (a job started from a retained checkpoint).
+	latestStorage   string
 	restores        int
 	restoredAttempt int64
 	finalAttempt    int64 // attempt whose final checkpoint was triggered
@@ -243,7 +247,7 @@ func (jm *JobManager) finalize(j *job, a checkpoint.Finalize) {
 				jm.performCheckpoint(j, j.cp.coord.FinalizeFailed(now, a.ID, err, unknown))
 				return
 			}
-			j.cp.latest = md
+			j.cp.latest, j.cp.latestStorage = md, ""
 			j.latestCheckpointAt = now
 			jm.log.Info("checkpoint completed", "job", j.id, "checkpoint", a.ID, "subsumed", len(removed))
 			jm.performCheckpoint(j, j.cp.coord.Finalized(now, a.ID))
@@ -493,4 +497,58 @@ func statsProto(s checkpoint.Stats) *sluicev1.CheckpointStats {
 		p.EndTimeUnixMs = s.EndTime.UnixMilli()
 	}
 	return p
+}
+
+// loadRetained reads the _metadata of a retained checkpoint at path (the URL of its
+// chk-<n> directory or of the file) and returns it with the URL of the directory its
+// file references are relative to (the checkpoint's job directory).
+func loadRetained(ctx context.Context, path string, g *sluicev1.JobGraph) (*sluicev1.CheckpointMetadata, string, error) {
+	u := strings.TrimSuffix(strings.TrimSuffix(path, "/"), "/"+blobstore.MetadataName)
+	base, query, _ := strings.Cut(u, "?")
+	i := strings.LastIndex(base, "/")
+	if i < 0 || !strings.HasPrefix(base[i+1:], "chk-") {
+		return nil, "", fmt.Errorf("%w: %q is not a checkpoint directory (want .../<job-id>/chk-<n>)", rpc.ErrInvalid, path)
+	}
+	with := func(p string) string {
+		if query != "" {
+			return p + "?" + query
+		}
+		return p
+	}
+	jobDir, chk := with(base[:i]), base[i+1:]
+	store, err := blobstore.Open(ctx, jobDir)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %v", rpc.ErrInvalid, err)
+	}
+	defer store.Close()
+	data, err := store.Bucket().ReadAll(ctx, store.BucketKey(chk+"/"+blobstore.MetadataName))
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: read %s/%s/%s: %v", rpc.ErrInvalid, jobDir, chk, blobstore.MetadataName, err)
+	}
+	md, err := checkpoint.DecodeMetadata(data)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %s/%s/%s: %v", rpc.ErrInvalid, jobDir, chk, blobstore.MetadataName, err)
+	}
+	uids := map[string]bool{}
+	for _, op := range g.GetOperators() {
+		uids[op.GetUid()] = true
+	}
+	for _, op := range md.GetOperators() {
+		if !uids[op.GetUid()] && hasState(op) {
+			return nil, "", fmt.Errorf("%w: checkpoint %d has state of operator %q, which the job does not have", rpc.ErrFailedPrecondition, md.GetCheckpointId(), op.GetUid())
+		}
+		if op.GetMaxParallelism() != 0 && op.GetMaxParallelism() != g.GetMaxParallelism() {
+			return nil, "", fmt.Errorf("%w: checkpoint %d was taken with max parallelism %d, the job has %d", rpc.ErrFailedPrecondition, md.GetCheckpointId(), op.GetMaxParallelism(), g.GetMaxParallelism())
+		}
+	}
+	return md, jobDir, nil
+}
+
+func hasState(op *sluicev1.OperatorState) bool {
+	for _, st := range op.GetSubtasks() {
+		if len(st.GetKeyed()) > 0 || len(st.GetOperatorState()) > 0 {
+			return true
+		}
+	}
+	return false
 }

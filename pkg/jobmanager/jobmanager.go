@@ -338,6 +338,7 @@ func (jm *JobManager) deployment(j *job, t *task) *sluicev1.DeployTaskRequest {
 	if j.cp != nil {
 		req.CheckpointStorage = jm.cfg.Checkpoints.Storage
 		if md := j.cp.latest; md != nil {
+			req.RestoreStorage = j.cp.latestStorage
 			req.RestoreCheckpointId = md.GetCheckpointId()
 			req.Restore = restoreFor(md, v, s, int(j.graph.GetMaxParallelism()))
 		}
@@ -464,6 +465,16 @@ func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequ
 	if d := graph.Diff(g, prog.Graph); d != "" {
 		return nil, fmt.Errorf("%w: job %q does not match this build's operators: %s", rpc.ErrFailedPrecondition, g.GetName(), d)
 	}
+	var restored *sluicev1.CheckpointMetadata
+	var restoredFrom string
+	if p := req.GetRestorePath(); p != "" {
+		if !jm.checkpointsEnabled() {
+			return nil, fmt.Errorf("%w: starting from a checkpoint needs checkpointing: set execution.checkpointing.dir on the jobmanager", rpc.ErrFailedPrecondition)
+		}
+		if restored, restoredFrom, err = loadRetained(ctx, p, g); err != nil {
+			return nil, err
+		}
+	}
 	id := strings.ReplaceAll(uuid.NewString(), "-", "")
 	if jm.meta != nil {
 		rec, err := proto.Marshal(g)
@@ -480,6 +491,10 @@ func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequ
 		j := newJob(id, g, plan, jm.cfg.NewRestartStrategy(), now)
 		if initErr = jm.initCheckpoints(ctx, j); initErr != nil {
 			return
+		}
+		if restored != nil {
+			j.cp.latest, j.cp.latestStorage = restored, restoredFrom
+			jm.log.Info("job starts from a retained checkpoint", "job", id, "checkpoint", restored.GetCheckpointId(), "from", restoredFrom)
 		}
 		j.slotTimeout = jm.cfg.SlotRequestTimeout
 		jm.jobs[id] = j

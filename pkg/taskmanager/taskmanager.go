@@ -432,6 +432,20 @@ func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRe
 			return nil, fmt.Errorf("%w: checkpoint storage: %v", rpc.ErrFailedPrecondition, err)
 		}
 	}
+	files := blobFiles{store: store}
+	if u := req.GetRestoreStorage(); u != "" && len(req.GetRestore()) > 0 {
+		// The state comes from another job's checkpoint directory (a job started from
+		// a retained checkpoint); the store is opened once per URL and kept.
+		rs, err := tm.openStore(ctx, u)
+		if err != nil {
+			abort(err)
+			if gate != nil {
+				gate.Close()
+			}
+			return nil, fmt.Errorf("%w: restore storage: %v", rpc.ErrFailedPrecondition, err)
+		}
+		files = blobFiles{store: rs}
+	}
 	restore := map[string]*sluicev1.OperatorRestore{}
 	for _, r := range req.GetRestore() {
 		restore[r.GetUid()] = r
@@ -439,7 +453,7 @@ func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRe
 	chain, err := prog.NewChain(api.ChainSpec{
 		Vertex: v, Subtask: subtask, Attempt: id.GetAttempt(), Outputs: outputs, ConsumerParallelism: consumerP, Log: log,
 		State: heap.Factory{}, Restore: restore, RestoredCheckpoint: req.GetRestoreCheckpointId(),
-		Files: blobFiles{store: store}, LocalDir: tm.cfg.LocalDir,
+		Files: files, LocalDir: tm.cfg.LocalDir,
 	})
 	if err != nil {
 		abort(err)
@@ -466,6 +480,15 @@ func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRe
 // jobStore returns the blob store view of one job's checkpoint directory; stores are
 // opened once per URL and shared.
 func (tm *TaskManager) jobStore(ctx context.Context, url, jobID string) (*blobstore.Store, error) {
+	s, err := tm.openStore(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	return s.Sub(blobstore.JobDir(jobID))
+}
+
+// openStore returns the shared store of url, opening it on first use.
+func (tm *TaskManager) openStore(ctx context.Context, url string) (*blobstore.Store, error) {
 	tm.mu.Lock()
 	s := tm.stores[url]
 	tm.mu.Unlock()
@@ -483,7 +506,7 @@ func (tm *TaskManager) jobStore(ctx context.Context, url, jobID string) (*blobst
 		}
 		tm.mu.Unlock()
 	}
-	return s.Sub(blobstore.JobDir(jobID))
+	return s, nil
 }
 
 // post queues a control action on a task's mailbox without blocking the caller: the

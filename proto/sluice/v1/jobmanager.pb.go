@@ -153,8 +153,11 @@ func (TaskState) EnumDescriptor() ([]byte, []int) {
 }
 
 type SubmitJobRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobGraph      *JobGraph              `protobuf:"bytes,1,opt,name=job_graph,json=jobGraph,proto3" json:"job_graph,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	JobGraph *JobGraph              `protobuf:"bytes,1,opt,name=job_graph,json=jobGraph,proto3" json:"job_graph,omitempty"`
+	// Start from this retained checkpoint: the URL of its directory (chk-<n>) or of its
+	// _metadata file, e.g. file:///var/sluice/checkpoints/<job-id>/chk-42.
+	RestorePath   string `protobuf:"bytes,2,opt,name=restore_path,json=restorePath,proto3" json:"restore_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -194,6 +197,13 @@ func (x *SubmitJobRequest) GetJobGraph() *JobGraph {
 		return x.JobGraph
 	}
 	return nil
+}
+
+func (x *SubmitJobRequest) GetRestorePath() string {
+	if x != nil {
+		return x.RestorePath
+	}
+	return ""
 }
 
 type SubmitJobResponse struct {
@@ -2077,9 +2087,10 @@ var File_sluice_v1_jobmanager_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\n" +
-	"\x1asluice/v1/jobmanager.proto\x12\tsluice.v1\x1a\x1asluice/v1/checkpoint.proto\x1a\x15sluice/v1/graph.proto\"D\n" +
+	"\x1asluice/v1/jobmanager.proto\x12\tsluice.v1\x1a\x1asluice/v1/checkpoint.proto\x1a\x15sluice/v1/graph.proto\"g\n" +
 	"\x10SubmitJobRequest\x120\n" +
-	"\tjob_graph\x18\x01 \x01(\v2\x13.sluice.v1.JobGraphR\bjobGraph\"*\n" +
+	"\tjob_graph\x18\x01 \x01(\v2\x13.sluice.v1.JobGraphR\bjobGraph\x12!\n" +
+	"\frestore_path\x18\x02 \x01(\tR\vrestorePath\"*\n" +
 	"\x11SubmitJobResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x11\n" +
 	"\x0fListJobsRequest\"<\n" +

@@ -248,8 +248,11 @@ type DeployTaskRequest struct {
 	// Where the task writes checkpoint files (a blob store URL), empty if checkpointing
 	// is off.
 	CheckpointStorage string `protobuf:"bytes,9,opt,name=checkpoint_storage,json=checkpointStorage,proto3" json:"checkpoint_storage,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Where the restored state's files are (a blob store URL of the directory their paths
+	// are relative to), when it is not this job's own checkpoint directory.
+	RestoreStorage string `protobuf:"bytes,10,opt,name=restore_storage,json=restoreStorage,proto3" json:"restore_storage,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DeployTaskRequest) Reset() {
@@ -341,6 +344,13 @@ func (x *DeployTaskRequest) GetRestoreCheckpointId() int64 {
 func (x *DeployTaskRequest) GetCheckpointStorage() string {
 	if x != nil {
 		return x.CheckpointStorage
+	}
+	return ""
+}
+
+func (x *DeployTaskRequest) GetRestoreStorage() string {
+	if x != nil {
+		return x.RestoreStorage
 	}
 	return ""
 }
@@ -1042,7 +1052,7 @@ const file_sluice_v1_taskmanager_proto_rawDesc = "" +
 	"\x12producer_addresses\x18\x02 \x03(\tR\x11producerAddresses\"Y\n" +
 	"\x10OutputDeployment\x12\x12\n" +
 	"\x04edge\x18\x01 \x01(\x05R\x04edge\x121\n" +
-	"\x14consumer_parallelism\x18\x02 \x01(\x05R\x13consumerParallelism\"\xa2\x04\n" +
+	"\x14consumer_parallelism\x18\x02 \x01(\x05R\x13consumerParallelism\"\xcb\x04\n" +
 	"\x11DeployTaskRequest\x124\n" +
 	"\texecution\x18\x01 \x01(\v2\x16.sluice.v1.ExecutionIdR\texecution\x120\n" +
 	"\tjob_graph\x18\x02 \x01(\v2\x13.sluice.v1.JobGraphR\bjobGraph\x12 \n" +
@@ -1052,7 +1062,9 @@ const file_sluice_v1_taskmanager_proto_rawDesc = "" +
 	"\x06config\x18\x06 \x03(\v2(.sluice.v1.DeployTaskRequest.ConfigEntryR\x06config\x124\n" +
 	"\arestore\x18\a \x03(\v2\x1a.sluice.v1.OperatorRestoreR\arestore\x122\n" +
 	"\x15restore_checkpoint_id\x18\b \x01(\x03R\x13restoreCheckpointId\x12-\n" +
-	"\x12checkpoint_storage\x18\t \x01(\tR\x11checkpointStorage\x1a9\n" +
+	"\x12checkpoint_storage\x18\t \x01(\tR\x11checkpointStorage\x12'\n" +
+	"\x0frestore_storage\x18\n" +
+	" \x01(\tR\x0erestoreStorage\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9b\x01\n" +
