@@ -241,7 +241,7 @@ func TestResubmitFromRetainedCheckpoint(t *testing.T) {
 		TaskManagers: 2,
 		JobManager: jobmanager.Config{
 			HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: time.Second,
-			Checkpoints:       jobmanager.CheckpointConfig{Storage: "file://" + dir, Coordinator: cc, Retained: 3},
+			Checkpoints: jobmanager.CheckpointConfig{Storage: "file://" + dir, Coordinator: cc, Retained: 3},
 		},
 		TaskManager: taskmanager.Config{Slots: 2, BufferTimeout: 10 * time.Millisecond},
 		Log:         testLog(t),
