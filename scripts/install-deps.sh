@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system packages Sluice's build and tests need, on Debian 12 (bookworm),
-# and checks the Go toolchain. Idempotent: when everything is present it changes
-# nothing and does not touch the network.
+# checks the Go toolchain, and builds the test tool versitygw (an S3 gateway) into the
+# per-user cache of scripts/versitygw.sh. Idempotent: when everything is present it
+# changes nothing and does not touch the network.
 #
 #   scripts/install-deps.sh          install what is missing (as root)
 #   scripts/install-deps.sh --check  only report; exit 1 when something is missing
 #
-# apt's output goes to a log file and is printed only when a step fails.
+# apt's and go's output goes to a log file and is printed only when a step fails.
+# versitygw is cached per user (see scripts/versitygw.sh): run this as the user who
+# runs the tests too, or the S3 tests build it on their first run.
 set -euo pipefail
 
 # The Debian packages. protobuf-compiler must provide exactly the protoc the generated
@@ -17,15 +20,17 @@ PACKAGES=(
 	make
 	gcc               # cgo: the race detector now, RocksDB later
 	ca-certificates   # go module downloads over HTTPS
+	etcd-server       # pkg/meta's suite also runs against Debian's etcd (/usr/bin/etcd)
 	# --- Packages that later work adds go here (one per line, with why): -----------
 	# librocksdb-dev  # RocksDB state backend (grocksdb, linked statically)
-	# etcd-server     # tests against a real external etcd
 	# postgresql      # two-phase-commit sink tests (max_prepared_transactions > 0)
 	# -------------------------------------------------------------------------------
 )
 PROTOC_WANT="libprotoc 3.21.12"
 GO_MIN_MAJOR=1
 GO_MIN_MINOR=26
+
+scripts_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 check_only=false
 case "${1:-}" in
@@ -85,6 +90,28 @@ protoc_problem() {
 	fi
 }
 
+# versitygw_version prints the version scripts/versitygw.sh pins.
+versitygw_version() {
+	sed -n 's/^VERSITYGW_VERSION=//p' "${scripts_dir}/versitygw.sh"
+}
+
+# versitygw_bin prints where scripts/versitygw.sh keeps that version, computed as that
+# script does (SLUICE_TOOLS_DIR, else sluice-tools next to GOCACHE, else
+# ~/.cache/sluice-tools), without building anything. It needs Go.
+versitygw_bin() {
+	local dir gocache
+	dir="${SLUICE_TOOLS_DIR:-}"
+	if [[ -z "$dir" ]]; then
+		gocache="$("${GO:-go}" env GOCACHE 2>/dev/null || true)"
+		if [[ -n "$gocache" && "$gocache" != off ]]; then
+			dir="$(dirname "$gocache")/sluice-tools"
+		else
+			dir="${HOME:?HOME is not set; set SLUICE_TOOLS_DIR}/.cache/sluice-tools"
+		fi
+	fi
+	echo "${dir}/versitygw-$(versitygw_version)/versitygw"
+}
+
 mapfile -t missing < <(missing_packages)
 
 if $check_only; then
@@ -98,10 +125,30 @@ if $check_only; then
 	fi
 	if p="$(go_problem)" && [[ -n "$p" ]]; then
 		echo "$p"
+		echo "versitygw $(versitygw_version): cannot tell whether it is built without Go"
+		status=1
+	elif gw="$(versitygw_bin)" && [[ -x "$gw" ]]; then
+		echo "versitygw $(versitygw_version): cached at ${gw}"
+	else
+		echo "versitygw $(versitygw_version): not built yet (scripts/install-deps.sh or scripts/versitygw.sh builds it into ${gw%/versitygw})"
 		status=1
 	fi
 	exit "$status"
 fi
+
+logdir="$(mktemp -d "${TMPDIR:-/tmp}/sluice-deps.XXXXXX")"
+log="${logdir}/install.log"
+trap 'rm -rf "$logdir"' EXIT
+run() { # command...: runs quietly; on failure prints the log and exits
+	if ! "$@" >>"$log" 2>&1; then
+		trap - EXIT # keep the log
+		echo "install-deps.sh: failed: $*" >&2
+		echo "----- ${log} -----" >&2
+		cat "$log" >&2
+		echo "----- end of ${log} -----" >&2
+		exit 1
+	fi
+}
 
 if ((${#missing[@]})); then
 	if ((EUID != 0)); then
@@ -109,19 +156,6 @@ if ((${#missing[@]})); then
 		echo "install-deps.sh: run as root (sudo $0) to install them" >&2
 		exit 1
 	fi
-	logdir="$(mktemp -d "${TMPDIR:-/tmp}/sluice-deps.XXXXXX")"
-	log="${logdir}/apt.log"
-	trap 'rm -rf "$logdir"' EXIT
-	run() { # command...: runs quietly; on failure prints the log and exits
-		if ! "$@" >>"$log" 2>&1; then
-			trap - EXIT # keep the log
-			echo "install-deps.sh: failed: $*" >&2
-			echo "----- ${log} -----" >&2
-			cat "$log" >&2
-			echo "----- end of ${log} -----" >&2
-			exit 1
-		fi
-	}
 	export DEBIAN_FRONTEND=noninteractive
 	echo "install-deps.sh: installing ${missing[*]}"
 	run apt-get update -q
@@ -133,11 +167,23 @@ if p="$(protoc_problem)" && [[ -n "$p" ]]; then
 	echo "install-deps.sh: $p" >&2
 	status=1
 fi
+gw=""
 if p="$(go_problem)" && [[ -n "$p" ]]; then
 	echo "install-deps.sh: $p" >&2
+	echo "install-deps.sh: versitygw not built (it needs Go)" >&2
 	status=1
+else
+	gw="$(versitygw_bin)"
+	if [[ ! -x "$gw" ]]; then
+		echo "install-deps.sh: building versitygw $(versitygw_version) (once; a few minutes)"
+		run "${scripts_dir}/versitygw.sh"
+		if [[ ! -x "$gw" ]]; then
+			echo "install-deps.sh: scripts/versitygw.sh finished but ${gw} is missing" >&2
+			status=1
+		fi
+	fi
 fi
 if ((status == 0)); then
-	echo "install-deps.sh: all build and test dependencies are present ($(go env GOVERSION)${go_path_note}, $(protoc --version))"
+	echo "install-deps.sh: all build and test dependencies are present ($(go env GOVERSION)${go_path_note}, $(protoc --version), versitygw $(versitygw_version))"
 fi
 exit "$status"

@@ -6,7 +6,7 @@
 //
 // # URLs
 //
-// Open takes the URL of state.checkpoints.dir or state.savepoints.dir:
+// Open takes the URL of execution.checkpointing.dir (or a savepoint directory):
 //
 //	file:///var/sluice/checkpoints          a local (or mounted) directory, created if missing
 //	s3://bucket/some/prefix?region=eu-west-1
@@ -40,7 +40,7 @@
 // # Layout
 //
 // The functions in layout.go are the only place that spells a key. Under the checkpoint
-// store's root (state.checkpoints.dir):
+// store's root (execution.checkpointing.dir):
 //
 //	<job-id>/chk-<n>/_metadata       MetadataKey: the checkpoint, written last
 //	<job-id>/chk-<n>/<file>          PrivateKey: files only checkpoint n uses

@@ -126,6 +126,10 @@ func JobManagerCmd(errOut io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if cfg.Checkpoints.Storage == "" && cfg.Checkpoints.Coordinator.Interval > 0 {
+				return fmt.Errorf("%s is set but %s is not: set where checkpoints go (e.g. file:///var/sluice/checkpoints)",
+					config.CheckpointingInterval, config.CheckpointingDir)
+			}
 			host := c.String(config.JobManagerBindHost)
 			if host == "" {
 				host = c.String(config.JobManagerRPCAddress)

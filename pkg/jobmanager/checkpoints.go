@@ -42,7 +42,6 @@ type jobCheckpoints struct {
 	latestStorage   string
 	restores        int
 	restoredAttempt int64
-	finalAttempt    int64 // attempt whose final checkpoint was triggered
 	waiters         map[checkpoint.RequestID]chan checkpointResult
 }
 
@@ -101,12 +100,11 @@ func (jm *JobManager) syncCheckpoints(j *job) {
 		}
 	}
 	defer func() {
-		// Every source waits at its end for a checkpoint to complete: trigger it (once
-		// per attempt; a refused trigger is tried again on the next tick).
-		if j.cp.started && sourcesEnded && j.cp.finalAttempt != j.attempt {
+		// Every source waits at its end for a checkpoint to complete: trigger one
+		// whenever none is under way (a failed one is replaced on the next tick).
+		if sum := j.cp.coord.Summary(); j.cp.started && sourcesEnded && sum.InProgress == 0 && sum.Queued == 0 {
 			req, acts, err := j.cp.coord.TriggerManual(now, checkpoint.KindCheckpoint)
 			if err == nil {
-				j.cp.finalAttempt = j.attempt
 				jm.log.Info("all sources ended: triggering the final checkpoint", "job", j.id, "request", req)
 				jm.performCheckpoint(j, acts)
 			}
@@ -345,6 +343,10 @@ func restoreFor(md *sluicev1.CheckpointMetadata, v *graph.Vertex, subtask int, m
 			if int(st.GetSubtask()) < len(old) {
 				old[st.GetSubtask()] = st.GetOperatorState()
 			}
+			if int(op.GetParallelism()) == v.Parallelism && int(st.GetSubtask()) == subtask {
+				// Same parallelism: each subtask gets back exactly its own operator state.
+				r.OperatorState = st.GetOperatorState()
+			}
 			for _, h := range st.GetKeyed() {
 				hr := keygroup.Range{Start: int(h.GetKeyGroupStart()), End: int(h.GetKeyGroupEnd())}
 				if hr.Intersect(mine).Len() > 0 {
@@ -352,8 +354,10 @@ func restoreFor(md *sluicev1.CheckpointMetadata, v *graph.Vertex, subtask int, m
 				}
 			}
 		}
-		if shares := state.Redistribute(old, v.Parallelism); subtask < len(shares) {
-			r.OperatorState = shares[subtask]
+		if int(op.GetParallelism()) != v.Parallelism {
+			if shares := state.Redistribute(old, v.Parallelism); subtask < len(shares) {
+				r.OperatorState = shares[subtask]
+			}
 		}
 		if len(r.Keyed) > 0 || len(r.OperatorState) > 0 {
 			out = append(out, r)

@@ -21,7 +21,7 @@
 // added; times are RFC 3339 with nanoseconds; sharedFiles is sorted, without duplicates):
 //
 //	checkpoints/<n>: {"id":7,"kind":"checkpoint"|"savepoint",
-//	                  "metadataPath":"s3://bucket/ckp/<job-id>/chk-7/_metadata",
+//	                  "metadataPath":"chk-7/_metadata",
 //	                  "metadataSize":1234,"metadataSHA256":"<hex>" (both optional),
 //	                  "stateSize":1048576,"incrementalSize":4096,
 //	                  "triggerTime":"2026-01-02T03:04:05Z","completionTime":"2026-01-02T03:04:06.5Z",

@@ -247,6 +247,8 @@ type clusterOptions struct {
 	heartbeatTimeout string
 	// restartAttempts of the fixed-delay restart strategy (default 5).
 	restartAttempts int
+	// jobManagerArgs are extra jobmanager flags (e.g. checkpointing settings).
+	jobManagerArgs []string
 }
 
 // cluster is a jobmanager and task managers, each its own process, on loopback.
@@ -259,6 +261,7 @@ type cluster struct {
 	jm   *proc
 	tms  map[string]*proc
 	ids  []string // task manager IDs in start order
+	opts clusterOptions
 }
 
 // startCluster starts a jobmanager and opts.taskManagers task managers (tm-1, tm-2,
@@ -271,21 +274,22 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 	if opts.restartAttempts == 0 {
 		opts.restartAttempts = 5
 	}
-	c := &cluster{t: t, ctx: testContext(t), dir: t.TempDir(), tms: map[string]*proc{}}
+	c := &cluster{t: t, ctx: testContext(t), dir: t.TempDir(), tms: map[string]*proc{}, opts: opts}
 	jobmanager := bin(t, "jobmanager")
 	// The port is picked free and released again; should another process take it in
 	// between, the jobmanager exits and we try another.
 	for try := 1; ; try++ {
 		c.port = freePort(t)
 		c.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port))
-		c.jm = startProc(t, c.ctx, c.dir, fmt.Sprintf("jobmanager-%d", try), jobmanager,
-			"--jobmanager.rpc.port="+strconv.Itoa(c.port),
+		c.jm = startProc(t, c.ctx, c.dir, fmt.Sprintf("jobmanager-%d", try), jobmanager, append([]string{
+			"--jobmanager.rpc.port=" + strconv.Itoa(c.port),
 			"--heartbeat.interval=100ms",
-			"--heartbeat.timeout="+opts.heartbeatTimeout,
+			"--heartbeat.timeout=" + opts.heartbeatTimeout,
 			"--restart-strategy.type=fixed-delay",
-			"--restart-strategy.fixed-delay.attempts="+strconv.Itoa(opts.restartAttempts),
+			"--restart-strategy.fixed-delay.attempts=" + strconv.Itoa(opts.restartAttempts),
 			"--restart-strategy.fixed-delay.delay=200ms",
 			"--log-format=json",
+		}, opts.jobManagerArgs...)...,
 		)
 		if c.waitJobManager() {
 			break
@@ -390,6 +394,10 @@ type jobStatus struct {
 	RecordsIn  num            `json:"records_in"`
 	RecordsOut num            `json:"records_out"`
 	Vertices   []vertexStatus `json:"vertices"`
+	// LatestCheckpointID is the latest completed checkpoint (0: none).
+	LatestCheckpointID num `json:"latest_checkpoint_id"`
+	// Restores counts the restarts that restored state from a checkpoint.
+	Restores num `json:"restores"`
 }
 
 type vertexStatus struct {
@@ -408,8 +416,8 @@ func (s jobStatus) String() string {
 	for _, v := range s.Vertices {
 		vs = append(vs, fmt.Sprintf("%s p=%d %v in=%d out=%d", v.Name, v.Parallelism, v.TaskStates, v.RecordsIn, v.RecordsOut))
 	}
-	return fmt.Sprintf("job %s %s attempt %d restarts %d records in/out %d/%d failure %q vertices [%s]",
-		s.JobID, s.state(), s.Attempt, s.Restarts, s.RecordsIn, s.RecordsOut, s.Failure, strings.Join(vs, "; "))
+	return fmt.Sprintf("job %s %s attempt %d restarts %d restores %d checkpoint %d records in/out %d/%d failure %q vertices [%s]",
+		s.JobID, s.state(), s.Attempt, s.Restarts, s.Restores, s.LatestCheckpointID, s.RecordsIn, s.RecordsOut, s.Failure, strings.Join(vs, "; "))
 }
 
 type tmInfo struct {
