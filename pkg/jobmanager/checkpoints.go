@@ -42,6 +42,8 @@ type jobCheckpoints struct {
 	latestStorage   string
 	restores        int
 	restoredAttempt int64
+	// discarded are completed checkpoints no longer retained (their files deleted).
+	discarded map[int64]bool
 	waiters         map[checkpoint.RequestID]chan checkpointResult
 }
 
@@ -68,7 +70,7 @@ func (jm *JobManager) initCheckpoints(ctx context.Context, j *job) error {
 	if err != nil {
 		return err
 	}
-	j.cp = &jobCheckpoints{coord: coord, store: store, waiters: map[checkpoint.RequestID]chan checkpointResult{}}
+	j.cp = &jobCheckpoints{coord: coord, store: store, waiters: map[checkpoint.RequestID]chan checkpointResult{}, discarded: map[int64]bool{}}
 	return nil
 }
 
@@ -171,6 +173,16 @@ func (jm *JobManager) performCheckpoint(j *job, acts []checkpoint.Action) {
 		case checkpoint.NotifyAborted:
 			jm.log.Info("checkpoint aborted", "job", j.id, "checkpoint", a.ID, "reason", a.Reason)
 			jm.answer(j, a.Request, a.ID, fmt.Errorf("checkpoint %d aborted: %s", a.ID, a.Reason))
+			// Nothing records an aborted checkpoint (its etcd write, if any, was refused
+			// for certain), so its files are garbage: delete them.
+			store, id := j.cp.store, a.ID
+			jm.io.Add(1)
+			go func() {
+				defer jm.io.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				jm.deleteCheckpointDir(ctx, store, id)
+			}()
 		case checkpoint.OutcomeUnknown:
 			jm.log.Warn("checkpoint outcome unknown: deleting nothing", "job", j.id, "checkpoint", a.ID, "reason", a.Reason)
 			jm.answer(j, a.Request, a.ID, fmt.Errorf("checkpoint %d: outcome unknown: %s", a.ID, a.Reason))
@@ -247,6 +259,9 @@ func (jm *JobManager) finalize(j *job, a checkpoint.Finalize) {
 			}
 			j.cp.latest, j.cp.latestStorage = md, ""
 			j.latestCheckpointAt = now
+			for _, r := range removed {
+				j.cp.discarded[r.ID] = true
+			}
 			jm.log.Info("checkpoint completed", "job", j.id, "checkpoint", a.ID, "subsumed", len(removed))
 			jm.performCheckpoint(j, j.cp.coord.Finalized(now, a.ID))
 		})
@@ -478,7 +493,10 @@ func (jm *JobManager) ListCheckpoints(ctx context.Context, req *sluicev1.ListChe
 		}
 		for _, s := range j.cp.coord.Summary().History {
 			p := statsProto(s)
-			if s.Status == checkpoint.StatusCompleted {
+			switch {
+			case s.Status == checkpoint.StatusCompleted && j.cp.discarded[s.ID]:
+				p.Status = "discarded" // completed, then subsumed: its files are gone
+			case s.Status == checkpoint.StatusCompleted:
 				p.ExternalPath = blobstore.MetadataKey(j.id, s.ID)
 			}
 			resp.Checkpoints = append(resp.Checkpoints, p)

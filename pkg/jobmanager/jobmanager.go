@@ -162,10 +162,19 @@ func (jm *JobManager) Serve(ctx context.Context, lis net.Listener) error {
 		jm.loop(loopCtx)
 	}()
 	var err error
+	var lost <-chan struct{}
+	if jm.lead != nil {
+		lost = jm.lead.Done()
+	}
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
 		err = fmt.Errorf("serve: %w", err)
+	case <-lost:
+		// Fail-stop: a jobmanager that is no longer the leader must not act (its
+		// writes would be refused anyway); a supervisor restarts it as a candidate.
+		err = errors.New("lost leadership in etcd: stopping (restart to campaign again)")
+		jm.log.Error("lost leadership", "id", jm.cfg.ID)
 	}
 	jm.log.Info("jobmanager shutting down")
 	stopped := make(chan struct{})

@@ -844,7 +844,8 @@ func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointStats {
 type CheckpointStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	// "in-progress", "completed", "failed" or "unknown" (its commit's outcome is unknown).
+	// "in-progress", "completed", "discarded" (completed, then subsumed by newer ones and
+	// deleted), "failed" or "unknown" (its commit's outcome is unknown).
 	Status            string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
 	Savepoint         bool   `protobuf:"varint,3,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
 	TriggerTimeUnixMs int64  `protobuf:"varint,4,opt,name=trigger_time_unix_ms,json=triggerTimeUnixMs,proto3" json:"trigger_time_unix_ms,omitempty"`
