@@ -44,7 +44,7 @@ type jobCheckpoints struct {
 	restoredAttempt int64
 	// discarded are completed checkpoints no longer retained (their files deleted).
 	discarded map[int64]bool
-	waiters         map[checkpoint.RequestID]chan checkpointResult
+	waiters   map[checkpoint.RequestID]chan checkpointResult
 }
 
 type checkpointResult struct {
