@@ -37,14 +37,23 @@ func testLog(t *testing.T) *slog.Logger {
 
 func startCluster(t *testing.T, tms, slots int) (*cluster.Cluster, sluicev1.JobServiceClient) {
 	t.Helper()
+	return startWith(t, tms, slots, jobmanager.CheckpointConfig{}, 3)
+}
+
+// startWith starts an in-process cluster of tms task managers with slots each, fast
+// heartbeats, a fixed-delay restart strategy of the given attempts and checkpointing as
+// given; it stops with the test.
+func startWith(t *testing.T, tms, slots int, cps jobmanager.CheckpointConfig, attempts int) (*cluster.Cluster, sluicev1.JobServiceClient) {
+	t.Helper()
 	c, err := cluster.Start(cluster.Options{
 		TaskManagers: tms,
 		JobManager: jobmanager.Config{
 			HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: time.Second,
 			NewRestartStrategy: func() restart.Strategy {
-				s, _ := restart.NewFixedDelay(3, 100*time.Millisecond)
+				s, _ := restart.NewFixedDelay(attempts, 100*time.Millisecond)
 				return s
 			},
+			Checkpoints: cps,
 		},
 		TaskManager: taskmanager.Config{Slots: slots, BufferTimeout: 10 * time.Millisecond},
 		Log:         testLog(t),
@@ -352,33 +361,7 @@ operators:
 func TestCheckpointedRestartIsExactlyOnce(t *testing.T) {
 	cc := checkpoint.DefaultConfig()
 	cc.Interval = 150 * time.Millisecond
-	c, err := cluster.Start(cluster.Options{
-		TaskManagers: 3,
-		JobManager: jobmanager.Config{
-			HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: time.Second,
-			NewRestartStrategy: func() restart.Strategy {
-				s, _ := restart.NewFixedDelay(5, 100*time.Millisecond)
-				return s
-			},
-			Checkpoints: jobmanager.CheckpointConfig{Storage: "file://" + t.TempDir(), Coordinator: cc, Retained: 2},
-		},
-		TaskManager: taskmanager.Config{Slots: 1, BufferTimeout: 10 * time.Millisecond},
-		Log:         testLog(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc2, err := rpc.Dial(c.JobManagerAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cc2.Close()
-		if err := c.Stop(); err != nil {
-			t.Errorf("cluster stop: %v", err)
-		}
-	})
-	js := sluicev1.NewJobServiceClient(cc2)
+	c, js := startWith(t, 3, 1, jobmanager.CheckpointConfig{Storage: "file://" + t.TempDir(), Coordinator: cc, Retained: 2}, 5)
 	out := t.TempDir()
 	id := submit(t, js, "keyed-count", 2, map[string]string{"keys": "20", "per-key": "300", "rate": "3000", "out": out})
 	// Wait for a completed checkpoint, then take a task manager away.

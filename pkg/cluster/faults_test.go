@@ -13,13 +13,9 @@ import (
 
 	"github.com/sluice-stream/sluice/pkg/api"
 	"github.com/sluice-stream/sluice/pkg/checkpoint"
-	"github.com/sluice-stream/sluice/pkg/cluster"
 	"github.com/sluice-stream/sluice/pkg/connectors/builtin"
 	"github.com/sluice-stream/sluice/pkg/connectors/file"
 	"github.com/sluice-stream/sluice/pkg/jobmanager"
-	"github.com/sluice-stream/sluice/pkg/restart"
-	"github.com/sluice-stream/sluice/pkg/rpc"
-	"github.com/sluice-stream/sluice/pkg/taskmanager"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
@@ -141,33 +137,8 @@ func waitCheckpointFailure(t *testing.T, js sluicev1.JobServiceClient, id, want 
 
 func startCheckpointingCluster(t *testing.T, cc checkpoint.Config) sluicev1.JobServiceClient {
 	t.Helper()
-	c, err := cluster.Start(cluster.Options{
-		TaskManagers: 2,
-		JobManager: jobmanager.Config{
-			HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: time.Second,
-			NewRestartStrategy: func() restart.Strategy {
-				s, _ := restart.NewFixedDelay(5, 100*time.Millisecond)
-				return s
-			},
-			Checkpoints: jobmanager.CheckpointConfig{Storage: "file://" + t.TempDir(), Coordinator: cc, Retained: 2},
-		},
-		TaskManager: taskmanager.Config{Slots: 2, BufferTimeout: 10 * time.Millisecond},
-		Log:         testLog(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := rpc.Dial(c.JobManagerAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		if err := c.Stop(); err != nil {
-			t.Errorf("cluster stop: %v", err)
-		}
-	})
-	return sluicev1.NewJobServiceClient(conn)
+	_, js := startWith(t, 2, 2, jobmanager.CheckpointConfig{Storage: "file://" + t.TempDir(), Coordinator: cc, Retained: 2}, 5)
+	return js
 }
 
 // TestSnapshotAndRestoreFailures: a failure inside a snapshot declines the checkpoint
@@ -237,29 +208,7 @@ func TestResubmitFromRetainedCheckpoint(t *testing.T) {
 	cc := checkpoint.DefaultConfig()
 	cc.Interval = 100 * time.Millisecond
 	dir := t.TempDir()
-	c, err := cluster.Start(cluster.Options{
-		TaskManagers: 2,
-		JobManager: jobmanager.Config{
-			HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: time.Second,
-			Checkpoints: jobmanager.CheckpointConfig{Storage: "file://" + dir, Coordinator: cc, Retained: 3},
-		},
-		TaskManager: taskmanager.Config{Slots: 2, BufferTimeout: 10 * time.Millisecond},
-		Log:         testLog(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := rpc.Dial(c.JobManagerAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		if err := c.Stop(); err != nil {
-			t.Errorf("cluster stop: %v", err)
-		}
-	})
-	js := sluicev1.NewJobServiceClient(conn)
+	_, js := startWith(t, 2, 2, jobmanager.CheckpointConfig{Storage: "file://" + dir, Coordinator: cc, Retained: 3}, 3)
 	out := t.TempDir()
 	args := map[string]string{"keys": "10", "per-key": "400", "rate": "2000", "out": out}
 	first := submit(t, js, "faulty-count", 2, args)
