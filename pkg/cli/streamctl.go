@@ -254,30 +254,40 @@ func (c *ctl) listCmd() *cobra.Command {
 		Short: "List the jobs",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(o); err != nil {
-				return err
-			}
-			var resp *sluicev1.ListJobsResponse
-			if err := c.call(func(ctx context.Context, js sluicev1.JobServiceClient) (err error) {
-				resp, err = js.ListJobs(ctx, &sluicev1.ListJobsRequest{})
-				return err
-			}); err != nil {
-				return err
-			}
-			if o == "json" {
-				return printJSON(c.out, resp)
-			}
-			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "JOB ID\tNAME\tSTATE\tATTEMPT\tRESTARTS\tDURATION\tRECORDS IN\tRECORDS OUT")
-			for _, j := range resp.GetJobs() {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%d\t%d\n", j.GetJobId(), j.GetName(), stateName(j.GetState()),
-					j.GetAttempt(), j.GetRestarts(), duration(j), j.GetRecordsIn(), j.GetRecordsOut())
-			}
-			return tw.Flush()
+			return show(c, o, func(ctx context.Context, js sluicev1.JobServiceClient) (*sluicev1.ListJobsResponse, error) {
+				return js.ListJobs(ctx, &sluicev1.ListJobsRequest{})
+			}, func(tw *tabwriter.Writer, resp *sluicev1.ListJobsResponse) {
+				fmt.Fprintln(tw, "JOB ID\tNAME\tSTATE\tATTEMPT\tRESTARTS\tDURATION\tRECORDS IN\tRECORDS OUT")
+				for _, j := range resp.GetJobs() {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%d\t%d\n", j.GetJobId(), j.GetName(), stateName(j.GetState()),
+						j.GetAttempt(), j.GetRestarts(), duration(j), j.GetRecordsIn(), j.GetRecordsOut())
+				}
+			})
 		},
 	}
 	addOutputFlag(cmd, &o)
 	return cmd
+}
+
+// show fetches R from the jobmanager and prints it as JSON (-o json) or as the table
+// render writes.
+func show[R proto.Message](c *ctl, o string, fetch func(context.Context, sluicev1.JobServiceClient) (R, error), render func(*tabwriter.Writer, R)) error {
+	if err := checkOutput(o); err != nil {
+		return err
+	}
+	var resp R
+	if err := c.call(func(ctx context.Context, js sluicev1.JobServiceClient) (err error) {
+		resp, err = fetch(ctx, js)
+		return err
+	}); err != nil {
+		return err
+	}
+	if o == "json" {
+		return printJSON(c.out, resp)
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	render(tw, resp)
+	return tw.Flush()
 }
 
 func stateName(s sluicev1.JobState) string {
@@ -386,26 +396,15 @@ func (c *ctl) taskManagersCmd() *cobra.Command {
 		Short:   "List the registered task managers and their slots",
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(o); err != nil {
-				return err
-			}
-			var resp *sluicev1.ListTaskManagersResponse
-			if err := c.call(func(ctx context.Context, js sluicev1.JobServiceClient) (err error) {
-				resp, err = js.ListTaskManagers(ctx, &sluicev1.ListTaskManagersRequest{})
-				return err
-			}); err != nil {
-				return err
-			}
-			if o == "json" {
-				return printJSON(c.out, resp)
-			}
-			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tADDRESS\tSLOTS\tFREE\tLAST HEARTBEAT\tBUILD")
-			for _, tm := range resp.GetTaskManagers() {
-				ago := time.Since(time.UnixMilli(tm.GetLastHeartbeatUnixMs())).Round(100 * time.Millisecond)
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s ago\t%s\n", tm.GetId(), tm.GetAddress(), tm.GetSlots(), tm.GetFreeSlots(), ago, tm.GetBuildId())
-			}
-			return tw.Flush()
+			return show(c, o, func(ctx context.Context, js sluicev1.JobServiceClient) (*sluicev1.ListTaskManagersResponse, error) {
+				return js.ListTaskManagers(ctx, &sluicev1.ListTaskManagersRequest{})
+			}, func(tw *tabwriter.Writer, resp *sluicev1.ListTaskManagersResponse) {
+				fmt.Fprintln(tw, "ID\tADDRESS\tSLOTS\tFREE\tLAST HEARTBEAT\tBUILD")
+				for _, tm := range resp.GetTaskManagers() {
+					ago := time.Since(time.UnixMilli(tm.GetLastHeartbeatUnixMs())).Round(100 * time.Millisecond)
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s ago\t%s\n", tm.GetId(), tm.GetAddress(), tm.GetSlots(), tm.GetFreeSlots(), ago, tm.GetBuildId())
+				}
+			})
 		},
 	}
 	addOutputFlag(cmd, &o)
@@ -461,29 +460,18 @@ func (c *ctl) checkpointsCmd() *cobra.Command {
 		Short: "List a job's recent checkpoints: status, trigger time, duration, size, alignment, failure",
 		Args:  exactArgs(1, "a job ID (streamctl list shows them)"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			if err := checkOutput(o); err != nil {
-				return err
-			}
-			var resp *sluicev1.ListCheckpointsResponse
-			if err := c.call(func(ctx context.Context, js sluicev1.JobServiceClient) (err error) {
-				resp, err = js.ListCheckpoints(ctx, &sluicev1.ListCheckpointsRequest{JobId: a[0]})
-				return err
-			}); err != nil {
-				return err
-			}
-			if o == "json" {
-				return printJSON(c.out, resp)
-			}
-			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSTATUS\tTRIGGERED\tDURATION\tSIZE\tTASKS\tALIGNMENT\tSTART DELAY\tFAILURE")
-			for _, cp := range resp.GetCheckpoints() {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", cp.GetId(), cp.GetStatus(),
-					time.UnixMilli(cp.GetTriggerTimeUnixMs()).Format("15:04:05.000"),
-					time.Duration(cp.GetDurationMs())*time.Millisecond, humanBytes(cp.GetSizeBytes()),
-					cp.GetAckedTasks(), cp.GetTotalTasks(), time.Duration(cp.GetMaxAlignmentMs())*time.Millisecond,
-					time.Duration(cp.GetMaxStartDelayMs())*time.Millisecond, cp.GetFailure())
-			}
-			return tw.Flush()
+			return show(c, o, func(ctx context.Context, js sluicev1.JobServiceClient) (*sluicev1.ListCheckpointsResponse, error) {
+				return js.ListCheckpoints(ctx, &sluicev1.ListCheckpointsRequest{JobId: a[0]})
+			}, func(tw *tabwriter.Writer, resp *sluicev1.ListCheckpointsResponse) {
+				fmt.Fprintln(tw, "ID\tSTATUS\tTRIGGERED\tDURATION\tSIZE\tTASKS\tALIGNMENT\tSTART DELAY\tFAILURE")
+				for _, cp := range resp.GetCheckpoints() {
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", cp.GetId(), cp.GetStatus(),
+						time.UnixMilli(cp.GetTriggerTimeUnixMs()).Format("15:04:05.000"),
+						time.Duration(cp.GetDurationMs())*time.Millisecond, humanBytes(cp.GetSizeBytes()),
+						cp.GetAckedTasks(), cp.GetTotalTasks(), time.Duration(cp.GetMaxAlignmentMs())*time.Millisecond,
+						time.Duration(cp.GetMaxStartDelayMs())*time.Millisecond, cp.GetFailure())
+				}
+			})
 		},
 	}
 	addOutputFlag(cmd, &o)
