@@ -158,8 +158,10 @@ func TestSnapshotAndRestoreFailures(t *testing.T) {
 	if failSnapshotAt.Load() != 0 || failRestore.Load() {
 		t.Fatalf("faults not hit: snapshot %d restore %v", failSnapshotAt.Load(), failRestore.Load())
 	}
-	if st.GetRestarts() < 2 || st.GetRestores() < 2 {
-		t.Errorf("restarts %d restores %d, want >= 2 each (snapshot failure, then restore failure)", st.GetRestarts(), st.GetRestores())
+	// Two restarts (the snapshot failure, then the restore failure); the attempt whose
+	// restore failed never ran, so only the last attempt counts as a restore.
+	if st.GetRestarts() < 2 || st.GetRestores() < 1 {
+		t.Errorf("restarts %d restores %d, want >= 2 restarts and >= 1 restore", st.GetRestarts(), st.GetRestores())
 	}
 	verifyCounts(t, out, 10, 300)
 }

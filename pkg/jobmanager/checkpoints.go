@@ -114,6 +114,11 @@ func (jm *JobManager) syncCheckpoints(j *job) {
 	}()
 	switch {
 	case running && !j.cp.started:
+		if j.cp.restoredAttempt == j.attempt {
+			// Counted once every task runs: an attempt whose deployment failed did not
+			// restore anything.
+			j.cp.restores++
+		}
 		if err := j.cp.coord.Start(now, tasksOf(j)); err != nil {
 			jm.log.Error("cannot start checkpointing", "job", j.id, "err", err)
 			return

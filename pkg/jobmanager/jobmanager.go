@@ -273,7 +273,6 @@ func (jm *JobManager) exec(j *job, acts []action) {
 			req := jm.deployment(j, a.task)
 			if req.GetRestoreCheckpointId() != 0 && j.cp.restoredAttempt != j.attempt {
 				j.cp.restoredAttempt = j.attempt
-				j.cp.restores++
 				jm.log.Info("restoring from checkpoint", "job", j.id, "attempt", j.attempt, "checkpoint", req.GetRestoreCheckpointId())
 			}
 			jm.io.Add(1)
