@@ -42,6 +42,8 @@ type jobCheckpoints struct {
 	latestStorage   string
 	restores        int
 	restoredAttempt int64
+	// finalRequest is the request of the latest final checkpoint (sources released by it).
+	finalRequest checkpoint.RequestID
 	// discarded are completed checkpoints no longer retained (their files deleted).
 	discarded map[int64]bool
 	waiters   map[checkpoint.RequestID]chan checkpointResult
@@ -107,6 +109,7 @@ func (jm *JobManager) syncCheckpoints(j *job) {
 		if sum := j.cp.coord.Summary(); j.cp.started && sourcesEnded && sum.InProgress == 0 && sum.Queued == 0 {
 			req, acts, err := j.cp.coord.TriggerManual(now, checkpoint.KindCheckpoint)
 			if err == nil {
+				j.cp.finalRequest = req
 				jm.log.Info("all sources ended: triggering the final checkpoint", "job", j.id, "request", req)
 				jm.performCheckpoint(j, acts)
 			}
@@ -223,7 +226,7 @@ func (jm *JobManager) triggerSources(j *job, a checkpoint.Trigger) {
 			continue // its loss fails the attempt; the checkpoint times out or stops
 		}
 		req := &sluicev1.TriggerCheckpointRequest{Execution: t.id, CheckpointId: a.ID, TriggerTimeUnixMs: a.Timestamp.UnixMilli(),
-			Mode: mode, Savepoint: a.Kind == checkpoint.KindSavepoint}
+			Mode: mode, Savepoint: a.Kind == checkpoint.KindSavepoint, Final: a.Request == j.cp.finalRequest && j.cp.finalRequest != 0}
 		task := checkpoint.TaskID{Vertex: t.id.GetVertex(), Subtask: t.id.GetSubtask()}
 		addr := tm.Address
 		jm.io.Add(1)

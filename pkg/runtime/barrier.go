@@ -185,10 +185,11 @@ func (t *Task) checkpoint(b Barrier, al Alignment) error {
 }
 
 // TriggerCheckpoint returns the mailbox action that makes a source task snapshot and
-// emit barrier b. Post it to the task's Mailbox.
-func (t *Task) TriggerCheckpoint(b Barrier) func() error {
+// emit barrier b. Post it to the task's Mailbox. final marks the checkpoint the
+// jobmanager triggered once every source had ended: its completion releases the source.
+func (t *Task) TriggerCheckpoint(b Barrier, final bool) func() error {
 	return func() error {
-		if t.ended && t.finalID == 0 {
+		if final && t.ended && t.finalID == 0 {
 			t.finalID = b.ID
 		}
 		delay := time.Since(time.UnixMilli(b.TriggerUnixMilli))

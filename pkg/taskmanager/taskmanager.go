@@ -533,7 +533,7 @@ func (tm *TaskManager) TriggerCheckpoint(_ context.Context, req *sluicev1.Trigge
 		mode = runtime.AtLeastOnce
 	}
 	b := runtime.Barrier{ID: req.GetCheckpointId(), TriggerUnixMilli: req.GetTriggerTimeUnixMs(), Mode: mode, Savepoint: req.GetSavepoint()}
-	if !tm.post(rt, rt.task.TriggerCheckpoint(b)) {
+	if !tm.post(rt, rt.task.TriggerCheckpoint(b, req.GetFinal())) {
 		return nil, fmt.Errorf("%w: task %s is busy; checkpoint %d not started", rpc.ErrUnavailable, execKey(req.GetExecution()), b.ID)
 	}
 	return &sluicev1.TriggerCheckpointResponse{}, nil

@@ -424,8 +424,11 @@ type TriggerCheckpointRequest struct {
 	TriggerTimeUnixMs int64                  `protobuf:"varint,3,opt,name=trigger_time_unix_ms,json=triggerTimeUnixMs,proto3" json:"trigger_time_unix_ms,omitempty"`
 	Mode              CheckpointMode         `protobuf:"varint,4,opt,name=mode,proto3,enum=sluice.v1.CheckpointMode" json:"mode,omitempty"`
 	Savepoint         bool                   `protobuf:"varint,5,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The final checkpoint: triggered once every source of the attempt ended its input.
+	// A source waiting at its end finishes once this checkpoint (or a later one) completed.
+	Final         bool `protobuf:"varint,6,opt,name=final,proto3" json:"final,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TriggerCheckpointRequest) Reset() {
@@ -489,6 +492,13 @@ func (x *TriggerCheckpointRequest) GetMode() CheckpointMode {
 func (x *TriggerCheckpointRequest) GetSavepoint() bool {
 	if x != nil {
 		return x.Savepoint
+	}
+	return false
+}
+
+func (x *TriggerCheckpointRequest) GetFinal() bool {
+	if x != nil {
+		return x.Final
 	}
 	return false
 }
@@ -1071,13 +1081,14 @@ const file_sluice_v1_taskmanager_proto_rawDesc = "" +
 	"\x0fOperatorRestore\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x121\n" +
 	"\x05keyed\x18\x02 \x03(\v2\x1b.sluice.v1.KeyedStateHandleR\x05keyed\x12C\n" +
-	"\x0eoperator_state\x18\x03 \x03(\v2\x1c.sluice.v1.OperatorListStateR\roperatorState\"\xf3\x01\n" +
+	"\x0eoperator_state\x18\x03 \x03(\v2\x1c.sluice.v1.OperatorListStateR\roperatorState\"\x89\x02\n" +
 	"\x18TriggerCheckpointRequest\x124\n" +
 	"\texecution\x18\x01 \x01(\v2\x16.sluice.v1.ExecutionIdR\texecution\x12#\n" +
 	"\rcheckpoint_id\x18\x02 \x01(\x03R\fcheckpointId\x12/\n" +
 	"\x14trigger_time_unix_ms\x18\x03 \x01(\x03R\x11triggerTimeUnixMs\x12-\n" +
 	"\x04mode\x18\x04 \x01(\x0e2\x19.sluice.v1.CheckpointModeR\x04mode\x12\x1c\n" +
-	"\tsavepoint\x18\x05 \x01(\bR\tsavepoint\"\x1b\n" +
+	"\tsavepoint\x18\x05 \x01(\bR\tsavepoint\x12\x14\n" +
+	"\x05final\x18\x06 \x01(\bR\x05final\"\x1b\n" +
 	"\x19TriggerCheckpointResponse\"\xa3\x01\n" +
 	"\x17NotifyCheckpointRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
