@@ -96,14 +96,6 @@ func (sp *subpartition) notifyLocked() (reader, bool) {
 	return sp.reader, sp.reader.available(sp)
 }
 
-// poll takes the next buffer if there is one and credit for it.
-func (sp *subpartition) poll() *Buffer {
-	sp.mu.Lock()
-	b := sp.pollLocked()
-	sp.mu.Unlock()
-	return b
-}
-
 func (sp *subpartition) pollLocked() *Buffer {
 	if sp.credit <= 0 || len(sp.queue) == 0 || sp.released {
 		return nil

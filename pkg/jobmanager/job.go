@@ -70,8 +70,6 @@ type job struct {
 	restartAt time.Time
 	// cancelDeadline: tasks not confirmed canceled by then count as gone.
 	cancelDeadline time.Time
-	// finalState is where a RESTARTING or CANCELLING job goes once its tasks stopped.
-	finalState sluicev1.JobState
 
 	// cp is the job's checkpointing (nil: off).
 	cp                 *jobCheckpoints
@@ -227,7 +225,6 @@ func (j *job) taskManagerLost(pool *scheduler.Pool, tmID, why string, atDeploy b
 	if atDeploy && j.restarts > 0 {
 		j.failure = cause
 		j.state = sluicev1.JobState_JOB_STATE_RESTARTING
-		j.finalState = sluicev1.JobState_JOB_STATE_RESTARTING
 		j.restartAt = now
 		return append(j.cancelRunning(pool, now), j.settle(pool, now)...)
 	}
@@ -260,7 +257,6 @@ func (j *job) failover(pool *scheduler.Pool, cause string, now time.Time) []acti
 	j.strategy.NotifyFailure(now)
 	if j.strategy.CanRestart() {
 		j.state = sluicev1.JobState_JOB_STATE_RESTARTING
-		j.finalState = sluicev1.JobState_JOB_STATE_RESTARTING
 		j.restartAt = now.Add(j.strategy.Delay())
 	} else {
 		j.failure = cause + " (restart strategy exhausted)"
@@ -276,7 +272,6 @@ func (j *job) cancel(pool *scheduler.Pool, now time.Time) []action {
 		return nil
 	}
 	j.state = sluicev1.JobState_JOB_STATE_CANCELLING
-	j.finalState = sluicev1.JobState_JOB_STATE_CANCELED
 	if len(j.tasks) == 0 {
 		return j.settle(pool, now)
 	}
