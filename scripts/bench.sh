@@ -5,6 +5,8 @@
 # Environment:
 #   BENCH_EXCHANGE_FLAGS  extra flags for bin/bench-exchange (e.g. "-runs=5 -records=50000000",
 #                         "-profile-dir=/tmp/prof" for CPU profiles of both processes)
+#   BENCH_CHECKPOINT_FLAGS  extra flags for bin/bench-checkpoint (e.g. "-keys=5000000",
+#                           "-records=64000000", "-parts=state" for the state part only)
 #   BENCHTIME             -benchtime of the Go benchmarks (default 1s)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,6 +17,12 @@ echo "== record exchange between two processes vs raw grpc-go (bench/exchange)"
 "$GO" build -o bin/bench-exchange ./bench/exchange
 # shellcheck disable=SC2086 # word splitting of the extra flags is intended
 ./bin/bench-exchange ${BENCH_EXCHANGE_FLAGS:-}
+
+echo
+echo "== checkpoints: 1M-key heap checkpoint vs raw blob-store I/O; keyed-count exactly-once vs none (bench/checkpoint)"
+"$GO" build -o bin/bench-checkpoint ./bench/checkpoint
+# shellcheck disable=SC2086 # word splitting of the extra flags is intended
+./bin/bench-checkpoint ${BENCH_CHECKPOINT_FLAGS:-}
 
 echo
 echo "== Go benchmarks"

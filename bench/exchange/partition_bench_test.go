@@ -31,25 +31,29 @@ func BenchmarkPartitionEmit(b *testing.B) {
 	go func() {
 		var d drained
 		for {
-			select {
-			case dl := <-gate.C():
-				if dl.Buf.Kind == exchange.KindEndOfPartition {
-					gate.Recycle(dl)
+			dl, ok := gate.Poll()
+			if !ok {
+				select {
+				case <-gate.Ready():
+				case <-gate.Failed():
+					d.err = gate.Err()
 					done <- d
 					return
 				}
-				recs := exchange.NewRecords(dl.Buf.Data)
-				for rec, ok := recs.Next(); ok; rec, ok = recs.Next() {
-					d.sum += uint64(rec[0])
-					d.n++
-				}
+				continue
+			}
+			if dl.Buf.Kind == exchange.KindEndOfPartition {
 				gate.Recycle(dl)
-				if d.err = recs.Err(); d.err != nil {
-					done <- d
-					return
-				}
-			case <-gate.Failed():
-				d.err = gate.Err()
+				done <- d
+				return
+			}
+			recs := exchange.NewRecords(dl.Buf.Data)
+			for rec, ok := recs.Next(); ok; rec, ok = recs.Next() {
+				d.sum += uint64(rec[0])
+				d.n++
+			}
+			gate.Recycle(dl)
+			if d.err = recs.Err(); d.err != nil {
 				done <- d
 				return
 			}

@@ -103,35 +103,39 @@ func sluiceConsumer(o options, prof *profiler) error {
 		started    bool
 	)
 	for {
-		select {
-		case d := <-gate.C():
-			if d.Buf.Kind == exchange.KindEndOfPartition {
-				elapsed := time.Since(t0)
-				gate.Recycle(d)
-				prof.stop()
-				if want := o.warmup + o.records; n != want {
-					return fmt.Errorf("received %d records, want %d", n, want)
-				}
-				timed := n - atStart
-				r := result{records: timed, bytes: timed * int64(o.recordSize), nanos: elapsed.Nanoseconds(), sum: sum}
-				fmt.Println(r.line())
-				return nil
+		d, ok := gate.Poll()
+		if !ok {
+			select {
+			case <-gate.Ready():
+			case <-gate.Failed():
+				return gate.Err()
 			}
-			if !started && n >= o.warmup {
-				started, t0, atStart = true, time.Now(), n
-				prof.start()
-			}
-			recs := exchange.NewRecords(d.Buf.Data)
-			for rec, ok := recs.Next(); ok; rec, ok = recs.Next() {
-				sum += uint64(rec[0])
-				n++
-			}
+			continue
+		}
+		if d.Buf.Kind == exchange.KindEndOfPartition {
+			elapsed := time.Since(t0)
 			gate.Recycle(d)
-			if err := recs.Err(); err != nil {
-				return err
+			prof.stop()
+			if want := o.warmup + o.records; n != want {
+				return fmt.Errorf("received %d records, want %d", n, want)
 			}
-		case <-gate.Failed():
-			return gate.Err()
+			timed := n - atStart
+			r := result{records: timed, bytes: timed * int64(o.recordSize), nanos: elapsed.Nanoseconds(), sum: sum}
+			fmt.Println(r.line())
+			return nil
+		}
+		if !started && n >= o.warmup {
+			started, t0, atStart = true, time.Now(), n
+			prof.start()
+		}
+		recs := exchange.NewRecords(d.Buf.Data)
+		for rec, ok := recs.Next(); ok; rec, ok = recs.Next() {
+			sum += uint64(rec[0])
+			n++
+		}
+		gate.Recycle(d)
+		if err := recs.Err(); err != nil {
+			return err
 		}
 	}
 }

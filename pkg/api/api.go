@@ -42,6 +42,8 @@ type RuntimeContext struct {
 
 	operatorState *state.OperatorStateBackend
 	keyed         state.KeyedBackend // keyed operators only
+	cs            *chainState
+	watermark     int64
 }
 
 // PollResult is what a source's Poll reports.
@@ -97,8 +99,9 @@ type KeyedProcessFunction[K, IN, OUT any] interface {
 
 // TimerHandler is implemented by keyed process functions that register timers: OnTimer
 // runs when a timer of the key fires (processing time: when the wall clock reaches ts;
-// event time: when the watermark passes ts, at the latest at the end of input), with
-// the key's state current.
+// event time: when the watermark reaches ts, at the latest at the end of input), with
+// the key's state current. Event-time timers fire in timestamp order; what OnTimer
+// emits for one carries its timestamp ts and goes downstream before the watermark.
 type TimerHandler[K, OUT any] interface {
 	OnTimer(kc *KeyedContext, key K, ts int64, out Emitter[OUT]) error
 }

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/sluice-stream/sluice/pkg/exchange"
 	"github.com/sluice-stream/sluice/pkg/graph"
 	"github.com/sluice-stream/sluice/pkg/keygroup"
+	"github.com/sluice-stream/sluice/pkg/runtime"
 	"github.com/sluice-stream/sluice/pkg/state"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
@@ -29,6 +31,17 @@ type counters struct {
 	source, sink, out int64
 }
 
+// chainState is what the operators of one chain share. Like everything in a chain it is
+// used on the task goroutine only.
+type chainState struct {
+	ft failure
+	m  counters
+	// ts is the event timestamp of the record being processed: set by the input decoder,
+	// a timestamp assigner or a firing event-time timer, and written with every record
+	// the chain sends on.
+	ts recordTime
+}
+
 // output is one output edge of a chain's tail.
 type output struct {
 	edge      *sluicev1.Edge
@@ -43,8 +56,7 @@ type output struct {
 type writer[T any] struct {
 	codec   Codec[T]
 	outs    []writerOut[T]
-	ft      *failure
-	m       *counters
+	cs      *chainState
 	scratch []byte
 }
 
@@ -58,8 +70,8 @@ type writerOut[T any] struct {
 	keyBuf    []byte
 }
 
-func newWriter[T any](codec Codec[T], outs []output, ft *failure, m *counters) *writer[T] {
-	w := &writer[T]{codec: codec, ft: ft, m: m}
+func newWriter[T any](codec Codec[T], outs []output, cs *chainState) *writer[T] {
+	w := &writer[T]{codec: codec, cs: cs}
 	for _, o := range outs {
 		wo := writerOut[T]{part: o.partition, kind: o.edge.GetPartitioner(), consumerP: o.consumerP, maxP: o.maxP,
 			next: o.subtask % max(1, o.partition.NumChannels())}
@@ -72,8 +84,9 @@ func newWriter[T any](codec Codec[T], outs []output, ft *failure, m *counters) *
 }
 
 func (w *writer[T]) Emit(v T) {
-	w.scratch = w.codec.Append(w.scratch[:0], v)
-	w.m.out++
+	w.scratch = appendRecordHeader(w.scratch[:0], w.cs.ts)
+	w.scratch = w.codec.Append(w.scratch, v)
+	w.cs.m.out++
 	for i := range w.outs {
 		o := &w.outs[i]
 		var err error
@@ -93,7 +106,7 @@ func (w *writer[T]) Emit(v T) {
 			err = o.part.Broadcast(w.scratch)
 		}
 		if err != nil {
-			w.ft.fail(err)
+			w.cs.ft.fail(err)
 		}
 	}
 }
@@ -119,7 +132,12 @@ type ChainSpec struct {
 	Files state.StateReader
 	// LocalDir is where backends may keep files (working copies, local recovery).
 	LocalDir string
+	// AutoWatermarkInterval is pipeline.auto-watermark-interval of the deployment, nil
+	// when it sent none. A job that set its own (Env.SetAutoWatermarkInterval) keeps it.
+	AutoWatermarkInterval *time.Duration
 }
+
+var _ runtime.Chain = (*Chain)(nil)
 
 // Chain is one subtask's instance of an operator chain; it implements runtime.Chain.
 type Chain struct {
@@ -130,9 +148,16 @@ type Chain struct {
 	uids     []string
 	source   poller
 	decoders []func([]byte) error // per logical input
-	ft       failure
-	m        counters
+	cs       chainState
 	opened   int
+
+	// Event time.
+	interval time.Duration    // of periodic watermarks; 0: none
+	now      func() time.Time // the clock of periodic watermarks and idleness
+	outWM    int64            // last watermark sent on the outputs
+	outIdle  bool             // the outputs were told the chain is idle
+	ended    bool             // the source's input ended
+	eventBuf []byte
 }
 
 // NewChain instantiates the operators of spec.Vertex for one subtask.
@@ -141,7 +166,15 @@ func (p *Program) NewChain(spec ChainSpec) (*Chain, error) {
 	if len(spec.Outputs) != len(v.Outputs) || len(spec.ConsumerParallelism) != len(v.Outputs) {
 		return nil, fmt.Errorf("vertex %q has %d outputs, got %d partitions", v.Name, len(v.Outputs), len(spec.Outputs))
 	}
-	c := &Chain{prog: p, spec: spec, uids: v.Operators}
+	c := &Chain{prog: p, spec: spec, uids: v.Operators, now: time.Now, outWM: math.MinInt64}
+	switch {
+	case p.env.autoWatermarkSet:
+		c.interval = p.env.autoWatermark
+	case spec.AutoWatermarkInterval != nil:
+		c.interval = *spec.AutoWatermarkInterval
+	default:
+		c.interval = DefaultAutoWatermarkInterval
+	}
 	tail := p.byUID[v.Operators[len(v.Operators)-1]]
 	var next any
 	if len(v.Outputs) > 0 {
@@ -150,7 +183,7 @@ func (p *Program) NewChain(spec ChainSpec) (*Chain, error) {
 			outs[i] = output{edge: p.Graph.Edges[ei], ref: p.edges[ei], partition: spec.Outputs[i],
 				subtask: spec.Subtask, consumerP: spec.ConsumerParallelism[i], maxP: p.Plan.MaxParallelism}
 		}
-		next = tail.writer(outs, &c.ft, &c.m)
+		next = tail.writer(outs, &c.cs)
 	}
 	c.insts = make([]instance, len(v.Operators))
 	for i := len(v.Operators) - 1; i >= 0; i-- {
@@ -158,7 +191,7 @@ func (p *Program) NewChain(spec ChainSpec) (*Chain, error) {
 		if n == nil {
 			return nil, fmt.Errorf("operator %q is not in this program", v.Operators[i])
 		}
-		in, inst := n.instantiate(&c.ft, &c.m, next)
+		in, inst := n.instantiate(&c.cs, next)
 		c.insts[i] = inst
 		next = in
 		if i == 0 {
@@ -173,7 +206,7 @@ func (p *Program) NewChain(spec ChainSpec) (*Chain, error) {
 		if from == nil {
 			return nil, errors.New("input edge without a producer")
 		}
-		c.decoders = append(c.decoders, from.decoder(next, &c.ft))
+		c.decoders = append(c.decoders, from.decoder(next, &c.cs))
 	}
 	if c.source == nil && len(c.decoders) == 0 {
 		return nil, fmt.Errorf("operator %q has no input", head.uid)
@@ -193,6 +226,8 @@ func (c *Chain) Open(ctx context.Context) error {
 			KeyGroups:     keygroup.RangeFor(c.spec.Subtask, v.Parallelism, c.prog.Plan.MaxParallelism),
 			Log:           c.spec.Log.With("operator", c.uids[i], "subtask", c.spec.Subtask),
 			operatorState: state.NewOperatorStateBackend(),
+			cs:            &c.cs,
+			watermark:     math.MinInt64,
 		}
 		c.rcs[i] = rc
 		restore := c.spec.Restore[c.uids[i]]
@@ -209,6 +244,9 @@ func (c *Chain) Open(ctx context.Context) error {
 		}
 		if err := c.insts[i].open(ctx, rc); err != nil {
 			return fmt.Errorf("operator %s: %w", c.uids[i], err)
+		}
+		if g, ok := c.insts[i].(generatorInst); ok {
+			g.attach(c, i)
 		}
 		c.opened++
 	}
@@ -327,13 +365,43 @@ func (c *Chain) NotifyCheckpointComplete(id int64) error {
 	return nil
 }
 
-// PollSource runs one batch of the head source.
+// PollSource runs one batch of the head source, then what is due of the chain's
+// processing-time work (periodic watermarks). A wait is cut short to the next periodic
+// watermark. When the input ends, the source emits the final watermark, so event-time
+// timers downstream fire before the task waits for its final checkpoint.
 func (c *Chain) PollSource() (bool, time.Duration, error) {
 	r, err := c.source.poll()
 	if err == nil {
-		err = c.ft.err
+		err = c.cs.ft.err
 	}
-	return r.Done, r.Wait, err
+	if err != nil {
+		return r.Done, r.Wait, err
+	}
+	if r.Done {
+		if !c.ended {
+			c.ended = true
+			err = c.advanceWatermark(1, runtime.MaxWatermark)
+		}
+		return true, 0, err
+	}
+	wait := r.Wait
+	next, ok := c.NextTimer()
+	if !ok {
+		return false, wait, nil
+	}
+	now := c.now()
+	if !now.Before(next) {
+		if err := c.FireTimers(now); err != nil {
+			return false, 0, err
+		}
+		if next, ok = c.NextTimer(); !ok {
+			return false, wait, nil
+		}
+	}
+	if wait > 0 {
+		wait = min(wait, max(next.Sub(now), time.Millisecond))
+	}
+	return false, wait, nil
 }
 
 // ProcessRecord decodes and processes one record of logical input `input`.
@@ -342,13 +410,15 @@ func (c *Chain) ProcessRecord(input int, rec []byte) error {
 }
 
 // EndInput finishes the operators head first, so what one flushes reaches the next.
+// What they emit carries no timestamp (event-time timers' output aside).
 func (c *Chain) EndInput() error {
 	for i, inst := range c.insts {
+		c.cs.ts = recordTime{}
 		if err := inst.endInput(); err != nil {
 			return fmt.Errorf("operator %s: %w", c.uids[i], err)
 		}
-		if c.ft.err != nil {
-			return c.ft.err
+		if c.cs.ft.err != nil {
+			return c.cs.ft.err
 		}
 	}
 	return nil
@@ -376,12 +446,15 @@ func (c *Chain) Close() error {
 
 // Counters returns the records emitted by the source, consumed by sinks and written
 // to outputs so far.
-func (c *Chain) Counters() (source, sink, out int64) { return c.m.source, c.m.sink, c.m.out }
+func (c *Chain) Counters() (source, sink, out int64) {
+	return c.cs.m.source, c.cs.m.sink, c.cs.m.out
+}
 
 // IsSource reports whether the chain starts with a source.
 func (c *Chain) IsSource() bool { return c.source != nil }
 
-// timerInst is implemented by operators with processing-time timers.
+// timerInst is implemented by operators with processing-time timers (keyed operators'
+// timers, the periodic watermarks of a watermark strategy).
 type timerInst interface {
 	nextTimer() (int64, bool)
 	fireTimers(now int64) error
@@ -410,5 +483,5 @@ func (c *Chain) FireTimers(now time.Time) error {
 			}
 		}
 	}
-	return c.ft.err
+	return c.cs.ft.err
 }

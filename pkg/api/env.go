@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"time"
 
 	"github.com/sluice-stream/sluice/pkg/graph"
 	"github.com/sluice-stream/sluice/pkg/keygroup"
@@ -20,6 +21,9 @@ type Env struct {
 	nodes          []*node
 	errs           []error
 	log            *slog.Logger
+
+	autoWatermark    time.Duration
+	autoWatermarkSet bool
 }
 
 // NewEnv returns an empty environment with default parallelism 1.
@@ -41,6 +45,19 @@ func (e *Env) Parallelism() int { return e.parallelism }
 
 // SetMaxParallelism fixes the number of key groups (default: derived from parallelism).
 func (e *Env) SetMaxParallelism(p int) { e.maxParallelism = p }
+
+// SetAutoWatermarkInterval sets how often the watermark strategies of the job's sources
+// and timestamp assigners emit periodic watermarks, in every process that runs them; 0
+// turns periodic watermarks off (generators then emit only on events, and the sources'
+// final watermark still ends event time). Without it, the job runs with
+// pipeline.auto-watermark-interval of the cluster, else DefaultAutoWatermarkInterval.
+func (e *Env) SetAutoWatermarkInterval(d time.Duration) {
+	if d < 0 {
+		e.fail(fmt.Errorf("auto-watermark interval %v is negative", d))
+		return
+	}
+	e.autoWatermark, e.autoWatermarkSet = d, true
+}
 
 func (e *Env) fail(err error) { e.errs = append(e.errs, err) }
 
@@ -78,12 +95,12 @@ type node struct {
 
 	// instantiate creates the subtask's operator feeding next (an Emitter[OUT]; nil for
 	// sinks) and returns the operator's input (an Emitter[IN]; nil for sources).
-	instantiate func(ft *failure, m *counters, next any) (in any, inst instance)
+	instantiate func(cs *chainState, next any) (in any, inst instance)
 	// decoder returns a function decoding this node's output records into em (an
 	// Emitter[OUT] of a consumer's head).
-	decoder func(em any, ft *failure) func([]byte) error
+	decoder func(em any, cs *chainState) func([]byte) error
 	// writer returns an Emitter[OUT] serializing to the given outputs.
-	writer func(outs []output, ft *failure, m *counters) any
+	writer func(outs []output, cs *chainState) any
 }
 
 type inEdge struct {
@@ -121,20 +138,25 @@ type Stream[T any] struct {
 func newStream[T any](n *node) Stream[T] {
 	c, slow := CodecFor[T]()
 	n.codec, n.slowOut = c, slow
-	n.decoder = func(em any, ft *failure) func([]byte) error {
+	n.decoder = func(em any, cs *chainState) func([]byte) error {
 		e := em.(Emitter[T])
 		codec := n.codec.(Codec[T])
 		return func(b []byte) error {
-			v, err := codec.Decode(b)
+			ts, body, err := splitRecord(b)
 			if err != nil {
 				return fmt.Errorf("decode record of %s: %w", n.uid, err)
 			}
+			v, err := codec.Decode(body)
+			if err != nil {
+				return fmt.Errorf("decode record of %s: %w", n.uid, err)
+			}
+			cs.ts = ts
 			e.Emit(v)
-			return ft.err
+			return cs.ft.err
 		}
 	}
-	n.writer = func(outs []output, ft *failure, m *counters) any {
-		return newWriter[T](n.codec.(Codec[T]), outs, ft, m)
+	n.writer = func(outs []output, cs *chainState) any {
+		return newWriter[T](n.codec.(Codec[T]), outs, cs)
 	}
 	return Stream[T]{n: n}
 }

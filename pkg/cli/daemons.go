@@ -76,6 +76,15 @@ func JobManagerConfig(c *config.Config) (jobmanager.Config, error) {
 	if c.String(config.CheckpointingMode) == "AT_LEAST_ONCE" {
 		cc.Mode = checkpoint.AtLeastOnce
 	}
+	if c.Bool(config.CheckpointingUnaligned) {
+		if cc.Mode != checkpoint.ExactlyOnce {
+			return jobmanager.Config{}, fmt.Errorf("%s needs %s EXACTLY_ONCE: unaligned checkpoints are exactly-once by construction", config.CheckpointingUnaligned, config.CheckpointingMode)
+		}
+		// Flink's semantics: the timeout only matters with unaligned checkpoints on; 0
+		// starts them unaligned, otherwise aligned with a switch after the timeout.
+		cc.AlignedTimeout = c.Duration(config.CheckpointingAlignedTimeout)
+		cc.Unaligned = cc.AlignedTimeout == 0
+	}
 	return jobmanager.Config{
 		Checkpoints: jobmanager.CheckpointConfig{
 			Storage: c.String(config.CheckpointingDir), Coordinator: cc, Retained: c.Int(config.CheckpointingNumRetained),
@@ -87,7 +96,10 @@ func JobManagerConfig(c *config.Config) (jobmanager.Config, error) {
 			s, _ := restart.FromConfig(c) // validated above
 			return s
 		},
-		TaskConfig: map[string]string{config.BufferTimeout: c.Duration(config.BufferTimeout).String()},
+		TaskConfig: map[string]string{
+			config.BufferTimeout:         c.Duration(config.BufferTimeout).String(),
+			config.AutoWatermarkInterval: c.Duration(config.AutoWatermarkInterval).String(),
+		},
 	}, nil
 }
 
@@ -106,6 +118,17 @@ func TaskManagerConfig(c *config.Config, jobManager string) taskmanager.Config {
 }
 
 func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+
+// metaOptions are the high-availability settings of the etcd metadata store.
+func metaOptions(c *config.Config) metastore.Options {
+	return metastore.Options{
+		Endpoints:      metastore.ParseEndpoints(c.String(config.HighAvailabilityEtcdEndpoints)),
+		EmbeddedDir:    c.String(config.HighAvailabilityEtcdEmbeddedDir),
+		ClusterID:      c.String(config.HighAvailabilityClusterID),
+		LeaseTTL:       c.Duration(config.HighAvailabilityEtcdLeaseTTL),
+		RequestTimeout: c.Duration(config.HighAvailabilityEtcdRequestTimeout),
+	}
+}
 
 // JobManagerCmd is the jobmanager daemon's command line.
 func JobManagerCmd(errOut io.Writer) *cobra.Command {
@@ -137,11 +160,7 @@ func JobManagerCmd(errOut io.Writer) *cobra.Command {
 			addr := hostPort(host, c.Int(config.JobManagerRPCPort))
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
-			store, closeStore, err := metastore.Open(ctx, metastore.Options{
-				Endpoints:   metastore.ParseEndpoints(c.String(config.HighAvailabilityEtcdEndpoints)),
-				EmbeddedDir: c.String(config.HighAvailabilityEtcdEmbeddedDir),
-				ClusterID:   c.String(config.HighAvailabilityClusterID),
-			}, log)
+			store, closeStore, err := metastore.Open(ctx, metaOptions(c), log)
 			if err != nil {
 				return err
 			}
@@ -151,6 +170,9 @@ func JobManagerCmd(errOut io.Writer) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w (is another jobmanager running? set jobmanager.rpc.port)", addr, err)
 			}
+			// Task managers and clients reach it at jobmanager.rpc.address and the port it
+			// got; as the leader it publishes that address in etcd.
+			cfg.AdvertiseAddress = hostPort(c.String(config.JobManagerRPCAddress), lis.Addr().(*net.TCPAddr).Port)
 			return jobmanager.New(cfg, log).Serve(ctx, lis)
 		},
 	}
@@ -188,6 +210,17 @@ func TaskManagerCmd(errOut io.Writer) *cobra.Command {
 			tcfg.AdvertiseAddress = hostPort(c.String(config.TaskManagerHost), lis.Addr().(*net.TCPAddr).Port)
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
+			if o := metaOptions(c); len(o.Endpoints) > 0 {
+				// High availability: the leading jobmanager is the one etcd names, not
+				// jobmanager.rpc.address.
+				store, err := metastore.Follow(ctx, o, log)
+				if err != nil {
+					lis.Close()
+					return err
+				}
+				defer store.Close()
+				tcfg.Meta = store
+			}
 			return taskmanager.New(tcfg, log).Serve(ctx, lis)
 		},
 	}

@@ -114,7 +114,7 @@ and keeps the cluster up for streamctl commands.`,
 			}
 			defer cc.Close()
 			js := sluicev1.NewJobServiceClient(cc)
-			if err := waitForSlots(ctx, js, tms*slots); err != nil {
+			if err := cluster.WaitForSlots(ctx, js, tms*slots); err != nil {
 				return err
 			}
 			if clusterOnly {
@@ -157,32 +157,6 @@ and keeps the cluster up for streamctl commands.`,
 	cmd.Flags().StringVar(&addr, "jobmanager-address", "127.0.0.1:6123", "address the local jobmanager listens on")
 	cmd.Flags().DurationVar(&interval, "checkpoint-interval", 2*time.Second, "time between checkpoints (stored under --dir/checkpoints); 0 turns checkpointing off")
 	return cmd
-}
-
-func waitForSlots(ctx context.Context, js sluicev1.JobServiceClient, want int) error {
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		resp, err := js.ListTaskManagers(rctx, &sluicev1.ListTaskManagersRequest{})
-		cancel()
-		if err == nil {
-			n := 0
-			for _, tm := range resp.GetTaskManagers() {
-				n += int(tm.GetSlots())
-			}
-			if n >= want {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("task managers did not register within 15s (see the cluster log)")
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 func waitEnded(ctx context.Context, js sluicev1.JobServiceClient, id string) error {

@@ -10,10 +10,13 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/sluice-stream/sluice/pkg/jobmanager"
+	"github.com/sluice-stream/sluice/pkg/meta"
 	"github.com/sluice-stream/sluice/pkg/metastore"
 	"github.com/sluice-stream/sluice/pkg/taskmanager"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
 // Options configure a local cluster.
@@ -28,6 +31,11 @@ type Options struct {
 	// EtcdDir is the embedded etcd's data directory when checkpointing is on and no
 	// metadata store is given (empty: a temporary directory).
 	EtcdDir string
+	// StandbyJobManagers start that many more jobmanagers on the same metadata store,
+	// each with its own etcd connection: one leads, the others wait as standbys and take
+	// over (recovering the jobs) when it stops. Task managers then find the leader
+	// through etcd.
+	StandbyJobManagers int
 }
 
 // Cluster is a running local cluster.
@@ -37,10 +45,17 @@ type Cluster struct {
 	wg             sync.WaitGroup
 	mu             sync.Mutex
 	errs           []error
-	stopJM         context.CancelFunc
 	closeMeta      func()
+	jms            []*jmHandle
 	tms            []*tmHandle
 	opts           Options
+}
+
+type jmHandle struct {
+	addr      string
+	stop      context.CancelFunc
+	done      chan struct{}
+	closeMeta func() // its own etcd connection (standbys)
 }
 
 type tmHandle struct {
@@ -61,8 +76,8 @@ func Start(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jobmanager listen: %w", err)
 	}
-	c := &Cluster{JobManagerAddr: lis.Addr().String(), log: opts.Log, opts: opts}
-	if opts.JobManager.Checkpoints.Storage != "" && opts.JobManager.Meta == nil {
+	c := &Cluster{JobManagerAddr: lis.Addr().String(), log: opts.Log}
+	if (opts.JobManager.Checkpoints.Storage != "" || opts.StandbyJobManagers > 0) && opts.JobManager.Meta == nil {
 		store, closeStore, err := metastore.Open(context.Background(), metastore.Options{EmbeddedDir: opts.EtcdDir, UnsafeNoFsync: true}, opts.Log)
 		if err != nil {
 			lis.Close()
@@ -71,14 +86,28 @@ func Start(opts Options) (*Cluster, error) {
 		opts.JobManager.Meta = store
 		c.closeMeta = closeStore
 	}
-	jm := jobmanager.New(opts.JobManager, opts.Log.With("component", "jobmanager"))
-	ctx, cancel := context.WithCancel(context.Background())
-	c.stopJM = cancel
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.record(jm.Serve(ctx, lis))
-	}()
+	if opts.StandbyJobManagers > 0 {
+		opts.TaskManager.Meta = opts.JobManager.Meta
+	}
+	c.opts = opts
+	c.startJobManager(lis, opts.JobManager, nil)
+	for i := 0; i < opts.StandbyJobManagers; i++ {
+		store := opts.JobManager.Meta
+		standby, err := meta.Connect(context.Background(), store.Client().Endpoints(), store.Prefix(), opts.Log.With("component", "meta"))
+		if err != nil {
+			c.Stop()
+			return nil, err
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			standby.Close()
+			c.Stop()
+			return nil, fmt.Errorf("jobmanager listen: %w", err)
+		}
+		cfg := opts.JobManager
+		cfg.Meta = standby
+		c.startJobManager(l, cfg, func() { standby.Close() })
+	}
 	for i := 0; i < opts.TaskManagers; i++ {
 		if _, err := c.AddTaskManager(fmt.Sprintf("tm-%d", i+1)); err != nil {
 			c.Stop()
@@ -86,6 +115,54 @@ func Start(opts Options) (*Cluster, error) {
 		}
 	}
 	return c, nil
+}
+
+func (c *Cluster) startJobManager(lis net.Listener, cfg jobmanager.Config, closeMeta func()) {
+	jm := jobmanager.New(cfg, c.log.With("component", "jobmanager"))
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &jmHandle{addr: lis.Addr().String(), stop: cancel, done: make(chan struct{}), closeMeta: closeMeta}
+	c.mu.Lock()
+	c.jms = append(c.jms, h)
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer close(h.done)
+		c.record(jm.Serve(ctx, lis))
+		if h.closeMeta != nil {
+			h.closeMeta()
+		}
+	}()
+}
+
+// JobManagerAddrs are the addresses of all jobmanagers, the first one's first.
+func (c *Cluster) JobManagerAddrs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, h := range c.jms {
+		out = append(out, h.addr)
+	}
+	return out
+}
+
+// StopJobManager shuts the jobmanager at addr down (it resigns, and a standby takes
+// over) and waits for it.
+func (c *Cluster) StopJobManager(addr string) error {
+	c.mu.Lock()
+	var h *jmHandle
+	for _, j := range c.jms {
+		if j.addr == addr {
+			h = j
+		}
+	}
+	c.mu.Unlock()
+	if h == nil {
+		return fmt.Errorf("no jobmanager at %s", addr)
+	}
+	h.stop()
+	<-h.done
+	return nil
 }
 
 func (c *Cluster) record(err error) {
@@ -149,7 +226,12 @@ func (c *Cluster) Stop() error {
 	for _, h := range tms {
 		<-h.done
 	}
-	c.stopJM()
+	c.mu.Lock()
+	jms := c.jms
+	c.mu.Unlock()
+	for _, h := range jms {
+		h.stop()
+	}
 	c.wg.Wait()
 	if c.closeMeta != nil {
 		c.closeMeta()
@@ -157,4 +239,32 @@ func (c *Cluster) Stop() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return errors.Join(c.errs...)
+}
+
+// WaitForSlots polls the jobmanager until the registered task managers offer want slots
+// in total, for at most 15 s.
+func WaitForSlots(ctx context.Context, js sluicev1.JobServiceClient, want int) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := js.ListTaskManagers(rctx, &sluicev1.ListTaskManagersRequest{})
+		cancel()
+		if err == nil {
+			n := 0
+			for _, tm := range resp.GetTaskManagers() {
+				n += int(tm.GetSlots())
+			}
+			if n >= want {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("task managers did not register within 15s (see the cluster log)")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/sluice-stream/sluice/pkg/keygroup"
 )
@@ -23,9 +24,10 @@ var (
 	HeartbeatInterval = define(Key{Name: "heartbeat.interval", Default: "1 s", Kind: Duration, check: positive, Description: "Time between the heartbeats a TaskManager sends the JobManager; the JobManager's value is the one its task managers use."})
 	HeartbeatTimeout  = define(Key{Name: "heartbeat.timeout", Default: "10 s", Kind: Duration, check: positive, Description: "Time without a heartbeat after which the JobManager considers a TaskManager lost, and a TaskManager its JobManager."})
 
-	DefaultParallelism = define(Key{Name: "parallelism.default", Default: "1", Kind: Int, check: atLeast(1), Description: "Parallelism of the operators that do not set their own, when streamctl submits a job without -p."})
-	MaxParallelism     = define(Key{Name: "pipeline.max-parallelism", Default: "-1", Kind: Int, check: maxParallelism, Description: "Number of key groups of jobs that do not set their own (streamctl submit): the highest parallelism keyed state can be rescaled to; -1 derives it from the parallelism."})
-	BufferTimeout      = define(Key{Name: "execution.buffer-timeout.interval", Default: "100 ms", Kind: Duration, Aliases: []string{"execution.buffer-timeout"}, Description: "Longest time records may wait in a partly filled output buffer before it is sent; 0 sends every buffer after each source batch or input buffer. The JobManager's value applies to the tasks it deploys."})
+	DefaultParallelism    = define(Key{Name: "parallelism.default", Default: "1", Kind: Int, check: atLeast(1), Description: "Parallelism of the operators that do not set their own, when streamctl submits a job without -p."})
+	MaxParallelism        = define(Key{Name: "pipeline.max-parallelism", Default: "-1", Kind: Int, check: maxParallelism, Description: "Number of key groups of jobs that do not set their own (streamctl submit): the highest parallelism keyed state can be rescaled to; -1 derives it from the parallelism."})
+	AutoWatermarkInterval = define(Key{Name: "pipeline.auto-watermark-interval", Default: "200 ms", Kind: Duration, Description: "Interval at which the watermark strategies of sources and timestamp assigners emit periodic watermarks, for jobs that set none (Env.SetAutoWatermarkInterval); 0 turns periodic watermarks off. The JobManager's value applies to the tasks it deploys."})
+	BufferTimeout         = define(Key{Name: "execution.buffer-timeout.interval", Default: "100 ms", Kind: Duration, Aliases: []string{"execution.buffer-timeout"}, Description: "Longest time records may wait in a partly filled output buffer before it is sent; 0 sends every buffer after each source batch or input buffer. The JobManager's value applies to the tasks it deploys."})
 
 	SegmentSize          = define(Key{Name: "taskmanager.memory.segment-size", Default: "32 kb", Kind: MemorySize, check: positive, Description: "Size of the network buffers in which tasks exchange records."})
 	BuffersPerChannel    = define(Key{Name: "taskmanager.network.memory.buffers-per-channel", Default: "8", Kind: Int, check: atLeast(1), Description: "Buffers (credits) each input channel grants its upstream subpartition."})
@@ -33,17 +35,21 @@ var (
 
 	SlotRequestTimeout = define(Key{Name: "slot.request.timeout", Default: "5 min", Kind: Duration, check: positive, Description: "How long the JobManager waits for the task slots a job needs before its scheduling fails."})
 
-	CheckpointingInterval           = define(Key{Name: "execution.checkpointing.interval", Default: "0 ms", Kind: Duration, Description: "Time between periodic checkpoints; 0 takes none periodically (streamctl checkpoint still can). Needs execution.checkpointing.dir."})
-	CheckpointingMode               = define(Key{Name: "execution.checkpointing.mode", Default: "EXACTLY_ONCE", Kind: Enum, Enum: []string{"EXACTLY_ONCE", "AT_LEAST_ONCE"}, Description: "EXACTLY_ONCE aligns checkpoint barriers; AT_LEAST_ONCE does not block inputs, so records may be replayed after a restore."})
-	CheckpointingTimeout            = define(Key{Name: "execution.checkpointing.timeout", Default: "10 min", Kind: Duration, check: positive, Description: "A checkpoint not complete after this long is aborted."})
-	CheckpointingMinPause           = define(Key{Name: "execution.checkpointing.min-pause", Default: "0 ms", Kind: Duration, Description: "Least time between the end of one checkpoint and the start of the next."})
-	CheckpointingMaxConcurrent      = define(Key{Name: "execution.checkpointing.max-concurrent-checkpoints", Default: "1", Kind: Int, check: atLeast(1), Description: "Most checkpoints in progress at once."})
-	CheckpointingTolerableFailures  = define(Key{Name: "execution.checkpointing.tolerable-failed-checkpoints", Default: "0", Kind: Int, check: atLeast(0), Description: "Consecutive failed checkpoints tolerated; one more fails the job over."})
-	CheckpointingNumRetained        = define(Key{Name: "execution.checkpointing.num-retained", Default: "1", Kind: Int, check: atLeast(1), Aliases: []string{"state.checkpoints.num-retained"}, Description: "Completed checkpoints kept; older ones are deleted once a newer one is recorded."})
-	CheckpointingDir                = define(Key{Name: "execution.checkpointing.dir", Default: "", Kind: String, Aliases: []string{"state.checkpoints.dir"}, Description: "Blob store URL of checkpoint files (file:///path, s3://bucket/prefix, gs://, azblob://, mem://); empty turns checkpointing off."})
-	HighAvailabilityEtcdEndpoints   = define(Key{Name: "high-availability.etcd.endpoints", Default: "", Kind: String, Description: "Comma-separated endpoints of an external etcd cluster for job and checkpoint metadata; empty runs an embedded etcd in the jobmanager."})
-	HighAvailabilityEtcdEmbeddedDir = define(Key{Name: "high-availability.etcd.embedded-dir", Default: "", Kind: String, Description: "Data directory of the embedded etcd; empty uses a temporary directory removed at shutdown, so jobs and checkpoint records do not survive a jobmanager restart."})
-	HighAvailabilityClusterID       = define(Key{Name: "high-availability.cluster-id", Default: "default", Kind: String, check: nonEmpty, Description: "Name of the cluster: the etcd key prefix /sluice/<cluster-id>/ separates clusters sharing one etcd."})
+	CheckpointingInterval              = define(Key{Name: "execution.checkpointing.interval", Default: "0 ms", Kind: Duration, Description: "Time between periodic checkpoints; 0 takes none periodically (streamctl checkpoint still can). Needs execution.checkpointing.dir."})
+	CheckpointingMode                  = define(Key{Name: "execution.checkpointing.mode", Default: "EXACTLY_ONCE", Kind: Enum, Enum: []string{"EXACTLY_ONCE", "AT_LEAST_ONCE"}, Description: "EXACTLY_ONCE aligns checkpoint barriers; AT_LEAST_ONCE does not block inputs, so records may be replayed after a restore."})
+	CheckpointingTimeout               = define(Key{Name: "execution.checkpointing.timeout", Default: "10 min", Kind: Duration, check: positive, Description: "A checkpoint not complete after this long is aborted."})
+	CheckpointingMinPause              = define(Key{Name: "execution.checkpointing.min-pause", Default: "0 ms", Kind: Duration, Description: "Least time between the end of one checkpoint and the start of the next."})
+	CheckpointingMaxConcurrent         = define(Key{Name: "execution.checkpointing.max-concurrent-checkpoints", Default: "1", Kind: Int, check: atLeast(1), Description: "Most checkpoints in progress at once."})
+	CheckpointingTolerableFailures     = define(Key{Name: "execution.checkpointing.tolerable-failed-checkpoints", Default: "0", Kind: Int, check: atLeast(0), Description: "Consecutive failed checkpoints tolerated; one more fails the job over."})
+	CheckpointingNumRetained           = define(Key{Name: "execution.checkpointing.num-retained", Default: "1", Kind: Int, check: atLeast(1), Aliases: []string{"state.checkpoints.num-retained"}, Description: "Completed checkpoints kept; older ones are deleted once a newer one is recorded."})
+	CheckpointingUnaligned             = define(Key{Name: "execution.checkpointing.unaligned.enabled", Default: "false", Kind: Bool, Aliases: []string{"execution.checkpointing.unaligned"}, Description: "Unaligned checkpoints: barriers overtake buffered records, which are stored with the checkpoint as in-flight data, so checkpoints stay fast under backpressure. Needs EXACTLY_ONCE. A checkpoint with in-flight data restores only at the same parallelism."})
+	CheckpointingAlignedTimeout        = define(Key{Name: "execution.checkpointing.aligned-checkpoint-timeout", Default: "0 ms", Kind: Duration, Aliases: []string{"execution.checkpointing.alignment-timeout"}, Description: "With unaligned checkpoints enabled: 0 starts every checkpoint unaligned; a positive value starts it aligned and switches a task to unaligned once the barrier is this old (counted from the trigger)."})
+	CheckpointingDir                   = define(Key{Name: "execution.checkpointing.dir", Default: "", Kind: String, Aliases: []string{"state.checkpoints.dir"}, Description: "Blob store URL of checkpoint files (file:///path, s3://bucket/prefix, gs://, azblob://, mem://); empty turns checkpointing off."})
+	HighAvailabilityEtcdEndpoints      = define(Key{Name: "high-availability.etcd.endpoints", Default: "", Kind: String, Description: "Comma-separated endpoints of an external etcd cluster for leader election, job and checkpoint metadata; empty runs an embedded etcd in the jobmanager. A TaskManager given the endpoints finds the leading JobManager through etcd instead of at jobmanager.rpc.address."})
+	HighAvailabilityEtcdEmbeddedDir    = define(Key{Name: "high-availability.etcd.embedded-dir", Default: "", Kind: String, Description: "Data directory of the embedded etcd; empty uses a temporary directory removed at shutdown, so jobs and checkpoint records do not survive a jobmanager restart."})
+	HighAvailabilityClusterID          = define(Key{Name: "high-availability.cluster-id", Default: "default", Kind: String, check: nonEmpty, Description: "Name of the cluster: the etcd key prefix /sluice/<cluster-id>/ separates clusters sharing one etcd."})
+	HighAvailabilityEtcdLeaseTTL       = define(Key{Name: "high-availability.etcd.lease-ttl", Default: "15 s", Kind: Duration, check: atLeastDuration(2 * time.Second), Description: "Time to live of the leading JobManager's lease in etcd: a leader that cannot renew it for this long (crashed, paused, cut off from etcd) loses its leadership and a standby takes over. An etcd outage shorter than this only delays checkpoints."})
+	HighAvailabilityEtcdRequestTimeout = define(Key{Name: "high-availability.etcd.request-timeout", Default: "10 s", Kind: Duration, check: positive, Description: "Longest wait for one etcd request; a checkpoint record that times out is retried while the leadership lasts."})
 
 	RestartStrategyType                 = define(Key{Name: "restart-strategy.type", Default: "fixed-delay", Kind: Enum, Enum: []string{"none", "fixed-delay", "exponential-delay"}, EnumAliases: map[string]string{"off": "none", "disable": "none", "fixeddelay": "fixed-delay", "exponentialdelay": "exponential-delay"}, Aliases: []string{"restart-strategy"}, Description: "How a failed job is restarted: not at all, after a fixed delay, or after an exponentially growing delay."})
 	FixedDelayAttempts                  = define(Key{Name: "restart-strategy.fixed-delay.attempts", Default: "3", Kind: Int, check: atLeast(0), Description: "Restarts allowed before the job fails for good (fixed-delay)."})
@@ -63,4 +69,13 @@ func maxParallelism(v any) error {
 		return fmt.Errorf("must be -1 or between 1 and %d", keygroup.UpperBound)
 	}
 	return nil
+}
+
+func atLeastDuration(lo time.Duration) func(any) error {
+	return func(v any) error {
+		if v.(time.Duration) < lo {
+			return fmt.Errorf("must be at least %v", lo)
+		}
+		return nil
+	}
 }

@@ -19,8 +19,8 @@ import (
 )
 
 // Kind tells data buffers from in-band events. Events travel in the same channels as
-// records, in order, so that markers such as end-of-partition (and, later, checkpoint
-// barriers) follow exactly the records sent before them.
+// records, in order, so that markers such as end-of-partition, checkpoint barriers and
+// watermarks follow exactly the records sent before them.
 type Kind uint8
 
 const (
@@ -30,6 +30,15 @@ const (
 	KindEndOfPartition Kind = 2
 	// KindBarrier carries a checkpoint barrier (encoded by the runtime) in Data.
 	KindBarrier Kind = 3
+	// KindWatermark carries a watermark or a change of watermark status (encoded by the
+	// runtime) in Data. Like a barrier it follows the records sent before it and takes a
+	// credit.
+	KindWatermark Kind = 4
+	// KindPriorityBarrier carries the barrier of an unaligned checkpoint. It overtakes
+	// the buffers queued before it (the producer persists those as channel state),
+	// needs no credit, and the consumer's gate hands it to the task ahead of the buffers
+	// it already holds (see InputGate.Priority).
+	KindPriorityBarrier Kind = 5
 )
 
 func (k Kind) String() string {
@@ -40,6 +49,10 @@ func (k Kind) String() string {
 		return "end-of-partition"
 	case KindBarrier:
 		return "barrier"
+	case KindWatermark:
+		return "watermark"
+	case KindPriorityBarrier:
+		return "priority-barrier"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -125,6 +138,9 @@ func (r *Records) Next() ([]byte, bool) {
 	r.data = r.data[w+int(n):]
 	return rec, true
 }
+
+// Rest is the framed records Next has not returned yet (aliasing the buffer).
+func (r *Records) Rest() []byte { return r.data }
 
 // Err reports corrupt framing met by Next.
 func (r *Records) Err() error { return r.err }

@@ -72,28 +72,32 @@ func consume(t *testing.T, g *InputGate) []int {
 	open := g.NumChannels()
 	timeout := time.After(30 * time.Second)
 	for open > 0 {
-		select {
-		case d := <-g.C():
-			if d.Buf.Kind == KindEndOfPartition {
-				open--
-			} else {
-				recs := NewRecords(d.Buf.Data)
-				for rec, ok := recs.Next(); ok; rec, ok = recs.Next() {
-					if got := binary.BigEndian.Uint64(rec[4:]); got != uint64(counts[d.Channel]) {
-						t.Fatalf("channel %d: record %d out of order (want %d)", d.Channel, got, counts[d.Channel])
-					}
-					counts[d.Channel]++
-				}
-				if recs.Err() != nil {
-					t.Fatal(recs.Err())
-				}
+		d, ok := g.Poll()
+		if !ok {
+			select {
+			case <-g.Ready():
+			case <-g.Failed():
+				t.Fatalf("gate failed: %v", g.Err())
+			case <-timeout:
+				t.Fatalf("timed out with %d channels open, counts %v", open, counts)
 			}
-			g.Recycle(d)
-		case <-g.Failed():
-			t.Fatalf("gate failed: %v", g.Err())
-		case <-timeout:
-			t.Fatalf("timed out with %d channels open, counts %v", open, counts)
+			continue
 		}
+		if d.Buf.Kind == KindEndOfPartition {
+			open--
+		} else {
+			recs := NewRecords(d.Buf.Data)
+			for rec, ok := recs.Next(); ok; rec, ok = recs.Next() {
+				if got := binary.BigEndian.Uint64(rec[4:]); got != uint64(counts[d.Channel]) {
+					t.Fatalf("channel %d: record %d out of order (want %d)", d.Channel, got, counts[d.Channel])
+				}
+				counts[d.Channel]++
+			}
+			if recs.Err() != nil {
+				t.Fatal(recs.Err())
+			}
+		}
+		g.Recycle(d)
 	}
 	return counts
 }
@@ -265,4 +269,120 @@ func FuzzRecords(f *testing.F) {
 			t.Fatalf("consumed %d of %d bytes without error", total, len(data))
 		}
 	})
+}
+
+// TestPriorityBufferOvertakes: with the consumer out of credit, a priority buffer still
+// goes through, ahead of the queued buffers, which the producer gets back as copies; the
+// consumer's gate hands it out before the buffers it already holds, and its recycling
+// returns no credit.
+func TestPriorityBufferOvertakes(t *testing.T) {
+	for _, remote := range []bool{false, true} {
+		t.Run(map[bool]string{false: "local", true: "remote"}[remote], func(t *testing.T) {
+			reg := NewRegistry(4096, 8)
+			key := ChannelKey{JobID: "j", Attempt: 1}
+			g := NewInputGate(1, 2)
+			client := newClient(t)
+			if remote {
+				if err := client.ConnectRemote(g, 0, 0, startServer(t, reg), key); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := g.ConnectLocal(reg, 0, 0, key); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			p := reg.NewPartition(ctx, []ChannelKey{key})
+			waitAttached(t, reg, key)
+			for i := 0; i < 5; i++ { // two go out on credit, three stay queued
+				if err := p.Emit(0, []byte{byte(i)}); err != nil {
+					t.Fatal(err)
+				}
+				if err := p.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := p.Emit(0, []byte{5}); err != nil { // partially filled: overtaken too
+				t.Fatal(err)
+			}
+			waitQueued(t, g, 2)
+			over, err := p.BroadcastPriority([]byte("barrier"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []byte
+			for _, b := range over[0] {
+				recs := NewRecords(b)
+				for r, ok := recs.Next(); ok; r, ok = recs.Next() {
+					got = append(got, r[0])
+				}
+			}
+			if string(got) != string([]byte{2, 3, 4, 5}) {
+				t.Fatalf("overtaken records %v, want [2 3 4 5]", got)
+			}
+			// The priority buffer arrives without credit and is taken first.
+			waitQueued(t, g, 3)
+			d := next(t, g)
+			if d.Buf.Kind != KindPriorityBarrier || string(d.Buf.Data) != "barrier" || d.Seq != 2 {
+				t.Fatalf("first delivery %v %q seq %d, want the priority buffer after seq 2", d.Buf.Kind, d.Buf.Data, d.Seq)
+			}
+			g.Recycle(d)
+			var order []byte
+			for len(order) < 6 {
+				d := next(t, g)
+				if d.Buf.Kind != KindData {
+					t.Fatalf("unexpected %v", d.Buf.Kind)
+				}
+				recs := NewRecords(d.Buf.Data)
+				for r, ok := recs.Next(); ok; r, ok = recs.Next() {
+					order = append(order, r[0])
+				}
+				g.Recycle(d)
+			}
+			if string(order) != string([]byte{0, 1, 2, 3, 4, 5}) {
+				t.Fatalf("data order %v, want 0..5 (overtaken buffers still follow the barrier)", order)
+			}
+			if err := p.Finish(); err != nil {
+				t.Fatal(err)
+			}
+			if d := next(t, g); d.Buf.Kind != KindEndOfPartition {
+				t.Fatalf("got %v, want end of partition", d.Buf.Kind)
+			}
+			g.Close()
+		})
+	}
+}
+
+// waitQueued polls until the gate holds n buffers.
+func waitQueued(t *testing.T, g *InputGate, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := 0
+		g.Queued(func(Delivery) { got++ })
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gate holds %d buffers, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// next waits for the gate's next buffer.
+func next(t *testing.T, g *InputGate) Delivery {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		if d, ok := g.Poll(); ok {
+			return d
+		}
+		select {
+		case <-g.Ready():
+		case <-g.Failed():
+			t.Fatalf("gate failed: %v", g.Err())
+		case <-timeout:
+			t.Fatal("no buffer arrived")
+		}
+	}
 }

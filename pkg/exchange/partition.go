@@ -2,6 +2,7 @@ package exchange
 
 import (
 	"context"
+	"sync/atomic"
 )
 
 // Partition is the producer side of one output edge of one subtask: one subpartition per
@@ -13,17 +14,34 @@ type Partition struct {
 	cur       []*Buffer // buffer being filled, per channel
 	unflushed int       // channels whose cur holds records
 	bytes     int64
+	// full counts the subpartitions with maxQueued buffers or more queued; space is
+	// signalled when one of them drains to half.
+	full  atomic.Int32
+	space chan struct{}
 }
 
 // NewPartition registers the subpartitions for keys (one per channel, in channel order).
 // ctx bounds every blocking write: cancel it to cancel the task.
 func (r *Registry) NewPartition(ctx context.Context, keys []ChannelKey) *Partition {
-	p := &Partition{ctx: ctx, pool: r.pool, subs: make([]*subpartition, len(keys)), cur: make([]*Buffer, len(keys))}
+	p := &Partition{ctx: ctx, pool: r.pool, subs: make([]*subpartition, len(keys)), cur: make([]*Buffer, len(keys)), space: make(chan struct{}, 1)}
 	for i, k := range keys {
-		p.subs[i] = r.get(k)
+		sp := r.get(k)
+		sp.mu.Lock()
+		sp.owner, sp.space = p, p.space
+		sp.updateFullLocked()
+		sp.mu.Unlock()
+		p.subs[i] = sp
 	}
 	return p
 }
+
+// Available reports whether every channel has room for more buffers: a task produces
+// only then, so that it never blocks inside a record and stays responsive to control
+// actions and checkpoint barriers under backpressure. It is one atomic load.
+func (p *Partition) Available() bool { return p.full.Load() == 0 }
+
+// Space is signalled when a full channel drained to half; check Available again.
+func (p *Partition) Space() <-chan struct{} { return p.space }
 
 // NumChannels is the number of consumer channels.
 func (p *Partition) NumChannels() int { return len(p.subs) }
@@ -106,6 +124,48 @@ func (p *Partition) BroadcastEvent(kind Kind, data []byte) error {
 		}
 	}
 	return nil
+}
+
+// BroadcastPriority sends a priority buffer of kind KindPriorityBarrier with a copy of
+// data on every channel, ahead of the buffers queued there; the partially filled
+// buffers are queued behind it. It never blocks on backpressure. It returns, per
+// channel, copies of the data buffers the event overtook (including those partially
+// filled ones): the in-flight data an unaligned checkpoint persists.
+func (p *Partition) BroadcastPriority(data []byte) ([][][]byte, error) {
+	out := make([][][]byte, len(p.subs))
+	for ch, sp := range p.subs {
+		b := p.pool.Get()
+		b.Kind = KindPriorityBarrier
+		b.Data = append(b.Data, data...)
+		pending := p.cur[ch]
+		if pending != nil {
+			p.cur[ch] = nil
+			p.unflushed--
+		}
+		over, err := sp.addPriority(b, pending)
+		if err != nil {
+			return nil, err
+		}
+		out[ch] = over
+	}
+	return out, nil
+}
+
+// EmitBuffer sends a copy of a data buffer of already framed records to channel ch, after
+// what was written before. It restores an output channel's in-flight data.
+func (p *Partition) EmitBuffer(ch int, data []byte) error {
+	if p.cur[ch] != nil {
+		if err := p.flush(ch); err != nil {
+			return err
+		}
+	}
+	b := p.pool.Get()
+	if len(data) > cap(b.Data) {
+		b.Data = make([]byte, 0, len(data))
+	}
+	b.Data = append(b.Data, data...)
+	p.bytes += int64(len(data))
+	return p.subs[ch].add(p.ctx, b)
 }
 
 // Finish flushes and sends end-of-partition on every channel. The partition must not be

@@ -47,6 +47,8 @@ type subpartition struct {
 	reg       *Registry
 	maxQueued int
 	space     chan struct{} // signalled when a queued buffer leaves; one waiter (the producer)
+	owner     *Partition    // the producer's partition, once it exists; counts full subpartitions
+	full      bool          // counted in owner.full: maxQueued or more queued
 
 	mu       sync.Mutex
 	queue    []*Buffer
@@ -58,11 +60,14 @@ type subpartition struct {
 	err      error
 }
 
-// add queues b, blocking while the queue is full (backpressure) until space frees up,
-// the subpartition is released, or ctx ends. On error b is recycled.
+// add queues b. A producer that checks Partition.Available before producing never
+// blocks here: the queue may then exceed maxQueued by a few buffers (an overdraft, so
+// that a record is never cut off half way). Beyond twice maxQueued, add blocks
+// (backpressure) until space frees up, the subpartition is released, or ctx ends. On
+// error b is recycled.
 func (sp *subpartition) add(ctx context.Context, b *Buffer) error {
 	sp.mu.Lock()
-	for len(sp.queue) >= sp.maxQueued && !sp.released {
+	for len(sp.queue) >= 2*sp.maxQueued && !sp.released {
 		sp.mu.Unlock()
 		select {
 		case <-sp.space:
@@ -79,6 +84,7 @@ func (sp *subpartition) add(ctx context.Context, b *Buffer) error {
 		return err
 	}
 	sp.queue = append(sp.queue, b)
+	sp.updateFullLocked()
 	r, drain := sp.notifyLocked()
 	sp.mu.Unlock()
 	if drain {
@@ -87,24 +93,90 @@ func (sp *subpartition) add(ctx context.Context, b *Buffer) error {
 	return nil
 }
 
+// updateFullLocked keeps the owner's count of full subpartitions true.
+func (sp *subpartition) updateFullLocked() {
+	full := len(sp.queue) >= sp.maxQueued && !sp.released
+	if full == sp.full || sp.owner == nil {
+		return
+	}
+	sp.full = full
+	if full {
+		sp.owner.full.Add(1)
+	} else {
+		sp.owner.full.Add(-1)
+	}
+}
+
+// addPriority queues a priority buffer ahead of every ordinary buffer (behind earlier
+// priority ones), and with it pending, the producer's partially filled buffer (may be
+// nil), at the tail. It does not wait for room: a priority buffer must not wait behind
+// backpressure. It returns copies of the data buffers it overtook, in order.
+func (sp *subpartition) addPriority(b, pending *Buffer) ([][]byte, error) {
+	sp.mu.Lock()
+	if sp.released {
+		err := sp.err
+		sp.mu.Unlock()
+		b.Recycle()
+		if pending != nil {
+			pending.Recycle()
+		}
+		return nil, err
+	}
+	if pending != nil {
+		sp.queue = append(sp.queue, pending)
+	}
+	at := 0
+	for at < len(sp.queue) && sp.queue[at].Kind == KindPriorityBarrier {
+		at++
+	}
+	var overtaken [][]byte
+	for _, q := range sp.queue[at:] {
+		if q.Kind == KindData {
+			overtaken = append(overtaken, append([]byte(nil), q.Data...))
+		}
+	}
+	sp.queue = append(sp.queue, nil)
+	copy(sp.queue[at+1:], sp.queue[at:])
+	sp.queue[at] = b
+	sp.updateFullLocked()
+	r, drain := sp.notifyLocked()
+	sp.mu.Unlock()
+	if drain {
+		r.drain(sp)
+	}
+	return overtaken, nil
+}
+
+// sendableLocked reports whether the head buffer may go to the reader: it needs credit
+// unless it is a priority buffer.
+func (sp *subpartition) sendableLocked() bool {
+	if len(sp.queue) == 0 || sp.released {
+		return false
+	}
+	return sp.credit > 0 || sp.queue[0].Kind == KindPriorityBarrier
+}
+
 // notifyLocked tells the reader, if there is something to take; it returns the reader
 // when the caller must drain after unlocking.
 func (sp *subpartition) notifyLocked() (reader, bool) {
-	if sp.reader == nil || sp.credit <= 0 || len(sp.queue) == 0 || sp.released {
+	if sp.reader == nil || !sp.sendableLocked() {
 		return nil, false
 	}
 	return sp.reader, sp.reader.available(sp)
 }
 
 func (sp *subpartition) pollLocked() *Buffer {
-	if sp.credit <= 0 || len(sp.queue) == 0 || sp.released {
+	if !sp.sendableLocked() {
 		return nil
 	}
 	b := sp.queue[0]
 	copy(sp.queue, sp.queue[1:])
 	sp.queue[len(sp.queue)-1] = nil
 	sp.queue = sp.queue[:len(sp.queue)-1]
-	sp.credit--
+	if b.Kind != KindPriorityBarrier {
+		sp.credit--
+	}
+	sp.updateFullLocked()
 	// Wake a blocked producer only once the queue drained to half, so that it fills
 	// several buffers per wake-up rather than one.
 	if len(sp.queue) <= sp.maxQueued/2 {
@@ -169,10 +241,16 @@ func (sp *subpartition) release(err error) {
 		b.Recycle()
 	}
 	sp.queue = nil
+	sp.updateFullLocked()
 	if sp.reader != nil {
 		sp.reader.fail(err)
 	}
-	close(sp.space)
+	// Wake a producer waiting for space (blocked in add, or for availability): it
+	// finds the subpartition released.
+	select {
+	case sp.space <- struct{}{}:
+	default:
+	}
 	sp.mu.Unlock()
 	sp.reg.remove(sp)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,6 +48,12 @@ type jobCheckpoints struct {
 	// discarded are completed checkpoints no longer retained (their files deleted).
 	discarded map[int64]bool
 	waiters   map[checkpoint.RequestID]chan checkpointResult
+	// recorded are the IDs of the job's checkpoint records in etcd as far as this
+	// jobmanager knows, ascending: what a record write that committed on a retry may
+	// have subsumed.
+	recorded []int64
+	// idWarned is when a failed checkpoint ID allocation was last logged.
+	idWarned time.Time
 }
 
 type checkpointResult struct {
@@ -59,8 +66,9 @@ func (jm *JobManager) checkpointsEnabled() bool {
 	return jm.cfg.Checkpoints.Storage != "" && jm.meta != nil
 }
 
-// initCheckpoints sets up a new job's coordinator and storage (loop goroutine).
-func (jm *JobManager) initCheckpoints(ctx context.Context, j *job) error {
+// initCheckpoints sets up a job's coordinator and storage; lastID is the job's
+// checkpoint counter in etcd (0 for a new job), which every new ID must exceed.
+func (jm *JobManager) initCheckpoints(j *job, lastID int64) error {
 	if !jm.checkpointsEnabled() {
 		return nil
 	}
@@ -68,7 +76,7 @@ func (jm *JobManager) initCheckpoints(ctx context.Context, j *job) error {
 	if err != nil {
 		return err
 	}
-	coord, err := checkpoint.New(checkpoint.Job{ID: j.id, Name: j.graph.GetName(), MaxParallelism: j.graph.GetMaxParallelism()}, jm.cfg.Checkpoints.Coordinator)
+	coord, err := checkpoint.New(checkpoint.Job{ID: j.id, Name: j.graph.GetName(), MaxParallelism: j.graph.GetMaxParallelism(), LastCheckpointID: lastID}, jm.cfg.Checkpoints.Coordinator)
 	if err != nil {
 		return err
 	}
@@ -151,15 +159,24 @@ func (jm *JobManager) performCheckpoint(j *job, acts []checkpoint.Action) {
 			jm.io.Add(1)
 			go func() {
 				defer jm.io.Done()
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				ctx, cancel := context.WithTimeout(jm.life, 30*time.Second)
 				id, err := jm.meta.NextCheckpointID(ctx, jm.lead, j.id)
 				cancel()
 				jm.post(func() {
 					now := jm.now()
 					if err != nil {
-						jm.log.Warn("cannot allocate a checkpoint ID", "job", j.id, "err", err)
+						// Retried at the next tick without counting as a failed checkpoint:
+						// an etcd outage delays checkpoints. Logged every few seconds only.
+						if now.Sub(j.cp.idWarned) >= 5*time.Second {
+							j.cp.idWarned = now
+							jm.log.Warn("cannot allocate a checkpoint ID; retrying", "job", j.id, "err", err)
+						}
 						jm.performCheckpoint(j, j.cp.coord.IDFailed(now, a.Request, err))
 						return
+					}
+					if !j.cp.idWarned.IsZero() {
+						j.cp.idWarned = time.Time{}
+						jm.log.Info("checkpoint ID allocated again", "job", j.id, "checkpoint", id)
 					}
 					acts, err := j.cp.coord.IDAllocated(now, a.Request, id)
 					if err != nil {
@@ -226,6 +243,7 @@ func (jm *JobManager) triggerSources(j *job, a checkpoint.Trigger) {
 			continue // its loss fails the attempt; the checkpoint times out or stops
 		}
 		req := &sluicev1.TriggerCheckpointRequest{Execution: t.id, CheckpointId: a.ID, TriggerTimeUnixMs: a.Timestamp.UnixMilli(),
+			Unaligned: a.Unaligned, AlignedTimeoutMs: a.AlignedTimeout.Milliseconds(),
 			Mode: mode, Savepoint: a.Kind == checkpoint.KindSavepoint, Final: a.Request == j.cp.finalRequest && j.cp.finalRequest != 0}
 		task := checkpoint.TaskID{Vertex: t.id.GetVertex(), Subtask: t.id.GetSubtask()}
 		addr := tm.Address
@@ -251,12 +269,12 @@ func (jm *JobManager) finalize(j *job, a checkpoint.Finalize) {
 	md := a.Metadata
 	store := j.cp.store
 	retain := max(1, jm.cfg.Checkpoints.Retained)
+	prev := slices.Clone(j.cp.recorded)
+	limit := j.cp.coord.Config().Timeout
 	jm.io.Add(1)
 	go func() {
 		defer jm.io.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		removed, err := jm.commitCheckpoint(ctx, store, j.id, md, retain)
+		removed, err := jm.commitCheckpoint(store, j.id, md, retain, prev, limit)
 		jm.post(func() {
 			now := jm.now()
 			if err != nil {
@@ -269,25 +287,41 @@ func (jm *JobManager) finalize(j *job, a checkpoint.Finalize) {
 			j.latestCheckpointAt = now
 			for _, r := range removed {
 				j.cp.discarded[r.ID] = true
+				j.cp.recorded = slices.DeleteFunc(j.cp.recorded, func(id int64) bool { return id == r.ID })
 			}
+			j.cp.recorded = append(j.cp.recorded, a.ID)
 			jm.log.Info("checkpoint completed", "job", j.id, "checkpoint", a.ID, "subsumed", len(removed))
 			jm.performCheckpoint(j, j.cp.coord.Finalized(now, a.ID))
 		})
 		// Files of checkpoints the transaction removed are no longer referenced by any
 		// retained checkpoint (rule 2): delete them now that it committed.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
 		for _, r := range removed {
 			jm.deleteCheckpointDir(ctx, store, r.ID)
 		}
 	}()
 }
 
-func (jm *JobManager) commitCheckpoint(ctx context.Context, store *blobstore.Store, jobID string, md *sluicev1.CheckpointMetadata, retain int) ([]meta.CompletedCheckpoint, error) {
+// commitCheckpoint writes the checkpoint's _metadata and records it in etcd. It returns
+// the records the etcd transaction removed (subsumed), whose files may now be deleted.
+//
+// A record write that fails because etcd is unavailable (no answer, a timeout: possibly
+// committed) is retried while this jobmanager leads, for at most limit (the checkpoint
+// timeout): an etcd outage shorter than the leadership lease delays the checkpoint
+// instead of failing it, so it neither counts towards tolerable-failed-checkpoints nor
+// fails the job. A retry that finds the record (ErrCheckpointExists) learns that an
+// earlier try committed. The error of a checkpoint given up on after a possibly
+// committed try wraps meta.ErrOutcomeUnknown.
+func (jm *JobManager) commitCheckpoint(store *blobstore.Store, jobID string, md *sluicev1.CheckpointMetadata, retain int, prev []int64, limit time.Duration) ([]meta.CompletedCheckpoint, error) {
 	data, err := checkpoint.EncodeMetadata(md)
 	if err != nil {
 		return nil, fmt.Errorf("encode metadata: %w", err)
 	}
 	key := blobstore.CheckpointPath(md.GetCheckpointId(), blobstore.MetadataName)
-	f, err := store.WriteFile(ctx, key, data)
+	wctx, cancel := context.WithTimeout(jm.life, 60*time.Second)
+	f, err := store.WriteFile(wctx, key, data)
+	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("write %s: %w", key, err)
 	}
@@ -299,15 +333,82 @@ func (jm *JobManager) commitCheckpoint(ctx context.Context, store *blobstore.Sto
 			}
 		}
 	}
-	sub, err := jm.meta.AddCheckpoint(ctx, jm.lead, jobID, meta.CompletedCheckpoint{
+	rec := meta.CompletedCheckpoint{
 		ID: md.GetCheckpointId(), Kind: meta.KindCheckpoint, MetadataPath: key, MetadataSize: f.GetSize(),
 		StateSize: size, IncrementalSize: size,
 		TriggerTime: time.UnixMilli(md.GetTriggerTimeUnixMs()), CompletionTime: time.UnixMilli(md.GetCompletionTimeUnixMs()),
-	}, retain)
-	if err != nil {
-		return nil, err
 	}
-	return sub.Removed, nil
+	giveUp := time.Now().Add(limit)
+	unknown := false // a try may have committed
+	pause := 100 * time.Millisecond
+	for try := 1; ; try++ {
+		sub, err := addCheckpoint(jm.meta, jm.life, jm.lead, jobID, rec, retain)
+		switch {
+		case err == nil:
+			if try > 1 {
+				jm.log.Info("checkpoint recorded in etcd after retries", "job", jobID, "checkpoint", rec.ID, "tries", try)
+			}
+			return sub.Removed, nil
+		case unknown && errors.Is(err, meta.ErrCheckpointExists):
+			jm.log.Info("checkpoint recorded in etcd by an earlier try", "job", jobID, "checkpoint", rec.ID, "tries", try)
+			return jm.removedSince(jobID, prev, rec.ID), nil
+		case !meta.Unavailable(err):
+			return nil, outcome(err, unknown)
+		}
+		unknown = unknown || errors.Is(err, meta.ErrOutcomeUnknown)
+		if try == 1 {
+			jm.log.Warn("etcd unavailable: retrying the checkpoint's record while this jobmanager leads", "job", jobID, "checkpoint", rec.ID, "err", err)
+		}
+		if time.Now().After(giveUp) {
+			return nil, outcome(fmt.Errorf("gave up after %d tries within the checkpoint timeout of %s: %w", try, limit, err), unknown)
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-jm.life.Done():
+			t.Stop()
+			return nil, outcome(fmt.Errorf("jobmanager stopping: %w", err), unknown)
+		case <-jm.lead.Done():
+			t.Stop()
+			return nil, outcome(fmt.Errorf("leadership lost: %w", err), unknown)
+		case <-t.C:
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
+}
+
+// addCheckpoint is meta.Store.AddCheckpoint; tests replace it to lose etcd's answers.
+var addCheckpoint = (*meta.Store).AddCheckpoint
+
+// outcome makes err say the outcome is unknown when an earlier try may have committed.
+func outcome(err error, unknown bool) error {
+	if unknown && !errors.Is(err, meta.ErrOutcomeUnknown) {
+		return fmt.Errorf("%w: an earlier try may have committed: %w", meta.ErrOutcomeUnknown, err)
+	}
+	return err
+}
+
+// removedSince returns the records of prev, older than id, that etcd no longer holds: the
+// ones a record write of id that committed on an earlier try subsumed. Best effort: if
+// etcd cannot tell, their files stay as orphans.
+func (jm *JobManager) removedSince(jobID string, prev []int64, id int64) []meta.CompletedCheckpoint {
+	ctx, cancel := context.WithTimeout(jm.life, 10*time.Second)
+	defer cancel()
+	cps, err := jm.meta.Checkpoints(ctx, jobID)
+	if err != nil {
+		jm.log.Warn("cannot tell which checkpoints were subsumed: their files stay", "job", jobID, "checkpoint", id, "err", err)
+		return nil
+	}
+	kept := map[int64]bool{}
+	for _, c := range cps {
+		kept[c.ID] = true
+	}
+	var out []meta.CompletedCheckpoint
+	for _, p := range prev {
+		if p < id && !kept[p] {
+			out = append(out, meta.CompletedCheckpoint{ID: p})
+		}
+	}
+	return out
 }
 
 func (jm *JobManager) deleteCheckpointDir(ctx context.Context, store *blobstore.Store, id int64) {
@@ -367,8 +468,11 @@ func restoreFor(md *sluicev1.CheckpointMetadata, v *graph.Vertex, subtask int, m
 				old[st.GetSubtask()] = st.GetOperatorState()
 			}
 			if int(op.GetParallelism()) == v.Parallelism && int(st.GetSubtask()) == subtask {
-				// Same parallelism: each subtask gets back exactly its own operator state.
+				// Same parallelism: each subtask gets back exactly its own operator state
+				// and in-flight data (which exists only at the same parallelism: see
+				// checkInFlight).
 				r.OperatorState = st.GetOperatorState()
+				r.ChannelState = st.GetChannelState()
 			}
 			for _, h := range st.GetKeyed() {
 				hr := keygroup.Range{Start: int(h.GetKeyGroupStart()), End: int(h.GetKeyGroupEnd())}
@@ -382,7 +486,7 @@ func restoreFor(md *sluicev1.CheckpointMetadata, v *graph.Vertex, subtask int, m
 				r.OperatorState = shares[subtask]
 			}
 		}
-		if len(r.Keyed) > 0 || len(r.OperatorState) > 0 {
+		if len(r.Keyed) > 0 || len(r.OperatorState) > 0 || len(r.ChannelState) > 0 {
 			out = append(out, r)
 		}
 	}
@@ -563,6 +667,9 @@ func loadRetained(ctx context.Context, path string, g *sluicev1.JobGraph) (*slui
 	for _, op := range g.GetOperators() {
 		uids[op.GetUid()] = true
 	}
+	if err := checkInFlight(md, g); err != nil {
+		return nil, "", err
+	}
 	for _, op := range md.GetOperators() {
 		if !uids[op.GetUid()] && hasState(op) {
 			return nil, "", fmt.Errorf("%w: checkpoint %d has state of operator %q, which the job does not have", rpc.ErrFailedPrecondition, md.GetCheckpointId(), op.GetUid())
@@ -574,9 +681,35 @@ func loadRetained(ctx context.Context, path string, g *sluicev1.JobGraph) (*slui
 	return md, jobDir, nil
 }
 
+// checkInFlight refuses to restore the in-flight data of an unaligned checkpoint into a
+// job whose parallelism differs anywhere: its buffers belong to channels between
+// particular subtasks, and records in them were routed by the old parallelism.
+func checkInFlight(md *sluicev1.CheckpointMetadata, g *sluicev1.JobGraph) error {
+	inFlight := false
+	for _, op := range md.GetOperators() {
+		for _, st := range op.GetSubtasks() {
+			inFlight = inFlight || len(st.GetChannelState()) > 0
+		}
+	}
+	if !inFlight {
+		return nil
+	}
+	was := map[string]int32{}
+	for _, op := range md.GetOperators() {
+		was[op.GetUid()] = op.GetParallelism()
+	}
+	for _, op := range g.GetOperators() {
+		if p, ok := was[op.GetUid()]; ok && p != op.GetParallelism() {
+			return fmt.Errorf("%w: checkpoint %d is unaligned and holds in-flight data; it restores only at the parallelism it was taken at (operator %q had %d, the job has %d): resubmit with that parallelism, or restore a savepoint or an aligned checkpoint to rescale",
+				rpc.ErrFailedPrecondition, md.GetCheckpointId(), op.GetUid(), p, op.GetParallelism())
+		}
+	}
+	return nil
+}
+
 func hasState(op *sluicev1.OperatorState) bool {
 	for _, st := range op.GetSubtasks() {
-		if len(st.GetKeyed()) > 0 || len(st.GetOperatorState()) > 0 {
+		if len(st.GetKeyed()) > 0 || len(st.GetOperatorState()) > 0 || len(st.GetChannelState()) > 0 {
 			return true
 		}
 	}

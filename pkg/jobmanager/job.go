@@ -81,11 +81,20 @@ type job struct {
 
 	// lastTasks are the tasks of the last attempt that ended, for status after the end.
 	lastTasks []*task
+
+	// restorePath is the retained checkpoint the job was submitted to start from.
+	restorePath string
+	// attemptLimit is the highest attempt that may start, the one recorded in etcd (-1:
+	// no limit, without a metadata store). Recording an attempt before deploying it lets
+	// a jobmanager that takes over start above every attempt whose tasks may still run.
+	attemptLimit int64
+	// rec is the job's record in etcd, written by the jobmanager (see records.go).
+	rec recordSync
 }
 
 func newJob(id string, g *sluicev1.JobGraph, plan *graph.Plan, strategy restart.Strategy, now time.Time) *job {
 	return &job{id: id, graph: g, plan: plan, strategy: strategy, state: sluicev1.JobState_JOB_STATE_CREATED,
-		start: now, slotTimeout: 5 * time.Minute, cancelTimeout: 30 * time.Second}
+		start: now, slotTimeout: 5 * time.Minute, cancelTimeout: 30 * time.Second, attemptLimit: -1}
 }
 
 func (j *job) terminal() bool {
@@ -103,6 +112,9 @@ func (j *job) trySchedule(pool *scheduler.Pool, now time.Time) []action {
 	}
 	if len(j.tasks) > 0 || now.Before(j.restartAt) {
 		return nil
+	}
+	if j.attemptLimit >= 0 && j.attempt >= j.attemptLimit {
+		return nil // the next attempt is not recorded in etcd yet
 	}
 	need := j.plan.Slots()
 	// Put each subtask back where it ran before, when that task manager is still there

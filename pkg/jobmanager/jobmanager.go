@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -61,6 +62,10 @@ type Config struct {
 	Meta *meta.Store
 	// ID names this jobmanager in the leader election.
 	ID string
+	// AdvertiseAddress (host:port) is where task managers and clients reach this
+	// jobmanager; the leader publishes it in etcd for task managers that find the leader
+	// there. Empty: the listener's address.
+	AdvertiseAddress string
 }
 
 // JobManager is the coordinator. Create it with New and run it with Serve.
@@ -78,6 +83,14 @@ type JobManager struct {
 	meta  *meta.Store
 	lead  *meta.Leadership
 	blobs *blobstore.Store // checkpoint storage root
+
+	// life ends when Serve stops; I/O goroutines that retry (etcd outages) watch it.
+	life     context.Context
+	stopLife context.CancelFunc
+	// ready: this jobmanager leads and has recovered the jobs, so it serves calls;
+	// readyCh is closed when it first became ready.
+	ready   atomic.Bool
+	readyCh chan struct{}
 
 	// Owned by the loop goroutine.
 	pool     *scheduler.Pool
@@ -109,30 +122,24 @@ func New(cfg Config, log *slog.Logger) *JobManager {
 	if cfg.ID == "" {
 		cfg.ID = "jm-" + uuid.NewString()[:8]
 	}
+	life, stopLife := context.WithCancel(context.Background())
 	return &JobManager{
 		cfg: cfg, log: log, events: make(chan func()), done: make(chan struct{}), meta: cfg.Meta,
 		pool: scheduler.NewPool(), lastSeen: map[string]time.Time{}, jobs: map[string]*job{},
+		life: life, stopLife: stopLife, readyCh: make(chan struct{}),
 	}
 }
 
-// Serve runs the jobmanager on lis until ctx ends. With a metadata store it first
-// becomes the leader (waiting while another jobmanager leads) and opens the checkpoint
-// storage.
+// Serve runs the jobmanager on lis until ctx ends. It listens at once; with a metadata
+// store it campaigns for leadership (waiting while another jobmanager leads) and, once
+// leading, recovers the jobs recorded in etcd before it answers calls (see gate). It
+// stops with an error when it loses the leadership (fail-stop: its writes would be
+// refused anyway; a supervisor restarts it as a candidate). Jobs are not canceled on
+// the way out: they stay recorded in etcd for the next leader.
 func (jm *JobManager) Serve(ctx context.Context, lis net.Listener) error {
-	if jm.meta != nil {
-		jm.log.Info("campaigning for leadership", "id", jm.cfg.ID)
-		lead, err := jm.meta.Campaign(ctx, jm.cfg.ID)
-		if err != nil {
-			lis.Close()
-			return fmt.Errorf("leader election: %w", err)
-		}
-		jm.lead = lead
-		defer func() {
-			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = lead.Resign(rctx)
-			cancel()
-		}()
-		jm.log.Info("leading", "id", jm.cfg.ID)
+	defer jm.stopLife()
+	if jm.cfg.AdvertiseAddress == "" {
+		jm.cfg.AdvertiseAddress = lis.Addr().String()
 	}
 	if jm.cfg.Checkpoints.Storage != "" {
 		if jm.meta == nil {
@@ -147,13 +154,76 @@ func (jm *JobManager) Serve(ctx context.Context, lis net.Listener) error {
 		jm.blobs = b
 		defer b.Close()
 	}
-	srv := grpc.NewServer(rpc.ServerOptions()...)
+	opts := append(rpc.ServerOptions(), grpc.ChainUnaryInterceptor(jm.gate))
+	srv := grpc.NewServer(opts...)
 	sluicev1.RegisterJobServiceServer(srv, jm)
 	sluicev1.RegisterResourceServiceServer(srv, jm)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
-	jm.log.Info("jobmanager listening", "address", lis.Addr().String(), "build", version.BuildID(),
+	stopServer := func() {
+		jm.ready.Store(false)
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(2 * time.Second):
+			srv.Stop()
+			<-stopped
+		}
+	}
+	jm.log.Info("jobmanager listening", "address", lis.Addr().String(), "advertised", jm.cfg.AdvertiseAddress, "build", version.BuildID(),
 		"heartbeat_interval", jm.cfg.HeartbeatInterval, "heartbeat_timeout", jm.cfg.HeartbeatTimeout)
+
+	var lost <-chan struct{}
+	if jm.meta != nil {
+		jm.log.Info("campaigning for leadership", "id", jm.cfg.ID, "address", jm.cfg.AdvertiseAddress)
+		lead, err := jm.meta.Campaign(ctx, jm.cfg.ID, meta.WithAddress(jm.cfg.AdvertiseAddress))
+		if err != nil {
+			stopServer()
+			if ctx.Err() != nil {
+				return nil // stopped while a standby
+			}
+			return fmt.Errorf("leader election: %w", err)
+		}
+		jm.lead = lead
+		lost = lead.Done()
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = lead.Resign(rctx)
+			cancel()
+		}()
+		jm.log.Info("leading", "id", jm.cfg.ID, "revision", lead.Revision())
+		// Recovery waits through etcd outages; it ends early on shutdown or when the
+		// leadership is lost meanwhile.
+		rctx, cancel := context.WithCancel(ctx)
+		stop := make(chan struct{})
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			select {
+			case <-lost:
+				cancel()
+			case <-stop:
+			}
+		}()
+		err = jm.recoverJobs(rctx)
+		close(stop)
+		<-watched
+		cancel()
+		if err != nil {
+			stopServer()
+			select {
+			case <-lost:
+				jm.log.Error("lost leadership", "id", jm.cfg.ID)
+				return errors.New("lost leadership in etcd while recovering the jobs: stopping (restart to campaign again)")
+			default:
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("recover the jobs: %w", err)
+		}
+	}
 
 	loopCtx, stopLoop := context.WithCancel(context.Background())
 	loopDone := make(chan struct{})
@@ -161,35 +231,59 @@ func (jm *JobManager) Serve(ctx context.Context, lis net.Listener) error {
 		defer close(loopDone)
 		jm.loop(loopCtx)
 	}()
+	jm.ready.Store(true)
+	close(jm.readyCh)
 	var err error
-	var lost <-chan struct{}
-	if jm.lead != nil {
-		lost = jm.lead.Done()
-	}
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
 		err = fmt.Errorf("serve: %w", err)
 	case <-lost:
-		// Fail-stop: a jobmanager that is no longer the leader must not act (its
-		// writes would be refused anyway); a supervisor restarts it as a candidate.
 		err = errors.New("lost leadership in etcd: stopping (restart to campaign again)")
 		jm.log.Error("lost leadership", "id", jm.cfg.ID)
 	}
 	jm.log.Info("jobmanager shutting down")
-	stopped := make(chan struct{})
-	go func() { srv.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(2 * time.Second):
-		srv.Stop()
-		<-stopped
-	}
+	stopServer()
 	stopLoop()
 	<-loopDone
+	jm.stopLife()
 	jm.io.Wait()
 	jm.conns.Close()
 	return err
+}
+
+// gate holds calls until this jobmanager leads and has recovered the jobs (at most
+// 30 s, or the call's deadline): a jobmanager that is about to lead (nobody else does)
+// answers them then. A standby, while another jobmanager leads, refuses them at once
+// and names the leader.
+func (jm *JobManager) gate(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if jm.ready.Load() {
+		return h(ctx, req)
+	}
+	wait := time.NewTimer(30 * time.Second)
+	defer wait.Stop()
+	for {
+		if jm.meta != nil {
+			lctx, cancel := context.WithTimeout(ctx, time.Second)
+			li, err := jm.meta.Leader(lctx)
+			cancel()
+			if err == nil && li.CandidateID != jm.cfg.ID {
+				return nil, fmt.Errorf("%w: jobmanager %s is a standby; the leader is %s at %s", rpc.ErrFailedPrecondition, jm.cfg.ID, li.CandidateID, li.Address)
+			}
+		}
+		select {
+		case <-jm.readyCh:
+			if !jm.ready.Load() {
+				return nil, fmt.Errorf("%w: jobmanager %s is shutting down", rpc.ErrUnavailable, jm.cfg.ID)
+			}
+			return h(ctx, req)
+		case <-ctx.Done():
+		case <-wait.C:
+		case <-time.After(250 * time.Millisecond):
+			continue
+		}
+		return nil, fmt.Errorf("%w: jobmanager %s is not ready: it is campaigning for leadership or recovering the jobs", rpc.ErrFailedPrecondition, jm.cfg.ID)
+	}
 }
 
 func (jm *JobManager) loop(ctx context.Context) {
@@ -313,6 +407,7 @@ func (jm *JobManager) exec(j *job, acts []action) {
 	}
 	jm.logTransition(j)
 	jm.syncCheckpoints(j)
+	jm.persist(j)
 }
 
 func (jm *JobManager) logTransition(j *job) {
@@ -455,23 +550,33 @@ func (jm *JobManager) UpdateTaskState(ctx context.Context, req *sluicev1.UpdateT
 
 // ---- JobService ----
 
-// SubmitJob validates a job graph against this build and schedules it.
+// checkProgram checks that this jobmanager's build can run the graph: the build ID of a
+// registered Go job, and the operators of the rebuilt program.
+func (jm *JobManager) checkProgram(g *sluicev1.JobGraph) error {
+	if _, ok := g.GetProgram().GetKind().(*sluicev1.Program_Registered); ok && g.GetBuildId() != version.BuildID() {
+		return fmt.Errorf("%w: job %q was compiled by build %s but the jobmanager runs build %s; submit with the same build",
+			rpc.ErrFailedPrecondition, g.GetName(), g.GetBuildId(), version.BuildID())
+	}
+	prog, err := program.Compile(g.GetProgram(), jm.log)
+	if err != nil {
+		return fmt.Errorf("%w: %v", rpc.ErrInvalid, err)
+	}
+	if d := graph.Diff(g, prog.Graph); d != "" {
+		return fmt.Errorf("%w: job %q does not match this build's operators: %s", rpc.ErrFailedPrecondition, g.GetName(), d)
+	}
+	return nil
+}
+
+// SubmitJob validates a job graph against this build, records it in etcd and schedules
+// it.
 func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequest) (*sluicev1.SubmitJobResponse, error) {
 	g := req.GetJobGraph()
 	plan, err := graph.Build(g)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", rpc.ErrInvalid, err)
 	}
-	if _, ok := g.GetProgram().GetKind().(*sluicev1.Program_Registered); ok && g.GetBuildId() != version.BuildID() {
-		return nil, fmt.Errorf("%w: job %q was compiled by build %s but the jobmanager runs build %s; submit with the same build",
-			rpc.ErrFailedPrecondition, g.GetName(), g.GetBuildId(), version.BuildID())
-	}
-	prog, err := program.Compile(g.GetProgram(), jm.log)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", rpc.ErrInvalid, err)
-	}
-	if d := graph.Diff(g, prog.Graph); d != "" {
-		return nil, fmt.Errorf("%w: job %q does not match this build's operators: %s", rpc.ErrFailedPrecondition, g.GetName(), d)
+	if err := jm.checkProgram(g); err != nil {
+		return nil, err
 	}
 	var restored *sluicev1.CheckpointMetadata
 	var restoredFrom string
@@ -484,20 +589,29 @@ func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequ
 		}
 	}
 	id := strings.ReplaceAll(uuid.NewString(), "-", "")
+	submitted := jm.now()
+	// The record reserves the first attempt: a jobmanager that takes over before the job
+	// ran starts it as attempt 2.
+	rec := &sluicev1.JobRecord{JobGraph: g, RestorePath: req.GetRestorePath(), State: sluicev1.JobState_JOB_STATE_CREATED,
+		Attempt: 1, StartTimeUnixMs: submitted.UnixMilli()}
 	if jm.meta != nil {
-		rec, err := proto.Marshal(g)
+		data, err := proto.Marshal(rec)
 		if err != nil {
 			return nil, err
 		}
-		if err := jm.meta.PutJob(ctx, jm.lead, id, rec); err != nil {
+		if err := jm.meta.PutJob(ctx, jm.lead, id, data); err != nil {
 			return nil, fmt.Errorf("%w: record the job: %v", rpc.ErrUnavailable, err)
 		}
 	}
 	var initErr error
 	err = jm.do(ctx, func() {
 		now := jm.now()
-		j := newJob(id, g, plan, jm.cfg.NewRestartStrategy(), now)
-		if initErr = jm.initCheckpoints(ctx, j); initErr != nil {
+		j := newJob(id, g, plan, jm.cfg.NewRestartStrategy(), submitted)
+		j.restorePath = req.GetRestorePath()
+		if jm.meta != nil {
+			j.attemptLimit, j.rec.written = 1, rec
+		}
+		if initErr = jm.initCheckpoints(j, 0); initErr != nil {
 			return
 		}
 		if restored != nil {

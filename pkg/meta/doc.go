@@ -7,8 +7,10 @@
 // All keys live under one prefix per cluster, given to Connect, e.g. "/sluice/<cluster-id>/"
 // (a missing trailing "/" is added). Below, <prefix> stands for it.
 //
-//	<prefix>leader                              the leader key: value = the leader's candidate ID
-//	                                            (e.g. its address), attached to the leader's lease
+//	<prefix>leader                              the leader key: value = the leader's candidate ID,
+//	                                            or {"id":"<candidate>","address":"<host:port>"}
+//	                                            when it published an address (WithAddress);
+//	                                            attached to the leader's lease
 //	<prefix>jobs/<id>                           job record: opaque bytes of the caller (PutJob)
 //	<prefix>jobs/<id>/checkpoint-counter        last checkpoint ID handed out, decimal ASCII
 //	<prefix>jobs/<id>/checkpoints/<n>           completed checkpoint or savepoint n: JSON of
@@ -58,6 +60,10 @@
 // key deleted, Resign, Store.Close). It is advisory, for stepping down promptly; safety
 // never depends on it, only on the fenced transactions.
 //
+// Followers find the leader with Leader, or follow it with ObserveLeader, which reports
+// every change of the leader key (a task manager switches to the jobmanager whose
+// address the new leader published). A follower needs no lease and writes nothing.
+//
 // # Unknown outcomes
 //
 // A write that fails with a timeout, a lost connection or an etcd leader change may or
@@ -68,7 +74,10 @@
 // (the store is reconnected automatically), or re-read the truth (Checkpoints,
 // SharedFiles), or step down; the next leader re-reads the truth. Errors that are not
 // ErrOutcomeUnknown and not ErrNotLeader (bad arguments, ErrTxnTooLarge, conflicts
-// detected before writing) mean nothing was written.
+// detected before writing) mean nothing was written. Reads that etcd did not answer
+// (also the read that starts a write) wrap ErrUnavailable; Unavailable(err) tells the
+// errors that a retry after an outage may cure (ErrUnavailable, ErrOutcomeUnknown) from
+// the final ones.
 //
 // # Completed checkpoints and the shared-file registry
 //

@@ -2,6 +2,7 @@ package meta
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -19,6 +20,7 @@ import (
 type Leadership struct {
 	s         *Store
 	candidate string
+	address   string
 	rev       int64
 	sess      *concurrency.Session
 
@@ -40,6 +42,9 @@ func (l *Leadership) Revision() int64 { return l.rev }
 
 // CandidateID is the ID this leadership campaigned with.
 func (l *Leadership) CandidateID() string { return l.candidate }
+
+// Address is the address this leadership published (WithAddress); empty if none.
+func (l *Leadership) Address() string { return l.address }
 
 // LeaseID is the etcd lease the leader key is attached to.
 func (l *Leadership) LeaseID() clientv3.LeaseID { return l.sess.Lease() }
@@ -65,10 +70,37 @@ func (l *Leadership) markLost() {
 	l.lostOnce.Do(func() { close(l.done) })
 }
 
-// LeaderInfo describes the current leader.
+// LeaderInfo describes the current leader. The zero value means that nobody leads.
 type LeaderInfo struct {
 	CandidateID string
-	Revision    int64 // the leader key's CreateRevision
+	// Address is where the leader serves (WithAddress); empty if it published none.
+	Address  string
+	Revision int64 // the leader key's CreateRevision
+}
+
+// leaderValue is the leader key's value when the leader published an address: JSON
+// {"id":"<candidate>","address":"<host:port>"}. Without an address the value is the
+// candidate ID alone.
+type leaderValue struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+}
+
+func encodeLeader(candidateID, address string) string {
+	if address == "" {
+		return candidateID
+	}
+	b, _ := json.Marshal(leaderValue{ID: candidateID, Address: address}) // cannot fail
+	return string(b)
+}
+
+func decodeLeader(kv *mvccpb.KeyValue) LeaderInfo {
+	li := LeaderInfo{CandidateID: string(kv.Value), Revision: kv.CreateRevision}
+	var v leaderValue
+	if len(kv.Value) > 0 && kv.Value[0] == '{' && json.Unmarshal(kv.Value, &v) == nil && v.ID != "" {
+		li.CandidateID, li.Address = v.ID, v.Address
+	}
+	return li
 }
 
 // Leader reads who leads now. ErrNotFound if nobody does.
@@ -82,18 +114,139 @@ func (s *Store) Leader(ctx context.Context) (LeaderInfo, error) {
 	if len(resp.Kvs) == 0 {
 		return LeaderInfo{}, fmt.Errorf("meta: leader: %w", ErrNotFound)
 	}
-	return LeaderInfo{CandidateID: string(resp.Kvs[0].Value), Revision: resp.Kvs[0].CreateRevision}, nil
+	return decodeLeader(resp.Kvs[0]), nil
+}
+
+// ObserveLeader follows the leader key for processes that need to find the leader
+// (task managers): the channel receives the current leader (the zero LeaderInfo while
+// nobody leads), then every change. A slow receiver gets the latest value only: an
+// unread value is replaced by a newer one. Through etcd outages it keeps trying (with
+// pauses, never busily), so the value may be stale while etcd is unreachable. The
+// channel is closed when ctx ends or the Store closes; its goroutine belongs to the
+// Store, which waits for it in Close.
+func (s *Store) ObserveLeader(ctx context.Context) <-chan LeaderInfo {
+	ch := make(chan LeaderInfo, 1)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		close(ch)
+		return ch
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		defer s.wg.Done()
+		defer close(ch)
+		// Close must not wait for a read stuck on an unreachable etcd: it ends ctx.
+		closed := make(chan struct{})
+		go func() {
+			defer close(closed)
+			select {
+			case <-s.closing:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		s.observeLeader(ctx, ch)
+		cancel()
+		<-closed
+	}()
+	return ch
+}
+
+func (s *Store) observeLeader(ctx context.Context, ch chan LeaderInfo) {
+	var last *LeaderInfo
+	emit := func(li LeaderInfo) {
+		if last != nil && *last == li {
+			return
+		}
+		last = &li
+		// This goroutine is the only sender: after dropping an unread value the send
+		// cannot block.
+		select {
+		case <-ch:
+		default:
+		}
+		ch <- li
+	}
+	key := s.leaderKey()
+	backoff := newBackoff()
+	for ctx.Err() == nil {
+		rctx, cancel := s.reqCtx(ctx)
+		resp, err := s.cli.Get(rctx, key)
+		cancel()
+		if err != nil {
+			if s.sleepCtx(ctx, backoff.next()) != nil {
+				return
+			}
+			continue
+		}
+		backoff.reset()
+		if len(resp.Kvs) == 0 {
+			emit(LeaderInfo{})
+		} else {
+			emit(decodeLeader(resp.Kvs[0]))
+		}
+		s.watchLeader(ctx, key, resp.Header.Revision+1, emit)
+		// The watch broke (no etcd leader, compaction, reconnect): read again after a
+		// pause.
+		if s.sleepCtx(ctx, backoff.next()) != nil {
+			return
+		}
+	}
+}
+
+// watchLeader passes every change of the leader key from revision from to emit, until
+// the watch breaks or ctx ends.
+func (s *Store) watchLeader(ctx context.Context, key string, from int64, emit func(LeaderInfo)) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := s.cli.Watch(wctx, key, clientv3.WithRev(from))
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case wr, ok := <-wch:
+			if !ok || wr.Err() != nil || wr.Canceled {
+				return
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == mvccpb.DELETE {
+					emit(LeaderInfo{})
+				} else {
+					emit(decodeLeader(ev.Kv))
+				}
+			}
+		}
+	}
 }
 
 // errSessionLost: the campaign's lease was lost before it won; start over.
 var errSessionLost = errors.New("meta: lease lost during campaign")
 
+// CampaignOption configures Campaign.
+type CampaignOption func(*campaignOptions)
+
+type campaignOptions struct{ address string }
+
+// WithAddress publishes address (host:port) with the leadership, in the leader key's
+// value, so that followers find the leader (Leader, ObserveLeader).
+func WithAddress(address string) CampaignOption {
+	return func(o *campaignOptions) { o.address = address }
+}
+
 // Campaign blocks until this process is the leader, and returns its Leadership. The
-// candidate ID (e.g. the jobmanager's RPC address) becomes the leader key's value. It
-// waits through etcd outages; it returns early only when ctx ends or the Store closes.
-func (s *Store) Campaign(ctx context.Context, candidateID string) (*Leadership, error) {
+// candidate ID (e.g. the jobmanager's ID) becomes the leader key's value, with the
+// address if one is given (WithAddress). It waits through etcd outages; it returns
+// early only when ctx ends or the Store closes.
+func (s *Store) Campaign(ctx context.Context, candidateID string, opts ...CampaignOption) (*Leadership, error) {
 	if candidateID == "" {
 		return nil, errors.New("meta: campaign: empty candidate ID")
+	}
+	var o campaignOptions
+	for _, opt := range opts {
+		opt(&o)
 	}
 	backoff := newBackoff()
 	for {
@@ -111,7 +264,7 @@ func (s *Store) Campaign(ctx context.Context, candidateID string) (*Leadership, 
 			}
 			continue
 		}
-		l, err := s.campaign(ctx, sess, candidateID)
+		l, err := s.campaign(ctx, sess, candidateID, o.address)
 		if err == nil {
 			return l, nil
 		}
@@ -160,8 +313,9 @@ func (s *Store) revokeQuietly(id clientv3.LeaseID) {
 
 // campaign tries to create the leader key with sess's lease, waiting for the current
 // leader's key to go away as often as needed.
-func (s *Store) campaign(ctx context.Context, sess *concurrency.Session, candidateID string) (*Leadership, error) {
+func (s *Store) campaign(ctx context.Context, sess *concurrency.Session, candidateID, address string) (*Leadership, error) {
 	key := s.leaderKey()
+	value := encodeLeader(candidateID, address)
 	lease := sess.Lease()
 	backoff := newBackoff()
 	for {
@@ -173,7 +327,7 @@ func (s *Store) campaign(ctx context.Context, sess *concurrency.Session, candida
 		rctx, cancel := s.reqCtx(ctx)
 		resp, err := s.cli.Txn(rctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(clientv3.OpPut(key, candidateID, clientv3.WithLease(lease))).
+			Then(clientv3.OpPut(key, value, clientv3.WithLease(lease))).
 			Else(clientv3.OpGet(key)).
 			Commit()
 		cancel()
@@ -196,7 +350,7 @@ func (s *Store) campaign(ctx context.Context, sess *concurrency.Session, candida
 			rev = kvs[0].CreateRevision // an earlier try of ours committed
 		}
 		if rev != 0 {
-			return s.startLeadership(sess, candidateID, rev)
+			return s.startLeadership(sess, candidateID, address, rev)
 		}
 		if err := s.waitDeleted(ctx, sess, key, resp.Header.Revision+1); err != nil {
 			return nil, err
@@ -234,7 +388,7 @@ func (s *Store) waitDeleted(ctx context.Context, sess *concurrency.Session, key 
 	}
 }
 
-func (s *Store) startLeadership(sess *concurrency.Session, candidateID string, rev int64) (*Leadership, error) {
+func (s *Store) startLeadership(sess *concurrency.Session, candidateID, address string, rev int64) (*Leadership, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -246,6 +400,7 @@ func (s *Store) startLeadership(sess *concurrency.Session, candidateID string, r
 	l := &Leadership{
 		s:         s,
 		candidate: candidateID,
+		address:   address,
 		rev:       rev,
 		sess:      sess,
 		done:      make(chan struct{}),

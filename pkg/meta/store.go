@@ -50,7 +50,18 @@ var (
 	ErrConflict = errors.New("meta: concurrent modification")
 	// ErrClosed: the Store was closed.
 	ErrClosed = errors.New("meta: store closed")
+	// ErrUnavailable: a read could not be done: etcd did not answer in time or could not
+	// be reached. Reads wrap it; nothing was written. A retry may succeed.
+	ErrUnavailable = errors.New("meta: etcd unavailable")
 )
+
+// Unavailable reports whether err says that etcd could not be reached or did not
+// answer (ErrUnavailable, or a write with ErrOutcomeUnknown): the request may succeed
+// when retried once etcd is back. Errors of requests etcd rejected, ErrNotLeader and
+// the store's own checks are not.
+func Unavailable(err error) bool {
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOutcomeUnknown)
+}
 
 // Defaults of the Options.
 const (
@@ -261,15 +272,41 @@ func writeErr(op string, err error) error {
 	return fmt.Errorf("meta: %s: %w: %w", op, ErrOutcomeUnknown, err)
 }
 
-// readErr wraps the error of a read.
+// readErr wraps the error of a read; unless etcd rejected the request, it wraps
+// ErrUnavailable too.
 func readErr(op string, err error) error {
-	return fmt.Errorf("meta: %s: reading etcd: %w", op, err)
+	if rejected(err) {
+		return fmt.Errorf("meta: %s: reading etcd: %w", op, err)
+	}
+	return fmt.Errorf("meta: %s: reading etcd: %w: %w", op, ErrUnavailable, err)
 }
 
 // readStepErr wraps the error of the read that starts a write: the write was not sent,
-// so its outcome is known (nothing written).
+// so its outcome is known (nothing written). Unless etcd rejected the read, it wraps
+// ErrUnavailable.
 func readStepErr(op string, err error) error {
-	return fmt.Errorf("meta: %s: reading etcd failed, nothing written: %w", op, err)
+	if rejected(err) {
+		return fmt.Errorf("meta: %s: reading etcd failed, nothing written: %w", op, err)
+	}
+	return fmt.Errorf("meta: %s: reading etcd failed, nothing written: %w: %w", op, ErrUnavailable, err)
+}
+
+// rejected reports whether etcd refused a request for what it is (invalid, too large,
+// not permitted), as opposed to not answering it.
+func rejected(err error) bool {
+	code := codes.Unknown
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		code = ee.Code()
+	} else if st, ok := status.FromError(err); ok {
+		code = st.Code()
+	}
+	switch code {
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.PermissionDenied,
+		codes.Unauthenticated, codes.ResourceExhausted, codes.OutOfRange, codes.Unimplemented:
+		return true
+	}
+	return false
 }
 
 // conflictPause spreads out the retries of concurrent callers after the attempt-th

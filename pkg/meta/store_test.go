@@ -154,6 +154,12 @@ func runOutage(t *testing.T, srv server) {
 	}
 	if _, err := s.GetJob(ctx, "job-1"); err == nil {
 		t.Fatal("GetJob during outage succeeded")
+	} else if !errors.Is(err, meta.ErrUnavailable) || !meta.Unavailable(err) {
+		t.Fatalf("GetJob during outage: %v, want ErrUnavailable", err)
+	}
+	// Callers retry what Unavailable says may succeed later.
+	if _, err := s.AddCheckpoint(ctx, l, "job-1", cp(3, meta.KindCheckpoint, "c", "d"), 2); !meta.Unavailable(err) {
+		t.Fatalf("AddCheckpoint during outage: %v, want an error that Unavailable accepts", err)
 	}
 
 	srv.start(t)

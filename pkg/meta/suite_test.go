@@ -34,6 +34,7 @@ func runStoreSuite(t *testing.T, endpoints []string) {
 		{"RegistryModel", testRegistryModel},
 		{"Fencing", testFencing},
 		{"ResignHandover", testResignHandover},
+		{"ObserveLeader", testObserveLeader},
 		{"LargeTransaction", testLargeTransaction},
 	}
 	for _, tc := range tests {
@@ -814,6 +815,89 @@ func testResignHandover(t *testing.T, c *cluster) {
 	}
 	if _, err := b.Campaign(ctx, "jm-b"); !errors.Is(err, meta.ErrClosed) {
 		t.Fatalf("campaign on closed store: %v", err)
+	}
+}
+
+// testObserveLeader: a leader's published address is readable (Leader) and followed
+// (ObserveLeader) through a handover; an observer's channel closes with its context and
+// with the Store.
+func testObserveLeader(t *testing.T, c *cluster) {
+	ctx := ctxFor(t, 30*time.Second)
+	a := c.connect(t)
+	b := c.connect(t)
+	f := c.connect(t) // a follower that never campaigns
+	octx, stop := context.WithCancel(ctx)
+	defer stop()
+	obs := f.ObserveLeader(octx)
+	next := func(want meta.LeaderInfo) {
+		t.Helper()
+		for {
+			select {
+			case li, ok := <-obs:
+				if !ok {
+					t.Fatalf("observer closed while waiting for %+v", want)
+				}
+				if li.CandidateID == want.CandidateID && li.Address == want.Address && (want.Revision == 0 || li.Revision == want.Revision) {
+					return
+				}
+				// A value in between (e.g. nobody leads during the handover) is fine.
+			case <-ctx.Done():
+				t.Fatalf("no leader %+v observed", want)
+			}
+		}
+	}
+	next(meta.LeaderInfo{}) // nobody leads yet
+
+	la, err := a.Campaign(ctx, "jm-a", meta.WithAddress("10.0.0.1:6123"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if la.Address() != "10.0.0.1:6123" || la.CandidateID() != "jm-a" {
+		t.Fatalf("leadership %q at %q", la.CandidateID(), la.Address())
+	}
+	info, err := f.Leader(ctx)
+	if err != nil || info != (meta.LeaderInfo{CandidateID: "jm-a", Address: "10.0.0.1:6123", Revision: la.Revision()}) {
+		t.Fatalf("Leader() = %+v, %v", info, err)
+	}
+	next(meta.LeaderInfo{CandidateID: "jm-a", Address: "10.0.0.1:6123", Revision: la.Revision()})
+
+	bc := make(chan *meta.Leadership, 1)
+	go func() {
+		l, err := b.Campaign(ctx, "jm-b", meta.WithAddress("10.0.0.2:6123"))
+		if err != nil {
+			t.Error(err)
+		}
+		bc <- l
+	}()
+	if err := la.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lb := <-bc
+	if lb == nil {
+		t.FailNow()
+	}
+	next(meta.LeaderInfo{CandidateID: "jm-b", Address: "10.0.0.2:6123", Revision: lb.Revision()})
+
+	// Without an address the value stays the bare candidate ID.
+	if err := lb.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lc := campaign(t, a, "jm-c")
+	next(meta.LeaderInfo{CandidateID: "jm-c", Revision: lc.Revision()})
+
+	stop()
+	for range obs { // drains, then closed
+	}
+	// Closing the Store closes its observers too.
+	obs2 := f.ObserveLeader(ctx)
+	<-obs2
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range obs2 {
+	}
+	if _, ok := <-f.ObserveLeader(ctx); ok {
+		t.Fatal("observer of a closed Store delivered a value")
 	}
 }
 

@@ -1,12 +1,15 @@
-// Package metastore opens the jobmanager's metadata store: an external etcd cluster, or
-// an etcd server embedded in the process.
+// Package metastore opens the metadata store of the jobmanager (an external etcd cluster,
+// or an etcd server embedded in the process) and of task managers that find the leading
+// jobmanager through etcd.
 package metastore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/sluice-stream/sluice/pkg/meta"
 	"github.com/sluice-stream/sluice/pkg/meta/embedded"
@@ -22,6 +25,10 @@ type Options struct {
 	ClusterID string
 	// UnsafeNoFsync speeds up an embedded server in tests.
 	UnsafeNoFsync bool
+	// LeaseTTL is the leadership lease's time to live (0: meta.DefaultLeaseTTL).
+	LeaseTTL time.Duration
+	// RequestTimeout bounds every etcd request (0: meta.DefaultRequestTimeout).
+	RequestTimeout time.Duration
 }
 
 // ParseEndpoints splits a comma-separated endpoint list.
@@ -33,6 +40,25 @@ func ParseEndpoints(s string) []string {
 		}
 	}
 	return out
+}
+
+// Prefix is the key prefix of a cluster: /sluice/<cluster-id>/ ("default" when empty).
+func Prefix(clusterID string) string {
+	if clusterID == "" {
+		clusterID = "default"
+	}
+	return "/sluice/" + clusterID + "/"
+}
+
+func (o Options) metaOptions() []meta.Option {
+	var opts []meta.Option
+	if o.LeaseTTL > 0 {
+		opts = append(opts, meta.WithLeaseTTL(o.LeaseTTL))
+	}
+	if o.RequestTimeout > 0 {
+		opts = append(opts, meta.WithRequestTimeout(o.RequestTimeout))
+	}
+	return opts
 }
 
 // Open connects to the store; close stops the connection and any embedded server.
@@ -48,11 +74,7 @@ func Open(ctx context.Context, o Options, log *slog.Logger) (*meta.Store, func()
 		endpoints = srv.Endpoints()
 		log.Info("embedded etcd started", "endpoints", endpoints, "dir", o.EmbeddedDir)
 	}
-	id := o.ClusterID
-	if id == "" {
-		id = "default"
-	}
-	store, err := meta.Connect(ctx, endpoints, "/sluice/"+id+"/", log.With("component", "meta"))
+	store, err := meta.Connect(ctx, endpoints, Prefix(o.ClusterID), log.With("component", "meta"), o.metaOptions()...)
 	if err != nil {
 		if srv != nil {
 			srv.Close()
@@ -65,4 +87,18 @@ func Open(ctx context.Context, o Options, log *slog.Logger) (*meta.Store, func()
 			srv.Close()
 		}
 	}, nil
+}
+
+// Follow connects a process that only follows the cluster's leader (a task manager) to
+// the external etcd at o.Endpoints; it never embeds a server, since an embedded etcd
+// lives in the jobmanager's process and cannot be shared.
+func Follow(ctx context.Context, o Options, log *slog.Logger) (*meta.Store, error) {
+	if len(o.Endpoints) == 0 {
+		return nil, errors.New("no etcd endpoints to find the leading jobmanager through")
+	}
+	store, err := meta.Connect(ctx, o.Endpoints, Prefix(o.ClusterID), log.With("component", "meta"), o.metaOptions()...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to etcd %v: %w", o.Endpoints, err)
+	}
+	return store, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sluice-stream/sluice/pkg/exchange"
@@ -30,20 +31,37 @@ type Barrier struct {
 	TriggerUnixMilli int64
 	Mode             Mode
 	Savepoint        bool
+	// Unaligned: the barrier overtakes in-flight buffers, which become channel state.
+	// At a task, it also says the snapshot was taken unaligned there: its in-flight
+	// input follows through Checkpointing.ChannelState.
+	Unaligned bool
+	// AlignedTimeoutMs, for an aligned exactly-once checkpoint: once the barrier is this
+	// old, a task still aligning switches to unaligned (0: never).
+	AlignedTimeoutMs int64
 }
 
-const barrierLen = 8 + 8 + 1 + 1
+const barrierLen = 8 + 8 + 1 + 1 + 8
 
-// Encode is the barrier's wire form inside a buffer of kind exchange.KindBarrier.
+const (
+	flagSavepoint = 1 << iota
+	flagUnaligned
+)
+
+// Encode is the barrier's wire form inside a buffer of kind exchange.KindBarrier or
+// exchange.KindPriorityBarrier.
 func (b Barrier) Encode() []byte {
 	buf := make([]byte, 0, barrierLen)
 	buf = binary.BigEndian.AppendUint64(buf, uint64(b.ID))
 	buf = binary.BigEndian.AppendUint64(buf, uint64(b.TriggerUnixMilli))
-	sp := byte(0)
+	flags := byte(0)
 	if b.Savepoint {
-		sp = 1
+		flags |= flagSavepoint
 	}
-	return append(buf, byte(b.Mode), sp)
+	if b.Unaligned {
+		flags |= flagUnaligned
+	}
+	buf = append(buf, byte(b.Mode), flags)
+	return binary.BigEndian.AppendUint64(buf, uint64(b.AlignedTimeoutMs))
 }
 
 // ErrBadBarrier says a barrier buffer does not decode.
@@ -54,17 +72,23 @@ func DecodeBarrier(data []byte) (Barrier, error) {
 	if len(data) != barrierLen {
 		return Barrier{}, fmt.Errorf("%w: %d bytes", ErrBadBarrier, len(data))
 	}
+	flags := data[17]
 	b := Barrier{
 		ID:               int64(binary.BigEndian.Uint64(data)),
 		TriggerUnixMilli: int64(binary.BigEndian.Uint64(data[8:])),
 		Mode:             Mode(data[16]),
-		Savepoint:        data[17] == 1,
+		Savepoint:        flags&flagSavepoint != 0,
+		Unaligned:        flags&flagUnaligned != 0,
+		AlignedTimeoutMs: int64(binary.BigEndian.Uint64(data[18:])),
 	}
 	if b.Mode != ExactlyOnce && b.Mode != AtLeastOnce {
 		return Barrier{}, fmt.Errorf("%w: mode %d", ErrBadBarrier, b.Mode)
 	}
-	if data[17] > 1 {
-		return Barrier{}, fmt.Errorf("%w: savepoint flag %d", ErrBadBarrier, data[17])
+	if flags&^(flagSavepoint|flagUnaligned) != 0 {
+		return Barrier{}, fmt.Errorf("%w: flags %#x", ErrBadBarrier, flags)
+	}
+	if b.AlignedTimeoutMs < 0 {
+		return Barrier{}, fmt.Errorf("%w: aligned timeout %d", ErrBadBarrier, b.AlignedTimeoutMs)
 	}
 	return b, nil
 }
@@ -73,8 +97,38 @@ func DecodeBarrier(data []byte) (Barrier, error) {
 type Alignment struct {
 	// StartDelay is the time from the trigger to the first barrier at this task.
 	StartDelay time.Duration
-	// Duration is the time from the first to the last barrier (zero for sources).
+	// Duration is the time from the first to the last barrier (zero for sources), or,
+	// unaligned, to the switch.
 	Duration time.Duration
+}
+
+// ChannelState is the in-flight data of one unaligned checkpoint at one task: buffers of
+// serialized records, in order, per channel.
+type ChannelState struct {
+	// Input holds, per input gate channel, the buffers that arrived before the
+	// channel's barrier and were processed after the snapshot.
+	Input [][][]byte
+	// Output holds, per output partition and channel, the buffers the barrier
+	// overtook.
+	Output [][][][]byte
+}
+
+// Bytes is the total size of the buffers.
+func (c ChannelState) Bytes() int64 {
+	var n int64
+	for _, ch := range c.Input {
+		for _, b := range ch {
+			n += int64(len(b))
+		}
+	}
+	for _, p := range c.Output {
+		for _, ch := range p {
+			for _, b := range ch {
+				n += int64(len(b))
+			}
+		}
+	}
+	return n
 }
 
 // Checkpointing is the task's side of checkpoints, provided by the task manager. Its
@@ -82,8 +136,12 @@ type Alignment struct {
 type Checkpointing interface {
 	// Snapshot takes the synchronous part of checkpoint b once the task's inputs are
 	// aligned (or, at a source, when triggered). The task forwards the barrier after it
-	// returns; an error declines the checkpoint but does not fail the task.
+	// returns; an error declines the checkpoint but does not fail the task. When
+	// b.Unaligned, ChannelState follows once the in-flight data is complete (or Abort).
 	Snapshot(b Barrier, a Alignment) error
+	// ChannelState hands over the in-flight data of unaligned checkpoint id. The task
+	// gives up ownership of cs.
+	ChannelState(id int64, cs ChannelState)
 	// Abort says checkpoint id was given up at this task (a newer barrier overtook it);
 	// the task manager declines it to the coordinator.
 	Abort(id int64, reason error)
@@ -92,9 +150,17 @@ type Checkpointing interface {
 	SourceEnded()
 }
 
-// aligner tracks one checkpoint's barriers over a task's input channels.
+// aligner tracks one checkpoint's barriers over a task's input channels. Exactly-once,
+// a channel that delivered the barrier is blocked (its buffers held) until every channel
+// did. Unaligned (from the first priority barrier, or after the aligned timeout), the
+// snapshot is taken at once and nothing is blocked; the buffers each channel delivered
+// before its barrier that the snapshot does not reflect are recorded as channel state:
+// those waiting in the gate are copied from it (without processing them first), those
+// arriving later as the task reads them. It is complete once every channel's barrier
+// arrived and everything before it was recorded.
 type aligner struct {
 	cur      *Barrier
+	lastID   int64 // newest checkpoint completed or given up here: older barriers are stale
 	seen     []bool
 	held     [][]exchange.Delivery // exactly-once: buffers of channels whose barrier came
 	blocked  []bool
@@ -102,38 +168,135 @@ type aligner struct {
 	first    time.Time
 	// pending are released buffers to process before reading the gate again.
 	pending []exchange.Delivery
+
+	// last is the Seq of the last ordinary buffer read from each channel.
+	last []int64
+	// recTo is, per channel, the Seq up to which the current unaligned checkpoint's
+	// in-flight data is recorded.
+	recTo []int64
+	// before is, per channel whose barrier came, the Seq of the last buffer before it.
+	before    []int64
+	unaligned bool // the current checkpoint's snapshot was taken unaligned
+	input     [][][]byte
+	output    [][][][]byte
+	timeout   *time.Timer // aligned checkpoint timeout; nil when not armed
+
+	// partial is a data buffer whose processing stopped part way for a priority
+	// barrier; rest are its records not processed yet.
+	partial    exchange.Delivery
+	rest       []byte
+	hasPartial bool
 }
 
 func newAligner(n int) *aligner {
-	return &aligner{seen: make([]bool, n), held: make([][]exchange.Delivery, n), blocked: make([]bool, n), finished: make([]bool, n)}
+	return &aligner{seen: make([]bool, n), held: make([][]exchange.Delivery, n), blocked: make([]bool, n), finished: make([]bool, n),
+		last: make([]int64, n), recTo: make([]int64, n), before: make([]int64, n)}
 }
 
-// release unblocks every channel: its held buffers are processed next, in order.
-func (a *aligner) release() {
+// timeoutC fires when the aligned checkpoint timeout of the current checkpoint expires.
+func (a *aligner) timeoutC() <-chan time.Time {
+	if a.timeout == nil {
+		return nil
+	}
+	return a.timeout.C
+}
+
+func (a *aligner) stopTimeout() {
+	if a.timeout != nil {
+		a.timeout.Stop()
+		a.timeout = nil
+	}
+}
+
+// unblock releases every blocked channel: its held buffers are processed next, in order.
+func (a *aligner) unblock() {
 	for ch := range a.held {
 		a.pending = append(a.pending, a.held[ch]...)
 		a.held[ch] = nil
 		a.blocked[ch] = false
-		a.seen[ch] = false
 	}
-	a.cur = nil
 }
 
-// complete reports whether every channel that has not finished delivered the barrier.
+// release ends the current checkpoint here.
+func (a *aligner) release() {
+	a.unblock()
+	for ch := range a.seen {
+		a.seen[ch] = false
+	}
+	a.stopTimeout()
+	if a.cur != nil {
+		a.lastID = max(a.lastID, a.cur.ID)
+	}
+	a.cur = nil
+	a.unaligned = false
+	a.input, a.output = nil, nil
+}
+
+// complete reports whether every channel that has not finished delivered the barrier
+// and, unaligned, everything before it was read.
 func (a *aligner) complete() bool {
 	for ch := range a.seen {
-		if !a.seen[ch] && !a.finished[ch] {
+		if a.finished[ch] {
+			continue
+		}
+		if !a.seen[ch] || (a.unaligned && max(a.last[ch], a.recTo[ch]) < a.before[ch]) {
 			return false
 		}
 	}
 	return true
 }
 
-// onBarrier handles barrier b from channel ch.
-func (t *Task) onBarrier(a *aligner, ch int, b Barrier) error {
+// recording reports whether a data buffer read from channel ch is in-flight data of the
+// current unaligned checkpoint.
+func (a *aligner) recording(ch int, seq int64) bool {
+	return a.unaligned && seq > a.recTo[ch] && (!a.seen[ch] || seq <= a.before[ch])
+}
+
+// record adds a data buffer to the current checkpoint's in-flight data.
+func (a *aligner) record(d exchange.Delivery) {
+	a.input[d.Channel] = append(a.input[d.Channel], slices.Clone(d.Buf.Data))
+	a.recTo[d.Channel] = d.Seq
+}
+
+// captureQueued records the in-flight data waiting in the gate. A barrier of the current
+// checkpoint or an end of partition found there ends its channel's in-flight data as if
+// it had been read (the barrier is ignored when it is).
+func (t *Task) captureQueued(a *aligner) {
+	t.Gate.Queued(func(d exchange.Delivery) {
+		ch := d.Channel
+		if d.Buf.Kind == exchange.KindPriorityBarrier {
+			// Seen before the ordinary buffers: it bounds its channel's in-flight data.
+			if b, err := DecodeBarrier(d.Buf.Data); err == nil && b.ID == a.cur.ID && !a.seen[ch] {
+				a.seen[ch], a.before[ch] = true, d.Seq
+			}
+			return
+		}
+		if d.Seq <= a.recTo[ch] || (a.seen[ch] && d.Seq > a.before[ch]) {
+			return
+		}
+		switch d.Buf.Kind {
+		case exchange.KindData:
+			a.record(d)
+			return
+		case exchange.KindBarrier:
+			if b, err := DecodeBarrier(d.Buf.Data); err == nil && b.ID == a.cur.ID {
+				a.seen[ch], a.before[ch] = true, d.Seq-1
+				return
+			}
+		case exchange.KindEndOfPartition:
+			a.seen[ch], a.before[ch] = true, d.Seq-1
+			return
+		}
+		a.recTo[ch] = d.Seq // an event before the barrier: nothing to record
+	})
+}
+
+// onBarrier handles barrier b from channel ch; seq is the Seq of the last ordinary buffer
+// before it, and priority says it overtook the buffers in the gate.
+func (t *Task) onBarrier(a *aligner, ch int, b Barrier, seq int64, priority bool) error {
 	switch {
-	case a.cur != nil && b.ID < a.cur.ID:
-		return nil // of a checkpoint already given up here
+	case b.ID <= a.lastID || (a.cur != nil && b.ID < a.cur.ID):
+		return nil // of a checkpoint already done or given up here
 	case a.cur != nil && b.ID > a.cur.ID:
 		// A newer checkpoint overtook the one being aligned: that one cannot complete.
 		if t.Checkpoints != nil {
@@ -143,26 +306,88 @@ func (t *Task) onBarrier(a *aligner, ch int, b Barrier) error {
 	}
 	if a.cur == nil {
 		bb := b
+		bb.Unaligned = false
 		a.cur = &bb
 		a.first = time.Now()
+		if b.Mode == ExactlyOnce && !priority && b.AlignedTimeoutMs > 0 {
+			deadline := time.UnixMilli(b.TriggerUnixMilli + b.AlignedTimeoutMs)
+			a.timeout = time.NewTimer(max(0, time.Until(deadline)))
+		}
 	}
 	if a.seen[ch] {
+		if a.unaligned {
+			return nil // found in the gate when the checkpoint went unaligned
+		}
 		return fmt.Errorf("channel %d delivered the barrier of checkpoint %d twice", ch, b.ID)
 	}
 	a.seen[ch] = true
-	if b.Mode == ExactlyOnce {
+	a.before[ch] = seq
+	switch {
+	case priority && !a.unaligned:
+		if err := t.goUnaligned(a); err != nil {
+			return err
+		}
+	case priority:
+		t.captureQueued(a) // the rest of this channel's in-flight data
+	case b.Mode == ExactlyOnce && !a.unaligned:
 		a.blocked[ch] = true
 	}
 	return t.maybeCompleteAlignment(a)
 }
 
-// maybeCompleteAlignment snapshots and forwards the barrier once every open channel
-// delivered it.
+// goUnaligned switches the current checkpoint to unaligned: the snapshot is taken now,
+// the barrier overtakes the outputs' queued buffers, and every channel is unblocked.
+func (t *Task) goUnaligned(a *aligner) error {
+	a.stopTimeout()
+	a.unaligned = true
+	a.unblock()
+	b := *a.cur
+	b.Unaligned = true
+	al := Alignment{Duration: time.Since(a.first), StartDelay: a.first.Sub(time.UnixMilli(b.TriggerUnixMilli))}
+	out, err := t.checkpointUnaligned(b, al)
+	if err != nil {
+		return err
+	}
+	a.output = out
+	a.input = make([][][]byte, len(a.seen))
+	for ch := range a.recTo {
+		a.recTo[ch] = a.last[ch] // what was read before is in the snapshot
+	}
+	if ch := a.partial.Channel; a.hasPartial && (!a.seen[ch] || a.partial.Seq <= a.before[ch]) {
+		// The part of the buffer the snapshot does not reflect.
+		a.input[ch] = append(a.input[ch], slices.Clone(a.rest))
+	}
+	t.captureQueued(a)
+	return nil
+}
+
+// onAlignmentTimeout switches a checkpoint whose alignment took too long to unaligned.
+func (t *Task) onAlignmentTimeout(a *aligner) error {
+	a.timeout = nil
+	if a.cur == nil || a.unaligned || a.cur.Mode != ExactlyOnce {
+		return nil
+	}
+	if err := t.goUnaligned(a); err != nil {
+		return err
+	}
+	return t.maybeCompleteAlignment(a)
+}
+
+// maybeCompleteAlignment finishes the current checkpoint once complete: aligned, it
+// snapshots and forwards the barrier; unaligned, it hands over the channel state.
 func (t *Task) maybeCompleteAlignment(a *aligner) error {
 	if a.cur == nil || !a.complete() {
 		return nil
 	}
 	b := *a.cur
+	if a.unaligned {
+		cs := ChannelState{Input: a.input, Output: a.output}
+		a.release()
+		if t.Checkpoints != nil {
+			t.Checkpoints.ChannelState(b.ID, cs)
+		}
+		return nil
+	}
 	al := Alignment{Duration: time.Since(a.first), StartDelay: a.first.Sub(time.UnixMilli(b.TriggerUnixMilli))}
 	a.release()
 	return t.checkpoint(b, al)
@@ -184,6 +409,26 @@ func (t *Task) checkpoint(b Barrier, al Alignment) error {
 	return nil
 }
 
+// checkpointUnaligned takes the snapshot and sends the barrier ahead of the outputs'
+// queued buffers; it returns those, per output and channel.
+func (t *Task) checkpointUnaligned(b Barrier, al Alignment) ([][][][]byte, error) {
+	if t.Checkpoints != nil {
+		if err := t.Checkpoints.Snapshot(b, al); err != nil {
+			t.Checkpoints.Abort(b.ID, err)
+		}
+	}
+	data := b.Encode()
+	out := make([][][][]byte, len(t.Outputs))
+	for i, p := range t.Outputs {
+		over, err := p.BroadcastPriority(data)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = over
+	}
+	return out, nil
+}
+
 // TriggerCheckpoint returns the mailbox action that makes a source task snapshot and
 // emit barrier b. Post it to the task's Mailbox. final marks the checkpoint the
 // jobmanager triggered once every source had ended: its completion releases the source.
@@ -193,7 +438,19 @@ func (t *Task) TriggerCheckpoint(b Barrier, final bool) func() error {
 			t.finalID = b.ID
 		}
 		delay := time.Since(time.UnixMilli(b.TriggerUnixMilli))
-		return t.checkpoint(b, Alignment{StartDelay: max(0, delay)})
+		al := Alignment{StartDelay: max(0, delay)}
+		if !b.Unaligned || b.Mode != ExactlyOnce {
+			b.Unaligned = false
+			return t.checkpoint(b, al)
+		}
+		out, err := t.checkpointUnaligned(b, al)
+		if err != nil {
+			return err
+		}
+		if t.Checkpoints != nil {
+			t.Checkpoints.ChannelState(b.ID, ChannelState{Output: out})
+		}
+		return nil
 	}
 }
 

@@ -15,10 +15,17 @@ import (
 type recChain struct {
 	fakeChain
 	seen []string
+	// hold, if set, is waited on after processing the record of that name.
+	hold     map[string]chan struct{}
+	holdSeen chan string
 }
 
 func (c *recChain) ProcessRecord(_ int, rec []byte) error {
 	c.seen = append(c.seen, string(rec))
+	if ch := c.hold[string(rec)]; ch != nil {
+		c.holdSeen <- string(rec)
+		<-ch
+	}
 	return nil
 }
 
@@ -26,15 +33,19 @@ func (c *recChain) ProcessRecord(_ int, rec []byte) error {
 type recCheckpoints struct {
 	chain     *recChain
 	snapshots map[int64][]string
+	barriers  map[int64]Barrier
+	channels  map[int64]ChannelState
 	aborted   []int64
 }
 
 func (r *recCheckpoints) Snapshot(b Barrier, _ Alignment) error {
 	r.snapshots[b.ID] = slices.Clone(r.chain.seen)
+	r.barriers[b.ID] = b
 	return nil
 }
-func (r *recCheckpoints) Abort(id int64, _ error) { r.aborted = append(r.aborted, id) }
-func (r *recCheckpoints) SourceEnded()            {}
+func (r *recCheckpoints) ChannelState(id int64, cs ChannelState) { r.channels[id] = cs }
+func (r *recCheckpoints) Abort(id int64, _ error)                { r.aborted = append(r.aborted, id) }
+func (r *recCheckpoints) SourceEnded()                           {}
 
 type alignHarness struct {
 	t        *testing.T
@@ -50,7 +61,10 @@ type alignHarness struct {
 
 // newAlignHarness: n producer partitions (driven by the test) feed one task whose output
 // goes to a gate the harness drains.
-func newAlignHarness(t *testing.T, n int) *alignHarness {
+func newAlignHarness(t *testing.T, n int) *alignHarness { return newAlignHarnessWith(t, n, nil) }
+
+// newAlignHarnessWith starts the task restoring inFlight.
+func newAlignHarnessWith(t *testing.T, n int, inFlight *ChannelState) *alignHarness {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	reg := exchange.NewRegistry(1024, 4)
@@ -68,26 +82,38 @@ func newAlignHarness(t *testing.T, n int) *alignHarness {
 	if err := h.out.ConnectLocal(reg, 0, 0, outKey); err != nil {
 		t.Fatal(err)
 	}
-	h.chain = &recChain{}
-	h.cps = &recCheckpoints{chain: h.chain, snapshots: map[int64][]string{}}
+	h.chain = &recChain{hold: map[string]chan struct{}{}, holdSeen: make(chan string, 10)}
+	h.cps = &recCheckpoints{chain: h.chain, snapshots: map[int64][]string{}, barriers: map[int64]Barrier{}, channels: map[int64]ChannelState{}}
 	h.task = &Task{Name: "t", Chain: h.chain, Gate: gate, Outputs: []*exchange.Partition{reg.NewPartition(ctx, []exchange.ChannelKey{outKey})},
-		Metrics: &Metrics{}, BufferTimeout: -1, Checkpoints: h.cps}
+		Metrics: &Metrics{}, BufferTimeout: -1, Checkpoints: h.cps, InFlight: inFlight}
 	go func() { h.errc <- h.task.Run(ctx) }()
 	go func() {
 		for {
-			select {
-			case d := <-h.out.C():
-				if d.Buf.Kind == exchange.KindBarrier {
-					b, _ := DecodeBarrier(d.Buf.Data)
-					h.outItems <- fmt.Sprintf("barrier %d", b.ID)
+			d, ok := h.out.Poll()
+			if !ok {
+				select {
+				case <-h.out.Ready():
+					continue
+				case <-ctx.Done():
+					return
 				}
-				if d.Buf.Kind == exchange.KindEndOfPartition {
-					h.outItems <- "end"
-				}
-				h.out.Recycle(d)
-			case <-ctx.Done():
-				return
 			}
+			switch d.Buf.Kind {
+			case exchange.KindPriorityBarrier:
+				b, _ := DecodeBarrier(d.Buf.Data)
+				h.outItems <- fmt.Sprintf("priority barrier %d", b.ID)
+			case exchange.KindBarrier:
+				b, _ := DecodeBarrier(d.Buf.Data)
+				h.outItems <- fmt.Sprintf("barrier %d", b.ID)
+			case exchange.KindData:
+				recs := exchange.NewRecords(d.Buf.Data)
+				for r, ok := recs.Next(); ok; r, ok = recs.Next() {
+					h.outItems <- "data " + string(r)
+				}
+			case exchange.KindEndOfPartition:
+				h.outItems <- "end"
+			}
+			h.out.Recycle(d)
 		}
 	}()
 	return h
@@ -231,7 +257,7 @@ func TestFinishedChannelCountsAsAligned(t *testing.T) {
 }
 
 func TestBarrierEncoding(t *testing.T) {
-	b := Barrier{ID: 42, TriggerUnixMilli: 1700000000000, Mode: AtLeastOnce, Savepoint: true}
+	b := Barrier{ID: 42, TriggerUnixMilli: 1700000000000, Mode: AtLeastOnce, Savepoint: true, Unaligned: true, AlignedTimeoutMs: 30000}
 	got, err := DecodeBarrier(b.Encode())
 	if err != nil || got != b {
 		t.Fatalf("round trip: %+v, %v", got, err)

@@ -39,6 +39,12 @@ type Chain interface {
 	NextTimer() (time.Time, bool)
 	// FireTimers fires the processing-time timers due at now.
 	FireTimers(now time.Time) error
+	// ProcessWatermark advances the chain's event time to wm, which only rises: the
+	// operators' event-time timers up to wm fire, then wm goes to every output.
+	ProcessWatermark(wm int64) error
+	// ProcessWatermarkStatus says the task's inputs all became idle (or one became
+	// active again); the chain tells its outputs.
+	ProcessWatermarkStatus(idle bool) error
 }
 
 // Metrics are the live counters of one task, read by the heartbeat.
@@ -66,11 +72,16 @@ type Task struct {
 	// AwaitFinalCheckpoint holds a source back at the end of its input until a
 	// checkpoint triggered after that completed (see awaitFinal).
 	AwaitFinalCheckpoint bool
-	Log                  *slog.Logger
+	// InFlight is the in-flight data of the unaligned checkpoint the task restores from,
+	// if any: its output buffers are sent, then its input buffers processed, before
+	// anything else.
+	InFlight *ChannelState
+	Log      *slog.Logger
 
-	ended     bool  // the source's input ended
-	finalID   int64 // first checkpoint triggered after the end
-	finalDone bool  // it completed
+	canceled  atomic.Bool // the task's context ended: stop between two records
+	ended     bool        // the source's input ended
+	finalID   int64       // first checkpoint triggered after the end
+	finalDone bool        // it completed
 }
 
 // Run runs the task until its input ends (nil), it fails, or ctx is canceled. On any
@@ -92,8 +103,13 @@ func (t *Task) Run(ctx context.Context) (err error) {
 			t.Gate.Close()
 		}
 	}()
+	stop := context.AfterFunc(ctx, func() { t.canceled.Store(true) })
+	defer stop()
 	if err := t.Chain.Open(ctx); err != nil {
 		return fmt.Errorf("open: %w", err)
+	}
+	if err := t.restoreInFlight(); err != nil {
+		return fmt.Errorf("restore in-flight data: %w", err)
 	}
 	var tick <-chan time.Time
 	if t.BufferTimeout > 0 {
@@ -121,6 +137,57 @@ func (t *Task) Run(ctx context.Context) (err error) {
 	return nil
 }
 
+// restoreInFlight replays the restored channel state: first what the outputs had in
+// flight (it was emitted before the snapshot), then the input the task had received but
+// not processed (its effects came after the snapshot).
+func (t *Task) restoreInFlight() error {
+	cs := t.InFlight
+	if cs == nil {
+		return nil
+	}
+	t.InFlight = nil
+	for i, chans := range cs.Output {
+		if i >= len(t.Outputs) {
+			return fmt.Errorf("in-flight data for output %d of %d", i, len(t.Outputs))
+		}
+		for ch, bufs := range chans {
+			if ch >= t.Outputs[i].NumChannels() {
+				return fmt.Errorf("in-flight data for channel %d of output %d, which has %d", ch, i, t.Outputs[i].NumChannels())
+			}
+			for _, b := range bufs {
+				if err := t.Outputs[i].EmitBuffer(ch, b); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for ch, bufs := range cs.Input {
+		if len(bufs) == 0 {
+			continue
+		}
+		if t.Gate == nil || ch >= t.Gate.NumChannels() {
+			return fmt.Errorf("in-flight data for input channel %d, which the task does not have", ch)
+		}
+		input := t.Gate.Input(ch)
+		for _, b := range bufs {
+			recs := exchange.NewRecords(b)
+			n := int64(0)
+			for rec, ok := recs.Next(); ok; rec, ok = recs.Next() {
+				n++
+				if err := t.Chain.ProcessRecord(input, rec); err != nil {
+					return err
+				}
+			}
+			if err := recs.Err(); err != nil {
+				return err
+			}
+			t.Metrics.RecordsIn.Add(n)
+		}
+	}
+	t.publish()
+	return nil
+}
+
 func (t *Task) flush() error {
 	for _, p := range t.Outputs {
 		if err := p.Flush(); err != nil {
@@ -145,22 +212,35 @@ func (t *Task) afterBatch() error {
 	return nil
 }
 
+// sourceControl runs a due mailbox action or buffer-timeout flush, waiting for one or
+// for wake.
+func (t *Task) sourceControl(ctx context.Context, tick <-chan time.Time, wake <-chan struct{}) error {
+	select {
+	case <-wake:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-tick:
+		return t.flush()
+	case f := <-t.Mailbox:
+		return f()
+	}
+}
+
 func (t *Task) runSource(ctx context.Context, tick <-chan time.Time) error {
 	idle := time.NewTimer(time.Hour)
 	defer idle.Stop()
 	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick:
-			if err := t.flush(); err != nil {
+		if err := t.sourceControl(ctx, tick, closedC); err != nil {
+			return err
+		}
+		if !t.outputsAvailable() {
+			// Backpressured: emit nothing until the outputs have room, but keep
+			// serving the mailbox, so checkpoints are still triggered here.
+			if err := t.sourceControl(ctx, tick, t.outputSpace()); err != nil {
 				return err
 			}
-		case f := <-t.Mailbox:
-			if err := f(); err != nil {
-				return err
-			}
-		default:
+			continue
 		}
 		done, wait, err := t.Chain.PollSource()
 		if err != nil {
@@ -201,42 +281,63 @@ func (t *Task) runInputs(ctx context.Context, tick <-chan time.Time) error {
 		return errors.New("task has neither a source nor inputs")
 	}
 	a := newAligner(open)
+	wv := NewValve(open)
+	defer a.stopTimeout()
 	timers := newTimerArm()
 	defer timers.stop()
-	for open > 0 {
+	for open > 0 || a.hasPartial {
 		timers.arm(t.Chain)
+		// Control actions and timers take turns with input, which may never run dry.
+		// They run before a buffer is taken: one taken is processed before anything else
+		// (an alignment timeout, say, must find it either processed or in the gate).
+		if err := t.control(ctx, a, tick, timers, closedC, nil); err != nil {
+			return err
+		}
+		if !t.outputsAvailable() {
+			// Backpressured: produce nothing until the outputs have room, but take
+			// unaligned barriers, which need no room.
+			if d, ok := t.Gate.PollPriority(); ok {
+				if err := t.onPriorityBarrier(a, d); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := t.control(ctx, a, tick, timers, t.outputSpace(), t.Gate.PriorityReady()); err != nil {
+				return err
+			}
+			continue
+		}
+		if a.hasPartial && !t.Gate.PriorityWaiting() {
+			// Resume the buffer a priority barrier interrupted.
+			if err := t.processBuffer(a, a.partial, a.rest); err != nil {
+				return err
+			}
+			if err := t.afterBatch(); err != nil {
+				return err
+			}
+			continue
+		}
 		var d exchange.Delivery
+		var ok bool
 		if len(a.pending) > 0 {
 			// Buffers released by an alignment come first, before anything newer.
-			d = a.pending[0]
+			d, ok = a.pending[0], true
 			a.pending = a.pending[1:]
-		} else {
-			select {
-			case d = <-t.Gate.C():
-			case <-t.Gate.Failed():
-				return t.Gate.Err()
-			case <-tick:
-				if err := t.flush(); err != nil {
-					return err
-				}
-				continue
-			case f := <-t.Mailbox:
-				if err := f(); err != nil {
-					return err
-				}
-				continue
-			case now := <-timers.c():
-				timers.fired()
-				if err := t.Chain.FireTimers(now); err != nil {
-					return err
-				}
-				if err := t.afterBatch(); err != nil {
-					return err
-				}
-				continue
-			case <-ctx.Done():
-				return ctx.Err()
+		} else if d, ok = t.Gate.Poll(); ok && d.Buf.Kind != exchange.KindPriorityBarrier {
+			a.last[d.Channel] = d.Seq
+		}
+		if !ok {
+			// Nothing to read: wait for input or for a control action.
+			if err := t.control(ctx, a, tick, timers, t.Gate.Ready(), nil); err != nil {
+				return err
 			}
+			continue
+		}
+		if d.Buf.Kind == exchange.KindPriorityBarrier {
+			if err := t.onPriorityBarrier(a, d); err != nil {
+				return err
+			}
+			continue
 		}
 		if a.blocked[d.Channel] {
 			// Exactly-once alignment: this channel is past the barrier; hold its buffers
@@ -249,6 +350,17 @@ func (t *Task) runInputs(ctx context.Context, tick <-chan time.Time) error {
 			open--
 			a.finished[d.Channel] = true
 			t.Gate.Recycle(d)
+			if err := t.endWatermarkChannel(wv, d.Channel); err != nil {
+				return err
+			}
+			if err := t.maybeCompleteAlignment(a); err != nil {
+				return err
+			}
+		case exchange.KindWatermark:
+			if err := t.onWatermarkBuffer(wv, d); err != nil {
+				return err
+			}
+			// It may have been the last in-flight buffer an unaligned checkpoint waited for.
 			if err := t.maybeCompleteAlignment(a); err != nil {
 				return err
 			}
@@ -258,34 +370,113 @@ func (t *Task) runInputs(ctx context.Context, tick <-chan time.Time) error {
 			if err != nil {
 				return err
 			}
-			if err := t.onBarrier(a, d.Channel, b); err != nil {
+			if err := t.onBarrier(a, d.Channel, b, d.Seq-1, false); err != nil {
 				return err
 			}
 		default:
-			if err := t.processBuffer(d); err != nil {
+			recorded := a.recording(d.Channel, d.Seq)
+			if recorded {
+				// In-flight data of an unaligned checkpoint: processed now, after the
+				// snapshot, and replayed from the checkpoint after a restore.
+				a.record(d)
+			}
+			if err := t.processBuffer(a, d, d.Buf.Data); err != nil {
 				return err
 			}
 			if err := t.afterBatch(); err != nil {
 				return err
+			}
+			if recorded {
+				if err := t.maybeCompleteAlignment(a); err != nil {
+					return err
+				}
 			}
 		}
 	}
 	return nil
 }
 
-// processBuffer runs the records of one data buffer through the chain and recycles it.
-func (t *Task) processBuffer(d exchange.Delivery) error {
+// onPriorityBarrier handles an unaligned barrier: it overtook everything the gate holds.
+func (t *Task) onPriorityBarrier(a *aligner, d exchange.Delivery) error {
+	b, err := DecodeBarrier(d.Buf.Data)
+	t.Gate.Recycle(d)
+	if err != nil {
+		return err
+	}
+	return t.onBarrier(a, d.Channel, b, d.Seq, true)
+}
+
+// outputsAvailable reports whether every output has room (see Partition.Available).
+func (t *Task) outputsAvailable() bool {
+	for _, p := range t.Outputs {
+		if !p.Available() {
+			return false
+		}
+	}
+	return true
+}
+
+// outputSpace is signalled when an output that has no room may have some again.
+func (t *Task) outputSpace() <-chan struct{} {
+	for _, p := range t.Outputs {
+		if !p.Available() {
+			return p.Space()
+		}
+	}
+	return closedC
+}
+
+// closedC is always ready: with it, control does not wait.
+var closedC = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// control runs one control action, timer firing, buffer-timeout flush or alignment
+// timeout that is due, waiting for one or for wake or wake2 (nil: never).
+func (t *Task) control(ctx context.Context, a *aligner, tick <-chan time.Time, timers *timerArm, wake, wake2 <-chan struct{}) error {
+	select {
+	case <-wake:
+		return nil
+	case <-wake2:
+		return nil
+	case <-a.timeoutC():
+		return t.onAlignmentTimeout(a)
+	case <-t.Gate.Failed():
+		return t.Gate.Err()
+	case <-tick:
+		return t.flush()
+	case f := <-t.Mailbox:
+		return f()
+	case now := <-timers.c():
+		timers.fired()
+		if err := t.Chain.FireTimers(now); err != nil {
+			return err
+		}
+		return t.afterBatch()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// processBuffer runs data, the records of data buffer d not processed yet, through the
+// chain and recycles d. It stops after a record when a priority barrier waits (a slow
+// operator must not hold up an unaligned checkpoint for a whole buffer): d and the rest
+// of its records are then kept in a as the partial buffer, to resume.
+func (t *Task) processBuffer(a *aligner, d exchange.Delivery, data []byte) error {
+	a.hasPartial, a.rest = false, nil
 	input := t.Gate.Input(d.Channel)
-	recs := exchange.NewRecords(d.Buf.Data)
+	recs := exchange.NewRecords(data)
 	n := int64(0)
+	defer func() { t.Metrics.RecordsIn.Add(n) }()
 	for rec, ok := recs.Next(); ok; rec, ok = recs.Next() {
 		n++
 		if err := t.Chain.ProcessRecord(input, rec); err != nil {
 			t.Gate.Recycle(d)
 			return err
 		}
+		if (t.Gate.PriorityWaiting() || !t.outputsAvailable() || t.canceled.Load()) && len(recs.Rest()) > 0 {
+			a.partial, a.rest, a.hasPartial = d, recs.Rest(), true
+			return nil
+		}
 	}
-	t.Metrics.RecordsIn.Add(n)
 	t.Gate.Recycle(d)
 	return recs.Err()
 }

@@ -10,39 +10,8 @@ import (
 	"github.com/sluice-stream/sluice/pkg/api"
 	"github.com/sluice-stream/sluice/pkg/blobstore"
 	"github.com/sluice-stream/sluice/pkg/runtime"
-	"github.com/sluice-stream/sluice/pkg/state"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
-
-// blobFiles writes and reads one job's checkpoint files in the blob store: files of
-// checkpoint n go to chk-<n>/<prefix><name> under the job's directory.
-type blobFiles struct {
-	store  *blobstore.Store // scoped to the job directory
-	id     int64
-	prefix string
-}
-
-func (b blobFiles) Create(ctx context.Context, name string) (state.FileWriter, error) {
-	w, err := b.store.Create(ctx, blobstore.CheckpointPath(b.id, b.prefix+name))
-	if err != nil {
-		return nil, err
-	}
-	return fileWriter{w}, nil
-}
-
-type fileWriter struct{ *blobstore.Writer }
-
-func (f fileWriter) Abort() error { f.Writer.Abort(); return nil }
-
-// Open reads a state file whole, verifying its size and checksum. Heap state is held in
-// memory anyway; backends that keep files on disk download them themselves.
-func (b blobFiles) Open(ctx context.Context, f *sluicev1.StateFile) (state.FileReader, error) {
-	data, err := b.store.ReadAll(ctx, f)
-	if err != nil {
-		return nil, err
-	}
-	return state.BytesReader(data), nil
-}
 
 // taskCheckpoints is a task's checkpointing: synchronous snapshots on the task
 // goroutine, the asynchronous part on a goroutine owned by the task manager, and the
@@ -53,9 +22,20 @@ type taskCheckpoints struct {
 	chain *api.Chain
 	store *blobstore.Store // job directory; nil: checkpointing is off
 	log   *slog.Logger
+	// head is the UID of the chain's first operator: the task's channel state is kept
+	// with it.
+	head string
+	keys channelKeys
 
 	mu      sync.Mutex
-	running map[int64]context.CancelFunc // async parts in flight
+	running map[int64]*asyncPart // async parts in flight
+}
+
+// asyncPart is one checkpoint's asynchronous part in flight.
+type asyncPart struct {
+	cancel context.CancelFunc
+	// channels receives the in-flight data of an unaligned checkpoint (nil: aligned).
+	channels chan runtime.ChannelState
 }
 
 // Snapshot takes the synchronous part of checkpoint b and starts the asynchronous one.
@@ -69,10 +49,14 @@ func (c *taskCheckpoints) Snapshot(b runtime.Barrier, al runtime.Alignment) erro
 	}
 	id := c.rt.id
 	ctx, cancel := context.WithCancel(c.tm.base)
+	part := &asyncPart{cancel: cancel}
+	if b.Unaligned {
+		part.channels = make(chan runtime.ChannelState, 1)
+	}
 	c.mu.Lock()
-	c.running[b.ID] = cancel
+	c.running[b.ID] = part
 	c.mu.Unlock()
-	files := blobFiles{store: c.store, id: b.ID, prefix: fmt.Sprintf("v%d-s%d-", id.GetVertex(), id.GetSubtask())}
+	files := blobstore.StateFiles{Store: c.store, ID: b.ID, Prefix: fmt.Sprintf("v%d-s%d-", id.GetVertex(), id.GetSubtask())}
 	c.tm.wg.Add(1)
 	go func() {
 		defer c.tm.wg.Done()
@@ -95,6 +79,27 @@ func (c *taskCheckpoints) Snapshot(b runtime.Barrier, al runtime.Alignment) erro
 				full += k.GetFullSize()
 			}
 		}
+		if part.channels != nil {
+			// Unaligned: the acknowledgement waits for the in-flight data, complete once
+			// every input channel delivered the barrier (or an abort cancels ctx).
+			var cs runtime.ChannelState
+			select {
+			case cs = <-part.channels:
+			case <-ctx.Done():
+				return
+			}
+			entries, err := writeChannelState(ctx, files, c.keys, cs)
+			if err != nil {
+				c.decline(b.ID, fmt.Errorf("write in-flight data: %w", err))
+				return
+			}
+			if len(entries) > 0 {
+				ops = withChannelState(ops, c.head, int32(id.GetSubtask()), entries)
+				n := cs.Bytes()
+				bytes += n
+				full += n
+			}
+		}
 		c.ack(b.ID, ops, &sluicev1.CheckpointTaskMetrics{
 			SyncMs: snap.Stats().Sync.Milliseconds(), AsyncMs: time.Since(start).Milliseconds(),
 			AlignmentMs: al.Duration.Milliseconds(), StartDelayMs: al.StartDelay.Milliseconds(),
@@ -104,11 +109,38 @@ func (c *taskCheckpoints) Snapshot(b runtime.Barrier, al runtime.Alignment) erro
 	return nil
 }
 
+// ChannelState passes the in-flight data of unaligned checkpoint id to its asynchronous
+// part; it is dropped when that part is gone (the snapshot failed or was aborted).
+func (c *taskCheckpoints) ChannelState(id int64, cs runtime.ChannelState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.running[id]; p != nil && p.channels != nil {
+		select {
+		case p.channels <- cs:
+		default:
+		}
+	}
+}
+
+// withChannelState adds a subtask's channel state to its first operator's state.
+func withChannelState(ops []*sluicev1.OperatorSubtaskState, head string, subtask int32, entries []*sluicev1.ChannelState) []*sluicev1.OperatorSubtaskState {
+	for _, op := range ops {
+		if op.GetUid() == head {
+			if op.State == nil {
+				op.State = &sluicev1.SubtaskState{Subtask: subtask}
+			}
+			op.State.ChannelState = append(op.State.ChannelState, entries...)
+			return ops
+		}
+	}
+	return append(ops, &sluicev1.OperatorSubtaskState{Uid: head, State: &sluicev1.SubtaskState{Subtask: subtask, ChannelState: entries}})
+}
+
 // Abort declines a checkpoint this task gave up.
 func (c *taskCheckpoints) Abort(id int64, reason error) {
 	c.mu.Lock()
-	if cancel := c.running[id]; cancel != nil {
-		cancel()
+	if p := c.running[id]; p != nil {
+		p.cancel()
 	}
 	c.mu.Unlock()
 	c.tm.wg.Add(1)
@@ -133,8 +165,8 @@ func (c *taskCheckpoints) SourceEnded() {
 func (c *taskCheckpoints) cancelAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, cancel := range c.running {
-		cancel()
+	for _, p := range c.running {
+		p.cancel()
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-stream/sluice/pkg/blobstore"
 	"github.com/sluice-stream/sluice/pkg/exchange"
 	"github.com/sluice-stream/sluice/pkg/graph"
+	"github.com/sluice-stream/sluice/pkg/meta"
 	"github.com/sluice-stream/sluice/pkg/program"
 	"github.com/sluice-stream/sluice/pkg/rpc"
 	"github.com/sluice-stream/sluice/pkg/runtime"
@@ -23,14 +24,20 @@ import (
 	"github.com/sluice-stream/sluice/pkg/version"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Config configures a task manager.
 type Config struct {
 	// ID identifies the task manager; empty generates one.
 	ID string
-	// JobManager is the jobmanager's address (host:port).
+	// JobManager is the jobmanager's address (host:port), used when Meta is nil.
 	JobManager string
+	// Meta, when set, is the etcd metadata store of the cluster: the task manager finds
+	// the leading jobmanager there (the address it published) and follows it as
+	// leadership moves (high availability). The caller closes it after Serve returned.
+	Meta *meta.Store
 	// AdvertiseAddress is the address others reach this task manager at; empty uses the
 	// listener's address.
 	AdvertiseAddress string
@@ -78,7 +85,8 @@ type TaskManager struct {
 	reg     *exchange.Registry
 	xclient *exchange.Client
 	conns   rpc.Conns
-	jm      sluicev1.ResourceServiceClient
+	jm      sluicev1.ResourceServiceClient // calls go to the leader of jmc
+	jmc     *leaderConn
 	addr    string
 	base    context.Context // lives until shutdown; parent of every task's context
 	wg      sync.WaitGroup  // task goroutines
@@ -107,7 +115,9 @@ func execKey(id *sluicev1.ExecutionId) string {
 // New returns a task manager.
 func New(cfg Config, log *slog.Logger) *TaskManager {
 	cfg.defaults()
-	tm := &TaskManager{cfg: cfg, log: log.With("tm", cfg.ID), tasks: map[string]*runningTask{}, canceled: map[string]time.Time{}, stores: map[string]*blobstore.Store{}}
+	tm := &TaskManager{cfg: cfg, log: log.With("tm", cfg.ID), tasks: map[string]*runningTask{}, canceled: map[string]time.Time{}, stores: map[string]*blobstore.Store{},
+		jmc: newLeaderConn()}
+	tm.jm = sluicev1.NewResourceServiceClient(tm.jmc)
 	tm.reg = exchange.NewRegistry(cfg.BufferSize, cfg.MaxQueuedPerChannel)
 	tm.xclient = exchange.NewClient(func(addr string) (grpc.ClientConnInterface, error) { return tm.conns.Get(addr) }, tm.reg.Pool(), tm.log)
 	return tm
@@ -127,31 +137,45 @@ func (tm *TaskManager) Serve(ctx context.Context, lis net.Listener) error {
 	tm.base = base
 	defer cancelBase()
 
-	cc, err := rpc.Dial(tm.cfg.JobManager)
-	if err != nil {
+	defer tm.jmc.close()
+	jobManager := tm.cfg.JobManager
+	var followDone chan struct{}
+	if tm.cfg.Meta != nil {
+		// The leader's address comes from etcd and changes with the leadership.
+		jobManager = "the leader in etcd " + tm.cfg.Meta.Prefix()
+		followDone = make(chan struct{})
+		go func() {
+			defer close(followDone)
+			tm.followLeader(base)
+		}()
+	} else if err := tm.jmc.set(tm.cfg.JobManager, "", 0); err != nil {
 		return fmt.Errorf("jobmanager address %q: %w", tm.cfg.JobManager, err)
 	}
-	defer cc.Close()
-	tm.jm = sluicev1.NewResourceServiceClient(cc)
 
 	srv := grpc.NewServer(rpc.ServerOptions()...)
 	sluicev1.RegisterTaskServiceServer(srv, tm)
 	sluicev1.RegisterExchangeServiceServer(srv, exchange.NewServer(tm.reg, tm.log))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
-	tm.log.Info("task manager listening", "address", tm.addr, "slots", tm.cfg.Slots, "jobmanager", tm.cfg.JobManager, "build", version.BuildID())
+	tm.log.Info("task manager listening", "address", tm.addr, "slots", tm.cfg.Slots, "jobmanager", jobManager, "build", version.BuildID())
 
+	hbCtx, stopHB := context.WithCancel(ctx)
+	defer stopHB()
 	loopDone := make(chan struct{})
 	go func() {
 		defer close(loopDone)
-		tm.heartbeatLoop(ctx)
+		tm.heartbeatLoop(hbCtx)
 	}()
 
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
+		stopHB()
 		cancelBase()
 		<-loopDone
+		if followDone != nil {
+			<-followDone
+		}
 		return fmt.Errorf("serve: %w", err)
 	}
 	<-loopDone
@@ -162,6 +186,9 @@ func (tm *TaskManager) Serve(ctx context.Context, lis net.Listener) error {
 	_, _ = tm.jm.UnregisterTaskManager(uctx, &sluicev1.UnregisterTaskManagerRequest{TaskManagerId: tm.cfg.ID, Reason: "shutdown"})
 	cancel()
 	cancelBase()
+	if followDone != nil {
+		<-followDone
+	}
 	// Every task has stopped, so the exchange streams carry nothing: close ours and cut
 	// the incoming ones rather than wait for peers to hang up.
 	tm.xclient.Close()
@@ -186,19 +213,39 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 }
 
 // heartbeatLoop registers with the jobmanager and heartbeats until ctx ends. When the
-// jobmanager forgets this task manager, or cannot be reached for HeartbeatTimeout, the
-// tasks are canceled (their job is restarted elsewhere) and it registers again.
+// jobmanager forgets this task manager, cannot be reached for HeartbeatTimeout, or
+// another jobmanager becomes the leader, the tasks are canceled (their job is restarted
+// by the jobmanager that leads) and it registers again once they stopped, so that no
+// task of an earlier attempt runs here next to the new ones.
 func (tm *TaskManager) heartbeatLoop(ctx context.Context) {
 	registered := false
+	var leader int64 // the leadership registered with (0: a fixed address)
 	interval := time.Second
 	lastOK := time.Now()
+	retry := 100 * time.Millisecond // registration retries, growing to a second
+	var warned time.Time
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
+		changed := tm.jmc.changed()
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+		case <-changed:
+			// A new leader (or none): act at once rather than at the next heartbeat.
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		}
+		addr, _, epoch := tm.jmc.current()
+		if registered && epoch != leader {
+			tm.log.Warn("jobmanager leader changed: canceling tasks and registering with the new leader", "leader", addr)
+			tm.resetTasks(ctx, "jobmanager leader changed")
+			registered = false
 		}
 		if !registered {
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -207,18 +254,20 @@ func (tm *TaskManager) heartbeatLoop(ctx context.Context) {
 			})
 			cancel()
 			if err != nil {
-				if ctx.Err() == nil {
-					tm.log.Warn("cannot register with the jobmanager; retrying", "jobmanager", tm.cfg.JobManager, "err", err)
+				if ctx.Err() == nil && time.Since(warned) >= 5*time.Second {
+					warned = time.Now()
+					tm.log.Warn("cannot register with the jobmanager; retrying", "jobmanager", addr, "err", err)
 				}
-				timer.Reset(time.Second)
+				timer.Reset(retry)
+				retry = min(2*retry, time.Second)
 				continue
 			}
-			registered = true
+			registered, leader, retry, warned = true, epoch, 100*time.Millisecond, time.Time{}
 			lastOK = time.Now()
 			if ms := resp.GetHeartbeatIntervalMs(); ms > 0 {
 				interval = time.Duration(ms) * time.Millisecond
 			}
-			tm.log.Info("registered with the jobmanager", "jobmanager", tm.cfg.JobManager, "heartbeat", interval)
+			tm.log.Info("registered with the jobmanager", "jobmanager", addr, "heartbeat", interval)
 			timer.Reset(interval)
 			continue
 		}
@@ -232,12 +281,12 @@ func (tm *TaskManager) heartbeatLoop(ctx context.Context) {
 			}
 			if time.Since(lastOK) > tm.cfg.HeartbeatTimeout {
 				tm.log.Warn("jobmanager lost: canceling tasks and registering again", "since", time.Since(lastOK).Round(time.Millisecond), "err", err)
-				tm.cancelAll("jobmanager lost")
+				tm.resetTasks(ctx, "jobmanager lost")
 				registered = false
 			}
 		case !resp.GetKnown():
 			tm.log.Warn("jobmanager does not know this task manager: canceling tasks and registering again")
-			tm.cancelAll("task manager was declared dead")
+			tm.resetTasks(ctx, "task manager was declared dead")
 			registered = false
 			lastOK = time.Now()
 		default:
@@ -248,6 +297,133 @@ func (tm *TaskManager) heartbeatLoop(ctx context.Context) {
 		}
 		timer.Reset(interval)
 	}
+}
+
+// resetTasks cancels every task and waits (at most 10 s) until they stopped. Tasks
+// leave tm.tasks when they stop, before their state is reported.
+func (tm *TaskManager) resetTasks(ctx context.Context, reason string) {
+	tm.cancelAll(reason)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tm.mu.Lock()
+		n := len(tm.tasks)
+		tm.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tm.log.Warn("tasks did not stop within 10s of their cancel", "tasks", n)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// followLeader keeps jmc pointed at the leader that etcd names, until ctx ends.
+func (tm *TaskManager) followLeader(ctx context.Context) {
+	for li := range tm.cfg.Meta.ObserveLeader(ctx) {
+		if li.Address == "" {
+			if li.CandidateID != "" {
+				tm.log.Warn("the leader published no address", "leader", li.CandidateID)
+			}
+			continue // nobody leads: keep the last leader until another takes over
+		}
+		if err := tm.jmc.set(li.Address, li.CandidateID, li.Revision); err != nil {
+			tm.log.Error("cannot dial the leading jobmanager", "leader", li.CandidateID, "address", li.Address, "err", err)
+			continue
+		}
+		tm.log.Info("following the leading jobmanager", "leader", li.CandidateID, "address", li.Address, "revision", li.Revision)
+	}
+}
+
+// leaderConn is the task manager's connection to the jobmanager: a fixed address, or the
+// leader etcd names, switched when leadership moves. Calls go to the current one.
+type leaderConn struct {
+	mu      sync.Mutex
+	addr    string
+	id      string
+	epoch   int64 // the leadership's fencing revision (0: a fixed address)
+	cc      *grpc.ClientConn
+	changes chan struct{} // closed and replaced at every change
+}
+
+var _ grpc.ClientConnInterface = (*leaderConn)(nil)
+
+func newLeaderConn() *leaderConn { return &leaderConn{changes: make(chan struct{})} }
+
+// set points the connection at addr, the jobmanager of the leadership epoch.
+func (c *leaderConn) set(addr, id string, epoch int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cc != nil && addr == c.addr && epoch == c.epoch {
+		return nil
+	}
+	cc := c.cc
+	if c.cc == nil || addr != c.addr {
+		var err error
+		if cc, err = rpc.Dial(addr); err != nil {
+			return err
+		}
+		if c.cc != nil {
+			c.cc.Close() // calls in flight to the former leader fail; they are retried
+		}
+	}
+	c.addr, c.id, c.epoch, c.cc = addr, id, epoch, cc
+	close(c.changes)
+	c.changes = make(chan struct{})
+	return nil
+}
+
+// current returns the jobmanager calls go to now.
+func (c *leaderConn) current() (addr, id string, epoch int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.addr, c.id, c.epoch
+}
+
+// changed is closed at the next change.
+func (c *leaderConn) changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changes
+}
+
+func (c *leaderConn) conn() (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cc == nil {
+		return nil, status.Error(codes.Unavailable, "no leading jobmanager known yet")
+	}
+	return c.cc, nil
+}
+
+func (c *leaderConn) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cc != nil {
+		c.cc.Close()
+		c.cc = nil
+	}
+}
+
+func (c *leaderConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	cc, err := c.conn()
+	if err != nil {
+		return err
+	}
+	return cc.Invoke(ctx, method, args, reply, opts...)
+}
+
+func (c *leaderConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	cc, err := c.conn()
+	if err != nil {
+		return nil, err
+	}
+	return cc.NewStream(ctx, desc, method, opts...)
 }
 
 func (tm *TaskManager) metrics() []*sluicev1.TaskMetrics {
@@ -365,6 +541,7 @@ func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRe
 	g := prog.Graph
 	var outputs []*exchange.Partition
 	var consumerP []int
+	var chKeys channelKeys
 	abort := func(err error) {
 		for _, p := range outputs {
 			p.Abort(err)
@@ -381,6 +558,7 @@ func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRe
 			keys = append(keys, exchange.ChannelKey{JobID: id.GetJobId(), Attempt: id.GetAttempt(), Edge: int32(ei), Producer: int32(subtask), Consumer: int32(c)})
 		}
 		outputs = append(outputs, tm.reg.NewPartition(ctx, keys))
+		chKeys.out = append(chKeys.out, keys)
 		consumerP = append(consumerP, int(od.GetConsumerParallelism()))
 	}
 	var gate *exchange.InputGate
@@ -406,6 +584,7 @@ func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRe
 				}
 				key := exchange.ChannelKey{JobID: id.GetJobId(), Attempt: id.GetAttempt(), Edge: int32(ei), Producer: int32(producer), Consumer: int32(subtask)}
 				var err error
+				chKeys.in = append(chKeys.in, key)
 				if addr == tm.addr {
 					err = gate.ConnectLocal(tm.reg, ch, input, key)
 				} else {
@@ -432,7 +611,7 @@ func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRe
 			return nil, fmt.Errorf("%w: checkpoint storage: %v", rpc.ErrFailedPrecondition, err)
 		}
 	}
-	files := blobFiles{store: store}
+	files := blobstore.StateFiles{Store: store}
 	if u := req.GetRestoreStorage(); u != "" && len(req.GetRestore()) > 0 {
 		// The state comes from another job's checkpoint directory (a job started from
 		// a retained checkpoint); the store is opened once per URL and kept.
@@ -444,14 +623,21 @@ func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRe
 			}
 			return nil, fmt.Errorf("%w: restore storage: %v", rpc.ErrFailedPrecondition, err)
 		}
-		files = blobFiles{store: rs}
+		files = blobstore.StateFiles{Store: rs}
 	}
 	restore := map[string]*sluicev1.OperatorRestore{}
 	for _, r := range req.GetRestore() {
 		restore[r.GetUid()] = r
 	}
+	var wmInterval *time.Duration
+	if s, ok := req.GetConfig()["pipeline.auto-watermark-interval"]; ok {
+		if d, err := time.ParseDuration(s); err == nil {
+			wmInterval = &d
+		}
+	}
 	chain, err := prog.NewChain(api.ChainSpec{
-		Vertex: v, Subtask: subtask, Attempt: id.GetAttempt(), Outputs: outputs, ConsumerParallelism: consumerP, Log: log,
+		AutoWatermarkInterval: wmInterval,
+		Vertex:                v, Subtask: subtask, Attempt: id.GetAttempt(), Outputs: outputs, ConsumerParallelism: consumerP, Log: log,
 		State: heap.Factory{}, Restore: restore, RestoredCheckpoint: req.GetRestoreCheckpointId(),
 		Files: files, LocalDir: tm.cfg.LocalDir,
 	})
@@ -468,11 +654,23 @@ func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRe
 			bufferTimeout = d
 		}
 	}
-	rt.cps = &taskCheckpoints{tm: tm, rt: rt, chain: chain, store: store, log: log, running: map[int64]context.CancelFunc{}}
+	var inFlight *runtime.ChannelState
+	if r := restore[v.Operators[0]]; len(r.GetChannelState()) > 0 {
+		if inFlight, err = readChannelState(ctx, files, r.GetChannelState(), chKeys); err != nil {
+			chain.Close()
+			abort(err)
+			if gate != nil {
+				gate.Close()
+			}
+			return nil, fmt.Errorf("%w: restore in-flight data: %v", rpc.ErrFailedPrecondition, err)
+		}
+	}
+	rt.cps = &taskCheckpoints{tm: tm, rt: rt, chain: chain, store: store, log: log, running: map[int64]*asyncPart{},
+		head: v.Operators[0], keys: chKeys}
 	rt.task = &runtime.Task{
 		Name: fmt.Sprintf("%s (%d/%d)", v.Name, subtask+1, v.Parallelism), Chain: chain, Gate: gate, Outputs: outputs,
 		BufferTimeout: bufferTimeout, Mailbox: make(chan func() error, 16), Checkpoints: rt.cps, Log: log,
-		AwaitFinalCheckpoint: store != nil && chain.IsSource(),
+		AwaitFinalCheckpoint: store != nil && chain.IsSource(), InFlight: inFlight,
 	}
 	return rt.task, nil
 }
@@ -532,7 +730,8 @@ func (tm *TaskManager) TriggerCheckpoint(_ context.Context, req *sluicev1.Trigge
 	if req.GetMode() == sluicev1.CheckpointMode_CHECKPOINT_MODE_AT_LEAST_ONCE {
 		mode = runtime.AtLeastOnce
 	}
-	b := runtime.Barrier{ID: req.GetCheckpointId(), TriggerUnixMilli: req.GetTriggerTimeUnixMs(), Mode: mode, Savepoint: req.GetSavepoint()}
+	b := runtime.Barrier{ID: req.GetCheckpointId(), TriggerUnixMilli: req.GetTriggerTimeUnixMs(), Mode: mode, Savepoint: req.GetSavepoint(),
+		Unaligned: req.GetUnaligned() && !req.GetSavepoint(), AlignedTimeoutMs: max(0, req.GetAlignedTimeoutMs())}
 	if !tm.post(rt, rt.task.TriggerCheckpoint(b, req.GetFinal())) {
 		return nil, fmt.Errorf("%w: task %s is busy; checkpoint %d not started", rpc.ErrUnavailable, execKey(req.GetExecution()), b.ID)
 	}

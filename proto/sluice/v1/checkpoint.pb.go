@@ -371,14 +371,24 @@ func (x *OperatorListState) GetEntries() [][]byte {
 }
 
 // ChannelState is in-flight data persisted by an unaligned checkpoint: the buffers of
-// one input or output channel that were overtaken by the barrier.
+// one input or output channel that were overtaken by the barrier. It is kept with the
+// first operator of the subtask's chain. All channels of a subtask share one file;
+// this channel's buffers are bytes [offset, offset+length) of it, each buffer's
+// serialized records preceded by the buffer's length as a uvarint.
 type ChannelState struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Edge          int32                  `protobuf:"varint,1,opt,name=edge,proto3" json:"edge,omitempty"`
-	Producer      int32                  `protobuf:"varint,2,opt,name=producer,proto3" json:"producer,omitempty"`
-	Consumer      int32                  `protobuf:"varint,3,opt,name=consumer,proto3" json:"consumer,omitempty"`
-	Input         bool                   `protobuf:"varint,4,opt,name=input,proto3" json:"input,omitempty"`
-	File          *StateFile             `protobuf:"bytes,5,opt,name=file,proto3" json:"file,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Edge     int32                  `protobuf:"varint,1,opt,name=edge,proto3" json:"edge,omitempty"`
+	Producer int32                  `protobuf:"varint,2,opt,name=producer,proto3" json:"producer,omitempty"`
+	Consumer int32                  `protobuf:"varint,3,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// Input: the consumer received the buffers and had not processed them at its
+	// snapshot. Output: the producer had sent them before its snapshot and the barrier
+	// overtook them.
+	Input  bool       `protobuf:"varint,4,opt,name=input,proto3" json:"input,omitempty"`
+	File   *StateFile `protobuf:"bytes,5,opt,name=file,proto3" json:"file,omitempty"`
+	Offset int64      `protobuf:"varint,6,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length int64      `protobuf:"varint,7,opt,name=length,proto3" json:"length,omitempty"`
+	// Buffers is the number of buffers in the range.
+	Buffers       int32 `protobuf:"varint,8,opt,name=buffers,proto3" json:"buffers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -446,6 +456,27 @@ func (x *ChannelState) GetFile() *StateFile {
 		return x.File
 	}
 	return nil
+}
+
+func (x *ChannelState) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ChannelState) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *ChannelState) GetBuffers() int32 {
+	if x != nil {
+		return x.Buffers
+	}
+	return 0
 }
 
 // SubtaskState is what one subtask acknowledged for one operator.
@@ -711,13 +742,16 @@ const file_sluice_v1_checkpoint_proto_rawDesc = "" +
 	"\x11OperatorListState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x121\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x1d.sluice.v1.RedistributionModeR\x04mode\x12\x18\n" +
-	"\aentries\x18\x03 \x03(\fR\aentries\"\x9a\x01\n" +
+	"\aentries\x18\x03 \x03(\fR\aentries\"\xe4\x01\n" +
 	"\fChannelState\x12\x12\n" +
 	"\x04edge\x18\x01 \x01(\x05R\x04edge\x12\x1a\n" +
 	"\bproducer\x18\x02 \x01(\x05R\bproducer\x12\x1a\n" +
 	"\bconsumer\x18\x03 \x01(\x05R\bconsumer\x12\x14\n" +
 	"\x05input\x18\x04 \x01(\bR\x05input\x12(\n" +
-	"\x04file\x18\x05 \x01(\v2\x14.sluice.v1.StateFileR\x04file\"\xf6\x01\n" +
+	"\x04file\x18\x05 \x01(\v2\x14.sluice.v1.StateFileR\x04file\x12\x16\n" +
+	"\x06offset\x18\x06 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\a \x01(\x03R\x06length\x12\x18\n" +
+	"\abuffers\x18\b \x01(\x05R\abuffers\"\xf6\x01\n" +
 	"\fSubtaskState\x12\x18\n" +
 	"\asubtask\x18\x01 \x01(\x05R\asubtask\x121\n" +
 	"\x05keyed\x18\x02 \x03(\v2\x1b.sluice.v1.KeyedStateHandleR\x05keyed\x12C\n" +

@@ -709,6 +709,131 @@ func (x *JobStatus) GetRestores() int32 {
 	return 0
 }
 
+// JobRecord is a job's record in etcd (key jobs/<job-id>, protobuf binary encoding):
+// what a jobmanager that takes over needs to list the job and, unless it ended, run it
+// again. The leader writes it at submit, before every execution attempt and when the
+// job ends, each time in a transaction fenced by its leadership.
+type JobRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The submitted graph: operators, edges and the program descriptor (spec text or
+	// registered job, its arguments and parallelism).
+	JobGraph *JobGraph `protobuf:"bytes,1,opt,name=job_graph,json=jobGraph,proto3" json:"job_graph,omitempty"`
+	// The retained checkpoint the job was submitted to start from (SubmitJobRequest);
+	// empty if none. A recovered job restores it until it has a checkpoint of its own.
+	RestorePath string `protobuf:"bytes,2,opt,name=restore_path,json=restorePath,proto3" json:"restore_path,omitempty"`
+	// The job's state when written. Terminal states (CANCELED, FINISHED, FAILED) are
+	// final; CANCELLING (the user canceled it) makes a new leader end it CANCELED; any
+	// other means the job must be recovered.
+	State JobState `protobuf:"varint,3,opt,name=state,proto3,enum=sluice.v1.JobState" json:"state,omitempty"`
+	// The highest execution attempt a leader may have started: a leader records attempt
+	// n before it deploys it, so a later leader starts above every attempt whose tasks
+	// may still run.
+	Attempt  int64 `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Restarts int32 `protobuf:"varint,5,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	// Attempts that restored state from a checkpoint.
+	Restores        int32 `protobuf:"varint,6,opt,name=restores,proto3" json:"restores,omitempty"`
+	StartTimeUnixMs int64 `protobuf:"varint,7,opt,name=start_time_unix_ms,json=startTimeUnixMs,proto3" json:"start_time_unix_ms,omitempty"`
+	// When the job ended (terminal states only).
+	EndTimeUnixMs int64 `protobuf:"varint,8,opt,name=end_time_unix_ms,json=endTimeUnixMs,proto3" json:"end_time_unix_ms,omitempty"`
+	// The last failure cause.
+	Failure       string `protobuf:"bytes,9,opt,name=failure,proto3" json:"failure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobRecord) Reset() {
+	*x = JobRecord{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobRecord) ProtoMessage() {}
+
+func (x *JobRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobRecord.ProtoReflect.Descriptor instead.
+func (*JobRecord) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *JobRecord) GetJobGraph() *JobGraph {
+	if x != nil {
+		return x.JobGraph
+	}
+	return nil
+}
+
+func (x *JobRecord) GetRestorePath() string {
+	if x != nil {
+		return x.RestorePath
+	}
+	return ""
+}
+
+func (x *JobRecord) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *JobRecord) GetAttempt() int64 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobRecord) GetRestarts() int32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
+func (x *JobRecord) GetRestores() int32 {
+	if x != nil {
+		return x.Restores
+	}
+	return 0
+}
+
+func (x *JobRecord) GetStartTimeUnixMs() int64 {
+	if x != nil {
+		return x.StartTimeUnixMs
+	}
+	return 0
+}
+
+func (x *JobRecord) GetEndTimeUnixMs() int64 {
+	if x != nil {
+		return x.EndTimeUnixMs
+	}
+	return 0
+}
+
+func (x *JobRecord) GetFailure() string {
+	if x != nil {
+		return x.Failure
+	}
+	return ""
+}
+
 type TriggerJobCheckpointRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -718,7 +843,7 @@ type TriggerJobCheckpointRequest struct {
 
 func (x *TriggerJobCheckpointRequest) Reset() {
 	*x = TriggerJobCheckpointRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[9]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -730,7 +855,7 @@ func (x *TriggerJobCheckpointRequest) String() string {
 func (*TriggerJobCheckpointRequest) ProtoMessage() {}
 
 func (x *TriggerJobCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[9]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -743,7 +868,7 @@ func (x *TriggerJobCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerJobCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*TriggerJobCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TriggerJobCheckpointRequest) GetJobId() string {
@@ -762,7 +887,7 @@ type ListCheckpointsRequest struct {
 
 func (x *ListCheckpointsRequest) Reset() {
 	*x = ListCheckpointsRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[10]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +899,7 @@ func (x *ListCheckpointsRequest) String() string {
 func (*ListCheckpointsRequest) ProtoMessage() {}
 
 func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[10]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +912,7 @@ func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListCheckpointsRequest) GetJobId() string {
@@ -806,7 +931,7 @@ type ListCheckpointsResponse struct {
 
 func (x *ListCheckpointsResponse) Reset() {
 	*x = ListCheckpointsResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[11]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +943,7 @@ func (x *ListCheckpointsResponse) String() string {
 func (*ListCheckpointsResponse) ProtoMessage() {}
 
 func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[11]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +956,7 @@ func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointStats {
@@ -867,7 +992,7 @@ type CheckpointStats struct {
 
 func (x *CheckpointStats) Reset() {
 	*x = CheckpointStats{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[12]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1004,7 @@ func (x *CheckpointStats) String() string {
 func (*CheckpointStats) ProtoMessage() {}
 
 func (x *CheckpointStats) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[12]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1017,7 @@ func (x *CheckpointStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointStats.ProtoReflect.Descriptor instead.
 func (*CheckpointStats) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CheckpointStats) GetId() int64 {
@@ -1007,7 +1132,7 @@ type CheckpointTaskMetrics struct {
 
 func (x *CheckpointTaskMetrics) Reset() {
 	*x = CheckpointTaskMetrics{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1144,7 @@ func (x *CheckpointTaskMetrics) String() string {
 func (*CheckpointTaskMetrics) ProtoMessage() {}
 
 func (x *CheckpointTaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1157,7 @@ func (x *CheckpointTaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointTaskMetrics.ProtoReflect.Descriptor instead.
 func (*CheckpointTaskMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CheckpointTaskMetrics) GetSyncMs() int64 {
@@ -1087,7 +1212,7 @@ type OperatorSubtaskState struct {
 
 func (x *OperatorSubtaskState) Reset() {
 	*x = OperatorSubtaskState{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1224,7 @@ func (x *OperatorSubtaskState) String() string {
 func (*OperatorSubtaskState) ProtoMessage() {}
 
 func (x *OperatorSubtaskState) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1237,7 @@ func (x *OperatorSubtaskState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorSubtaskState.ProtoReflect.Descriptor instead.
 func (*OperatorSubtaskState) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *OperatorSubtaskState) GetUid() string {
@@ -1142,7 +1267,7 @@ type AcknowledgeCheckpointRequest struct {
 
 func (x *AcknowledgeCheckpointRequest) Reset() {
 	*x = AcknowledgeCheckpointRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1279,7 @@ func (x *AcknowledgeCheckpointRequest) String() string {
 func (*AcknowledgeCheckpointRequest) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1292,7 @@ func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AcknowledgeCheckpointRequest) GetTaskManagerId() string {
@@ -1213,7 +1338,7 @@ type AcknowledgeCheckpointResponse struct {
 
 func (x *AcknowledgeCheckpointResponse) Reset() {
 	*x = AcknowledgeCheckpointResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1350,7 @@ func (x *AcknowledgeCheckpointResponse) String() string {
 func (*AcknowledgeCheckpointResponse) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1363,7 @@ func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{17}
 }
 
 type DeclineCheckpointRequest struct {
@@ -1253,7 +1378,7 @@ type DeclineCheckpointRequest struct {
 
 func (x *DeclineCheckpointRequest) Reset() {
 	*x = DeclineCheckpointRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1390,7 @@ func (x *DeclineCheckpointRequest) String() string {
 func (*DeclineCheckpointRequest) ProtoMessage() {}
 
 func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1403,7 @@ func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeclineCheckpointRequest) GetTaskManagerId() string {
@@ -1317,7 +1442,7 @@ type DeclineCheckpointResponse struct {
 
 func (x *DeclineCheckpointResponse) Reset() {
 	*x = DeclineCheckpointResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1454,7 @@ func (x *DeclineCheckpointResponse) String() string {
 func (*DeclineCheckpointResponse) ProtoMessage() {}
 
 func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1467,7 @@ func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{19}
 }
 
 type TaskManagerInfo struct {
@@ -1360,7 +1485,7 @@ type TaskManagerInfo struct {
 
 func (x *TaskManagerInfo) Reset() {
 	*x = TaskManagerInfo{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1497,7 @@ func (x *TaskManagerInfo) String() string {
 func (*TaskManagerInfo) ProtoMessage() {}
 
 func (x *TaskManagerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1510,7 @@ func (x *TaskManagerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskManagerInfo.ProtoReflect.Descriptor instead.
 func (*TaskManagerInfo) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TaskManagerInfo) GetId() string {
@@ -1445,7 +1570,7 @@ type ListTaskManagersRequest struct {
 
 func (x *ListTaskManagersRequest) Reset() {
 	*x = ListTaskManagersRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1582,7 @@ func (x *ListTaskManagersRequest) String() string {
 func (*ListTaskManagersRequest) ProtoMessage() {}
 
 func (x *ListTaskManagersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1595,7 @@ func (x *ListTaskManagersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTaskManagersRequest.ProtoReflect.Descriptor instead.
 func (*ListTaskManagersRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{21}
 }
 
 type ListTaskManagersResponse struct {
@@ -1482,7 +1607,7 @@ type ListTaskManagersResponse struct {
 
 func (x *ListTaskManagersResponse) Reset() {
 	*x = ListTaskManagersResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1619,7 @@ func (x *ListTaskManagersResponse) String() string {
 func (*ListTaskManagersResponse) ProtoMessage() {}
 
 func (x *ListTaskManagersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1632,7 @@ func (x *ListTaskManagersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTaskManagersResponse.ProtoReflect.Descriptor instead.
 func (*ListTaskManagersResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListTaskManagersResponse) GetTaskManagers() []*TaskManagerInfo {
@@ -1530,7 +1655,7 @@ type RegisterTaskManagerRequest struct {
 
 func (x *RegisterTaskManagerRequest) Reset() {
 	*x = RegisterTaskManagerRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1542,7 +1667,7 @@ func (x *RegisterTaskManagerRequest) String() string {
 func (*RegisterTaskManagerRequest) ProtoMessage() {}
 
 func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1555,7 +1680,7 @@ func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RegisterTaskManagerRequest) GetId() string {
@@ -1596,7 +1721,7 @@ type RegisterTaskManagerResponse struct {
 
 func (x *RegisterTaskManagerResponse) Reset() {
 	*x = RegisterTaskManagerResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1733,7 @@ func (x *RegisterTaskManagerResponse) String() string {
 func (*RegisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1746,7 @@ func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RegisterTaskManagerResponse) GetHeartbeatIntervalMs() int64 {
@@ -1645,7 +1770,7 @@ type TaskMetrics struct {
 
 func (x *TaskMetrics) Reset() {
 	*x = TaskMetrics{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1782,7 @@ func (x *TaskMetrics) String() string {
 func (*TaskMetrics) ProtoMessage() {}
 
 func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1795,7 @@ func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskMetrics.ProtoReflect.Descriptor instead.
 func (*TaskMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TaskMetrics) GetExecution() *ExecutionId {
@@ -1718,7 +1843,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1730,7 +1855,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1743,7 +1868,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HeartbeatRequest) GetTaskManagerId() string {
@@ -1773,7 +1898,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +1910,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +1923,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HeartbeatResponse) GetKnown() bool {
@@ -1825,7 +1950,7 @@ type UnregisterTaskManagerRequest struct {
 
 func (x *UnregisterTaskManagerRequest) Reset() {
 	*x = UnregisterTaskManagerRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1837,7 +1962,7 @@ func (x *UnregisterTaskManagerRequest) String() string {
 func (*UnregisterTaskManagerRequest) ProtoMessage() {}
 
 func (x *UnregisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1850,7 +1975,7 @@ func (x *UnregisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterTaskManagerRequest.ProtoReflect.Descriptor instead.
 func (*UnregisterTaskManagerRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UnregisterTaskManagerRequest) GetTaskManagerId() string {
@@ -1875,7 +2000,7 @@ type UnregisterTaskManagerResponse struct {
 
 func (x *UnregisterTaskManagerResponse) Reset() {
 	*x = UnregisterTaskManagerResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1887,7 +2012,7 @@ func (x *UnregisterTaskManagerResponse) String() string {
 func (*UnregisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *UnregisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1900,7 +2025,7 @@ func (x *UnregisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*UnregisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{28}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{29}
 }
 
 type ExecutionId struct {
@@ -1916,7 +2041,7 @@ type ExecutionId struct {
 
 func (x *ExecutionId) Reset() {
 	*x = ExecutionId{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2053,7 @@ func (x *ExecutionId) String() string {
 func (*ExecutionId) ProtoMessage() {}
 
 func (x *ExecutionId) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2066,7 @@ func (x *ExecutionId) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutionId.ProtoReflect.Descriptor instead.
 func (*ExecutionId) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{29}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ExecutionId) GetJobId() string {
@@ -1985,7 +2110,7 @@ type UpdateTaskStateRequest struct {
 
 func (x *UpdateTaskStateRequest) Reset() {
 	*x = UpdateTaskStateRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2122,7 @@ func (x *UpdateTaskStateRequest) String() string {
 func (*UpdateTaskStateRequest) ProtoMessage() {}
 
 func (x *UpdateTaskStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2135,7 @@ func (x *UpdateTaskStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskStateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTaskStateRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{30}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UpdateTaskStateRequest) GetTaskManagerId() string {
@@ -2056,7 +2181,7 @@ type UpdateTaskStateResponse struct {
 
 func (x *UpdateTaskStateResponse) Reset() {
 	*x = UpdateTaskStateResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +2193,7 @@ func (x *UpdateTaskStateResponse) String() string {
 func (*UpdateTaskStateResponse) ProtoMessage() {}
 
 func (x *UpdateTaskStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +2206,7 @@ func (x *UpdateTaskStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskStateResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTaskStateResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{31}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{32}
 }
 
 var File_sluice_v1_jobmanager_proto protoreflect.FileDescriptor
@@ -2134,7 +2259,17 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\x0fmax_parallelism\x18\f \x01(\x05R\x0emaxParallelism\x120\n" +
 	"\x14latest_checkpoint_id\x18\r \x01(\x03R\x12latestCheckpointId\x129\n" +
 	"\x19latest_checkpoint_unix_ms\x18\x0e \x01(\x03R\x16latestCheckpointUnixMs\x12\x1a\n" +
-	"\brestores\x18\x0f \x01(\x05R\brestores\"4\n" +
+	"\brestores\x18\x0f \x01(\x05R\brestores\"\xcd\x02\n" +
+	"\tJobRecord\x120\n" +
+	"\tjob_graph\x18\x01 \x01(\v2\x13.sluice.v1.JobGraphR\bjobGraph\x12!\n" +
+	"\frestore_path\x18\x02 \x01(\tR\vrestorePath\x12)\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x13.sluice.v1.JobStateR\x05state\x12\x18\n" +
+	"\aattempt\x18\x04 \x01(\x03R\aattempt\x12\x1a\n" +
+	"\brestarts\x18\x05 \x01(\x05R\brestarts\x12\x1a\n" +
+	"\brestores\x18\x06 \x01(\x05R\brestores\x12+\n" +
+	"\x12start_time_unix_ms\x18\a \x01(\x03R\x0fstartTimeUnixMs\x12'\n" +
+	"\x10end_time_unix_ms\x18\b \x01(\x03R\rendTimeUnixMs\x12\x18\n" +
+	"\afailure\x18\t \x01(\tR\afailure\"4\n" +
 	"\x1bTriggerJobCheckpointRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"/\n" +
 	"\x16ListCheckpointsRequest\x12\x15\n" +
@@ -2282,7 +2417,7 @@ func file_sluice_v1_jobmanager_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_jobmanager_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sluice_v1_jobmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_sluice_v1_jobmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_sluice_v1_jobmanager_proto_goTypes = []any{
 	(JobState)(0),                         // 0: sluice.v1.JobState
 	(TaskState)(0),                        // 1: sluice.v1.TaskState
@@ -2295,84 +2430,87 @@ var file_sluice_v1_jobmanager_proto_goTypes = []any{
 	(*CancelJobResponse)(nil),             // 8: sluice.v1.CancelJobResponse
 	(*VertexStatus)(nil),                  // 9: sluice.v1.VertexStatus
 	(*JobStatus)(nil),                     // 10: sluice.v1.JobStatus
-	(*TriggerJobCheckpointRequest)(nil),   // 11: sluice.v1.TriggerJobCheckpointRequest
-	(*ListCheckpointsRequest)(nil),        // 12: sluice.v1.ListCheckpointsRequest
-	(*ListCheckpointsResponse)(nil),       // 13: sluice.v1.ListCheckpointsResponse
-	(*CheckpointStats)(nil),               // 14: sluice.v1.CheckpointStats
-	(*CheckpointTaskMetrics)(nil),         // 15: sluice.v1.CheckpointTaskMetrics
-	(*OperatorSubtaskState)(nil),          // 16: sluice.v1.OperatorSubtaskState
-	(*AcknowledgeCheckpointRequest)(nil),  // 17: sluice.v1.AcknowledgeCheckpointRequest
-	(*AcknowledgeCheckpointResponse)(nil), // 18: sluice.v1.AcknowledgeCheckpointResponse
-	(*DeclineCheckpointRequest)(nil),      // 19: sluice.v1.DeclineCheckpointRequest
-	(*DeclineCheckpointResponse)(nil),     // 20: sluice.v1.DeclineCheckpointResponse
-	(*TaskManagerInfo)(nil),               // 21: sluice.v1.TaskManagerInfo
-	(*ListTaskManagersRequest)(nil),       // 22: sluice.v1.ListTaskManagersRequest
-	(*ListTaskManagersResponse)(nil),      // 23: sluice.v1.ListTaskManagersResponse
-	(*RegisterTaskManagerRequest)(nil),    // 24: sluice.v1.RegisterTaskManagerRequest
-	(*RegisterTaskManagerResponse)(nil),   // 25: sluice.v1.RegisterTaskManagerResponse
-	(*TaskMetrics)(nil),                   // 26: sluice.v1.TaskMetrics
-	(*HeartbeatRequest)(nil),              // 27: sluice.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),             // 28: sluice.v1.HeartbeatResponse
-	(*UnregisterTaskManagerRequest)(nil),  // 29: sluice.v1.UnregisterTaskManagerRequest
-	(*UnregisterTaskManagerResponse)(nil), // 30: sluice.v1.UnregisterTaskManagerResponse
-	(*ExecutionId)(nil),                   // 31: sluice.v1.ExecutionId
-	(*UpdateTaskStateRequest)(nil),        // 32: sluice.v1.UpdateTaskStateRequest
-	(*UpdateTaskStateResponse)(nil),       // 33: sluice.v1.UpdateTaskStateResponse
-	nil,                                   // 34: sluice.v1.VertexStatus.TaskStatesEntry
-	(*JobGraph)(nil),                      // 35: sluice.v1.JobGraph
-	(*SubtaskState)(nil),                  // 36: sluice.v1.SubtaskState
+	(*JobRecord)(nil),                     // 11: sluice.v1.JobRecord
+	(*TriggerJobCheckpointRequest)(nil),   // 12: sluice.v1.TriggerJobCheckpointRequest
+	(*ListCheckpointsRequest)(nil),        // 13: sluice.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),       // 14: sluice.v1.ListCheckpointsResponse
+	(*CheckpointStats)(nil),               // 15: sluice.v1.CheckpointStats
+	(*CheckpointTaskMetrics)(nil),         // 16: sluice.v1.CheckpointTaskMetrics
+	(*OperatorSubtaskState)(nil),          // 17: sluice.v1.OperatorSubtaskState
+	(*AcknowledgeCheckpointRequest)(nil),  // 18: sluice.v1.AcknowledgeCheckpointRequest
+	(*AcknowledgeCheckpointResponse)(nil), // 19: sluice.v1.AcknowledgeCheckpointResponse
+	(*DeclineCheckpointRequest)(nil),      // 20: sluice.v1.DeclineCheckpointRequest
+	(*DeclineCheckpointResponse)(nil),     // 21: sluice.v1.DeclineCheckpointResponse
+	(*TaskManagerInfo)(nil),               // 22: sluice.v1.TaskManagerInfo
+	(*ListTaskManagersRequest)(nil),       // 23: sluice.v1.ListTaskManagersRequest
+	(*ListTaskManagersResponse)(nil),      // 24: sluice.v1.ListTaskManagersResponse
+	(*RegisterTaskManagerRequest)(nil),    // 25: sluice.v1.RegisterTaskManagerRequest
+	(*RegisterTaskManagerResponse)(nil),   // 26: sluice.v1.RegisterTaskManagerResponse
+	(*TaskMetrics)(nil),                   // 27: sluice.v1.TaskMetrics
+	(*HeartbeatRequest)(nil),              // 28: sluice.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),             // 29: sluice.v1.HeartbeatResponse
+	(*UnregisterTaskManagerRequest)(nil),  // 30: sluice.v1.UnregisterTaskManagerRequest
+	(*UnregisterTaskManagerResponse)(nil), // 31: sluice.v1.UnregisterTaskManagerResponse
+	(*ExecutionId)(nil),                   // 32: sluice.v1.ExecutionId
+	(*UpdateTaskStateRequest)(nil),        // 33: sluice.v1.UpdateTaskStateRequest
+	(*UpdateTaskStateResponse)(nil),       // 34: sluice.v1.UpdateTaskStateResponse
+	nil,                                   // 35: sluice.v1.VertexStatus.TaskStatesEntry
+	(*JobGraph)(nil),                      // 36: sluice.v1.JobGraph
+	(*SubtaskState)(nil),                  // 37: sluice.v1.SubtaskState
 }
 var file_sluice_v1_jobmanager_proto_depIdxs = []int32{
-	35, // 0: sluice.v1.SubmitJobRequest.job_graph:type_name -> sluice.v1.JobGraph
+	36, // 0: sluice.v1.SubmitJobRequest.job_graph:type_name -> sluice.v1.JobGraph
 	10, // 1: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.JobStatus
 	0,  // 2: sluice.v1.CancelJobResponse.state:type_name -> sluice.v1.JobState
-	34, // 3: sluice.v1.VertexStatus.task_states:type_name -> sluice.v1.VertexStatus.TaskStatesEntry
+	35, // 3: sluice.v1.VertexStatus.task_states:type_name -> sluice.v1.VertexStatus.TaskStatesEntry
 	0,  // 4: sluice.v1.JobStatus.state:type_name -> sluice.v1.JobState
 	9,  // 5: sluice.v1.JobStatus.vertices:type_name -> sluice.v1.VertexStatus
-	14, // 6: sluice.v1.ListCheckpointsResponse.checkpoints:type_name -> sluice.v1.CheckpointStats
-	36, // 7: sluice.v1.OperatorSubtaskState.state:type_name -> sluice.v1.SubtaskState
-	31, // 8: sluice.v1.AcknowledgeCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
-	16, // 9: sluice.v1.AcknowledgeCheckpointRequest.operators:type_name -> sluice.v1.OperatorSubtaskState
-	15, // 10: sluice.v1.AcknowledgeCheckpointRequest.metrics:type_name -> sluice.v1.CheckpointTaskMetrics
-	31, // 11: sluice.v1.DeclineCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
-	21, // 12: sluice.v1.ListTaskManagersResponse.task_managers:type_name -> sluice.v1.TaskManagerInfo
-	31, // 13: sluice.v1.TaskMetrics.execution:type_name -> sluice.v1.ExecutionId
-	26, // 14: sluice.v1.HeartbeatRequest.tasks:type_name -> sluice.v1.TaskMetrics
-	31, // 15: sluice.v1.HeartbeatResponse.cancel:type_name -> sluice.v1.ExecutionId
-	31, // 16: sluice.v1.UpdateTaskStateRequest.execution:type_name -> sluice.v1.ExecutionId
-	1,  // 17: sluice.v1.UpdateTaskStateRequest.state:type_name -> sluice.v1.TaskState
-	26, // 18: sluice.v1.UpdateTaskStateRequest.metrics:type_name -> sluice.v1.TaskMetrics
-	2,  // 19: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
-	4,  // 20: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	6,  // 21: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
-	7,  // 22: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
-	11, // 23: sluice.v1.JobService.TriggerCheckpoint:input_type -> sluice.v1.TriggerJobCheckpointRequest
-	12, // 24: sluice.v1.JobService.ListCheckpoints:input_type -> sluice.v1.ListCheckpointsRequest
-	22, // 25: sluice.v1.JobService.ListTaskManagers:input_type -> sluice.v1.ListTaskManagersRequest
-	24, // 26: sluice.v1.ResourceService.RegisterTaskManager:input_type -> sluice.v1.RegisterTaskManagerRequest
-	27, // 27: sluice.v1.ResourceService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
-	29, // 28: sluice.v1.ResourceService.UnregisterTaskManager:input_type -> sluice.v1.UnregisterTaskManagerRequest
-	32, // 29: sluice.v1.ResourceService.UpdateTaskState:input_type -> sluice.v1.UpdateTaskStateRequest
-	17, // 30: sluice.v1.ResourceService.AcknowledgeCheckpoint:input_type -> sluice.v1.AcknowledgeCheckpointRequest
-	19, // 31: sluice.v1.ResourceService.DeclineCheckpoint:input_type -> sluice.v1.DeclineCheckpointRequest
-	3,  // 32: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
-	5,  // 33: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	10, // 34: sluice.v1.JobService.GetJob:output_type -> sluice.v1.JobStatus
-	8,  // 35: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
-	14, // 36: sluice.v1.JobService.TriggerCheckpoint:output_type -> sluice.v1.CheckpointStats
-	13, // 37: sluice.v1.JobService.ListCheckpoints:output_type -> sluice.v1.ListCheckpointsResponse
-	23, // 38: sluice.v1.JobService.ListTaskManagers:output_type -> sluice.v1.ListTaskManagersResponse
-	25, // 39: sluice.v1.ResourceService.RegisterTaskManager:output_type -> sluice.v1.RegisterTaskManagerResponse
-	28, // 40: sluice.v1.ResourceService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
-	30, // 41: sluice.v1.ResourceService.UnregisterTaskManager:output_type -> sluice.v1.UnregisterTaskManagerResponse
-	33, // 42: sluice.v1.ResourceService.UpdateTaskState:output_type -> sluice.v1.UpdateTaskStateResponse
-	18, // 43: sluice.v1.ResourceService.AcknowledgeCheckpoint:output_type -> sluice.v1.AcknowledgeCheckpointResponse
-	20, // 44: sluice.v1.ResourceService.DeclineCheckpoint:output_type -> sluice.v1.DeclineCheckpointResponse
-	32, // [32:45] is the sub-list for method output_type
-	19, // [19:32] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	36, // 6: sluice.v1.JobRecord.job_graph:type_name -> sluice.v1.JobGraph
+	0,  // 7: sluice.v1.JobRecord.state:type_name -> sluice.v1.JobState
+	15, // 8: sluice.v1.ListCheckpointsResponse.checkpoints:type_name -> sluice.v1.CheckpointStats
+	37, // 9: sluice.v1.OperatorSubtaskState.state:type_name -> sluice.v1.SubtaskState
+	32, // 10: sluice.v1.AcknowledgeCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
+	17, // 11: sluice.v1.AcknowledgeCheckpointRequest.operators:type_name -> sluice.v1.OperatorSubtaskState
+	16, // 12: sluice.v1.AcknowledgeCheckpointRequest.metrics:type_name -> sluice.v1.CheckpointTaskMetrics
+	32, // 13: sluice.v1.DeclineCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
+	22, // 14: sluice.v1.ListTaskManagersResponse.task_managers:type_name -> sluice.v1.TaskManagerInfo
+	32, // 15: sluice.v1.TaskMetrics.execution:type_name -> sluice.v1.ExecutionId
+	27, // 16: sluice.v1.HeartbeatRequest.tasks:type_name -> sluice.v1.TaskMetrics
+	32, // 17: sluice.v1.HeartbeatResponse.cancel:type_name -> sluice.v1.ExecutionId
+	32, // 18: sluice.v1.UpdateTaskStateRequest.execution:type_name -> sluice.v1.ExecutionId
+	1,  // 19: sluice.v1.UpdateTaskStateRequest.state:type_name -> sluice.v1.TaskState
+	27, // 20: sluice.v1.UpdateTaskStateRequest.metrics:type_name -> sluice.v1.TaskMetrics
+	2,  // 21: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
+	4,  // 22: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	6,  // 23: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
+	7,  // 24: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
+	12, // 25: sluice.v1.JobService.TriggerCheckpoint:input_type -> sluice.v1.TriggerJobCheckpointRequest
+	13, // 26: sluice.v1.JobService.ListCheckpoints:input_type -> sluice.v1.ListCheckpointsRequest
+	23, // 27: sluice.v1.JobService.ListTaskManagers:input_type -> sluice.v1.ListTaskManagersRequest
+	25, // 28: sluice.v1.ResourceService.RegisterTaskManager:input_type -> sluice.v1.RegisterTaskManagerRequest
+	28, // 29: sluice.v1.ResourceService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
+	30, // 30: sluice.v1.ResourceService.UnregisterTaskManager:input_type -> sluice.v1.UnregisterTaskManagerRequest
+	33, // 31: sluice.v1.ResourceService.UpdateTaskState:input_type -> sluice.v1.UpdateTaskStateRequest
+	18, // 32: sluice.v1.ResourceService.AcknowledgeCheckpoint:input_type -> sluice.v1.AcknowledgeCheckpointRequest
+	20, // 33: sluice.v1.ResourceService.DeclineCheckpoint:input_type -> sluice.v1.DeclineCheckpointRequest
+	3,  // 34: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
+	5,  // 35: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	10, // 36: sluice.v1.JobService.GetJob:output_type -> sluice.v1.JobStatus
+	8,  // 37: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
+	15, // 38: sluice.v1.JobService.TriggerCheckpoint:output_type -> sluice.v1.CheckpointStats
+	14, // 39: sluice.v1.JobService.ListCheckpoints:output_type -> sluice.v1.ListCheckpointsResponse
+	24, // 40: sluice.v1.JobService.ListTaskManagers:output_type -> sluice.v1.ListTaskManagersResponse
+	26, // 41: sluice.v1.ResourceService.RegisterTaskManager:output_type -> sluice.v1.RegisterTaskManagerResponse
+	29, // 42: sluice.v1.ResourceService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
+	31, // 43: sluice.v1.ResourceService.UnregisterTaskManager:output_type -> sluice.v1.UnregisterTaskManagerResponse
+	34, // 44: sluice.v1.ResourceService.UpdateTaskState:output_type -> sluice.v1.UpdateTaskStateResponse
+	19, // 45: sluice.v1.ResourceService.AcknowledgeCheckpoint:output_type -> sluice.v1.AcknowledgeCheckpointResponse
+	21, // 46: sluice.v1.ResourceService.DeclineCheckpoint:output_type -> sluice.v1.DeclineCheckpointResponse
+	34, // [34:47] is the sub-list for method output_type
+	21, // [21:34] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_jobmanager_proto_init() }
@@ -2388,7 +2526,7 @@ func file_sluice_v1_jobmanager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_jobmanager_proto_rawDesc), len(file_sluice_v1_jobmanager_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

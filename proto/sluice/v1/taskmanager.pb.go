@@ -81,6 +81,10 @@ const (
 	// A checkpoint barrier (pkg/runtime encodes it): everything before it on the channel
 	// belongs to the checkpoint, nothing after it.
 	BufferKind_BUFFER_KIND_BARRIER BufferKind = 3
+	// 4 is the watermark.
+	// A barrier of an unaligned checkpoint: it overtakes the buffers queued before it,
+	// which the producer persists as channel state, and needs no credit.
+	BufferKind_BUFFER_KIND_PRIORITY_BARRIER BufferKind = 5
 )
 
 // Enum value maps for BufferKind.
@@ -90,12 +94,14 @@ var (
 		1: "BUFFER_KIND_DATA",
 		2: "BUFFER_KIND_END_OF_PARTITION",
 		3: "BUFFER_KIND_BARRIER",
+		5: "BUFFER_KIND_PRIORITY_BARRIER",
 	}
 	BufferKind_value = map[string]int32{
 		"BUFFER_KIND_UNSPECIFIED":      0,
 		"BUFFER_KIND_DATA":             1,
 		"BUFFER_KIND_END_OF_PARTITION": 2,
 		"BUFFER_KIND_BARRIER":          3,
+		"BUFFER_KIND_PRIORITY_BARRIER": 5,
 	}
 )
 
@@ -362,6 +368,9 @@ type OperatorRestore struct {
 	Uid           string                 `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
 	Keyed         []*KeyedStateHandle    `protobuf:"bytes,2,rep,name=keyed,proto3" json:"keyed,omitempty"`
 	OperatorState []*OperatorListState   `protobuf:"bytes,3,rep,name=operator_state,json=operatorState,proto3" json:"operator_state,omitempty"`
+	// In-flight data of an unaligned checkpoint, restored before new input (only at the
+	// parallelism it was taken at).
+	ChannelState  []*ChannelState `protobuf:"bytes,4,rep,name=channel_state,json=channelState,proto3" json:"channel_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -417,6 +426,13 @@ func (x *OperatorRestore) GetOperatorState() []*OperatorListState {
 	return nil
 }
 
+func (x *OperatorRestore) GetChannelState() []*ChannelState {
+	if x != nil {
+		return x.ChannelState
+	}
+	return nil
+}
+
 type TriggerCheckpointRequest struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	Execution         *ExecutionId           `protobuf:"bytes,1,opt,name=execution,proto3" json:"execution,omitempty"`
@@ -426,9 +442,15 @@ type TriggerCheckpointRequest struct {
 	Savepoint         bool                   `protobuf:"varint,5,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
 	// The final checkpoint: triggered once every source of the attempt ended its input.
 	// A source waiting at its end finishes once this checkpoint (or a later one) completed.
-	Final         bool `protobuf:"varint,6,opt,name=final,proto3" json:"final,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Final bool `protobuf:"varint,6,opt,name=final,proto3" json:"final,omitempty"`
+	// Unaligned: barriers overtake in-flight buffers, which are persisted as channel
+	// state (execution.checkpointing.unaligned.enabled).
+	Unaligned bool `protobuf:"varint,7,opt,name=unaligned,proto3" json:"unaligned,omitempty"`
+	// Aligned checkpoint timeout in ms: an aligned checkpoint whose barrier is older than
+	// this at a task switches to unaligned there (0: never).
+	AlignedTimeoutMs int64 `protobuf:"varint,8,opt,name=aligned_timeout_ms,json=alignedTimeoutMs,proto3" json:"aligned_timeout_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *TriggerCheckpointRequest) Reset() {
@@ -501,6 +523,20 @@ func (x *TriggerCheckpointRequest) GetFinal() bool {
 		return x.Final
 	}
 	return false
+}
+
+func (x *TriggerCheckpointRequest) GetUnaligned() bool {
+	if x != nil {
+		return x.Unaligned
+	}
+	return false
+}
+
+func (x *TriggerCheckpointRequest) GetAlignedTimeoutMs() int64 {
+	if x != nil {
+		return x.AlignedTimeoutMs
+	}
+	return 0
 }
 
 type TriggerCheckpointResponse struct {
@@ -1077,18 +1113,21 @@ const file_sluice_v1_taskmanager_proto_rawDesc = "" +
 	" \x01(\tR\x0erestoreStorage\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9b\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd9\x01\n" +
 	"\x0fOperatorRestore\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x121\n" +
 	"\x05keyed\x18\x02 \x03(\v2\x1b.sluice.v1.KeyedStateHandleR\x05keyed\x12C\n" +
-	"\x0eoperator_state\x18\x03 \x03(\v2\x1c.sluice.v1.OperatorListStateR\roperatorState\"\x89\x02\n" +
+	"\x0eoperator_state\x18\x03 \x03(\v2\x1c.sluice.v1.OperatorListStateR\roperatorState\x12<\n" +
+	"\rchannel_state\x18\x04 \x03(\v2\x17.sluice.v1.ChannelStateR\fchannelState\"\xd5\x02\n" +
 	"\x18TriggerCheckpointRequest\x124\n" +
 	"\texecution\x18\x01 \x01(\v2\x16.sluice.v1.ExecutionIdR\texecution\x12#\n" +
 	"\rcheckpoint_id\x18\x02 \x01(\x03R\fcheckpointId\x12/\n" +
 	"\x14trigger_time_unix_ms\x18\x03 \x01(\x03R\x11triggerTimeUnixMs\x12-\n" +
 	"\x04mode\x18\x04 \x01(\x0e2\x19.sluice.v1.CheckpointModeR\x04mode\x12\x1c\n" +
 	"\tsavepoint\x18\x05 \x01(\bR\tsavepoint\x12\x14\n" +
-	"\x05final\x18\x06 \x01(\bR\x05final\"\x1b\n" +
+	"\x05final\x18\x06 \x01(\bR\x05final\x12\x1c\n" +
+	"\tunaligned\x18\a \x01(\bR\tunaligned\x12,\n" +
+	"\x12aligned_timeout_ms\x18\b \x01(\x03R\x10alignedTimeoutMs\"\x1b\n" +
 	"\x19TriggerCheckpointResponse\"\xa3\x01\n" +
 	"\x17NotifyCheckpointRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
@@ -1126,13 +1165,14 @@ const file_sluice_v1_taskmanager_proto_rawDesc = "" +
 	"\x0eCheckpointMode\x12\x1f\n" +
 	"\x1bCHECKPOINT_MODE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cCHECKPOINT_MODE_EXACTLY_ONCE\x10\x01\x12!\n" +
-	"\x1dCHECKPOINT_MODE_AT_LEAST_ONCE\x10\x02*z\n" +
+	"\x1dCHECKPOINT_MODE_AT_LEAST_ONCE\x10\x02*\x9c\x01\n" +
 	"\n" +
 	"BufferKind\x12\x1b\n" +
 	"\x17BUFFER_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10BUFFER_KIND_DATA\x10\x01\x12 \n" +
 	"\x1cBUFFER_KIND_END_OF_PARTITION\x10\x02\x12\x17\n" +
-	"\x13BUFFER_KIND_BARRIER\x10\x032\xe0\x02\n" +
+	"\x13BUFFER_KIND_BARRIER\x10\x03\x12 \n" +
+	"\x1cBUFFER_KIND_PRIORITY_BARRIER\x10\x052\xe0\x02\n" +
 	"\vTaskService\x12I\n" +
 	"\n" +
 	"DeployTask\x12\x1c.sluice.v1.DeployTaskRequest\x1a\x1d.sluice.v1.DeployTaskResponse\x12I\n" +
@@ -1180,6 +1220,7 @@ var file_sluice_v1_taskmanager_proto_goTypes = []any{
 	(*JobGraph)(nil),                  // 19: sluice.v1.JobGraph
 	(*KeyedStateHandle)(nil),          // 20: sluice.v1.KeyedStateHandle
 	(*OperatorListState)(nil),         // 21: sluice.v1.OperatorListState
+	(*ChannelState)(nil),              // 22: sluice.v1.ChannelState
 }
 var file_sluice_v1_taskmanager_proto_depIdxs = []int32{
 	18, // 0: sluice.v1.DeployTaskRequest.execution:type_name -> sluice.v1.ExecutionId
@@ -1190,28 +1231,29 @@ var file_sluice_v1_taskmanager_proto_depIdxs = []int32{
 	5,  // 5: sluice.v1.DeployTaskRequest.restore:type_name -> sluice.v1.OperatorRestore
 	20, // 6: sluice.v1.OperatorRestore.keyed:type_name -> sluice.v1.KeyedStateHandle
 	21, // 7: sluice.v1.OperatorRestore.operator_state:type_name -> sluice.v1.OperatorListState
-	18, // 8: sluice.v1.TriggerCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
-	0,  // 9: sluice.v1.TriggerCheckpointRequest.mode:type_name -> sluice.v1.CheckpointMode
-	18, // 10: sluice.v1.CancelTaskRequest.execution:type_name -> sluice.v1.ExecutionId
-	13, // 11: sluice.v1.ChannelRequest.key:type_name -> sluice.v1.ChannelKey
-	14, // 12: sluice.v1.ExchangeFrame.requests:type_name -> sluice.v1.ChannelRequest
-	15, // 13: sluice.v1.ExchangeFrame.credits:type_name -> sluice.v1.ChannelCredit
-	1,  // 14: sluice.v1.ExchangeFrame.kind:type_name -> sluice.v1.BufferKind
-	4,  // 15: sluice.v1.TaskService.DeployTask:input_type -> sluice.v1.DeployTaskRequest
-	11, // 16: sluice.v1.TaskService.CancelTask:input_type -> sluice.v1.CancelTaskRequest
-	6,  // 17: sluice.v1.TaskService.TriggerCheckpoint:input_type -> sluice.v1.TriggerCheckpointRequest
-	8,  // 18: sluice.v1.TaskService.NotifyCheckpoint:input_type -> sluice.v1.NotifyCheckpointRequest
-	16, // 19: sluice.v1.ExchangeService.Exchange:input_type -> sluice.v1.ExchangeFrame
-	10, // 20: sluice.v1.TaskService.DeployTask:output_type -> sluice.v1.DeployTaskResponse
-	12, // 21: sluice.v1.TaskService.CancelTask:output_type -> sluice.v1.CancelTaskResponse
-	7,  // 22: sluice.v1.TaskService.TriggerCheckpoint:output_type -> sluice.v1.TriggerCheckpointResponse
-	9,  // 23: sluice.v1.TaskService.NotifyCheckpoint:output_type -> sluice.v1.NotifyCheckpointResponse
-	16, // 24: sluice.v1.ExchangeService.Exchange:output_type -> sluice.v1.ExchangeFrame
-	20, // [20:25] is the sub-list for method output_type
-	15, // [15:20] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	22, // 8: sluice.v1.OperatorRestore.channel_state:type_name -> sluice.v1.ChannelState
+	18, // 9: sluice.v1.TriggerCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
+	0,  // 10: sluice.v1.TriggerCheckpointRequest.mode:type_name -> sluice.v1.CheckpointMode
+	18, // 11: sluice.v1.CancelTaskRequest.execution:type_name -> sluice.v1.ExecutionId
+	13, // 12: sluice.v1.ChannelRequest.key:type_name -> sluice.v1.ChannelKey
+	14, // 13: sluice.v1.ExchangeFrame.requests:type_name -> sluice.v1.ChannelRequest
+	15, // 14: sluice.v1.ExchangeFrame.credits:type_name -> sluice.v1.ChannelCredit
+	1,  // 15: sluice.v1.ExchangeFrame.kind:type_name -> sluice.v1.BufferKind
+	4,  // 16: sluice.v1.TaskService.DeployTask:input_type -> sluice.v1.DeployTaskRequest
+	11, // 17: sluice.v1.TaskService.CancelTask:input_type -> sluice.v1.CancelTaskRequest
+	6,  // 18: sluice.v1.TaskService.TriggerCheckpoint:input_type -> sluice.v1.TriggerCheckpointRequest
+	8,  // 19: sluice.v1.TaskService.NotifyCheckpoint:input_type -> sluice.v1.NotifyCheckpointRequest
+	16, // 20: sluice.v1.ExchangeService.Exchange:input_type -> sluice.v1.ExchangeFrame
+	10, // 21: sluice.v1.TaskService.DeployTask:output_type -> sluice.v1.DeployTaskResponse
+	12, // 22: sluice.v1.TaskService.CancelTask:output_type -> sluice.v1.CancelTaskResponse
+	7,  // 23: sluice.v1.TaskService.TriggerCheckpoint:output_type -> sluice.v1.TriggerCheckpointResponse
+	9,  // 24: sluice.v1.TaskService.NotifyCheckpoint:output_type -> sluice.v1.NotifyCheckpointResponse
+	16, // 25: sluice.v1.ExchangeService.Exchange:output_type -> sluice.v1.ExchangeFrame
+	21, // [21:26] is the sub-list for method output_type
+	16, // [16:21] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_taskmanager_proto_init() }
