@@ -50,6 +50,8 @@ type Key struct {
 	Enum        []string // allowed values of an Enum key, in canonical spelling
 	Description string
 	Aliases     []string // legacy names, accepted and mapped to Name
+	// Flag is a short command-line flag for the key, besides --<Name> (e.g. "etcd-endpoints").
+	Flag string
 	// EnumAliases maps legacy spellings of Enum values (lower case) to canonical values.
 	EnumAliases map[string]string
 
@@ -325,6 +327,9 @@ func Describe() string {
 			typ += ": " + strings.Join(e.Enum, ", ")
 		}
 		desc := e.Description
+		if e.Flag != "" {
+			desc += " Flag: `--" + e.Flag + "`."
+		}
 		if len(e.Aliases) > 0 {
 			desc += " Legacy key: `" + strings.Join(e.Aliases, "`, `") + "`."
 		}

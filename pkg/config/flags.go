@@ -26,6 +26,10 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 		if e.Kind == Bool {
 			f.NoOptDefVal = "true"
 		}
+		if e.Flag != "" {
+			short := fs.VarPF(&keyFlag{c: c, e: e}, e.Flag, "", "Short for --"+e.Name+".")
+			short.DefValue = e.Default
+		}
 	}
 	fs.VarP(&defineFlag{c: c}, DefineFlag, "D",
 		"Set a configuration `key=value` (Flink's dynamic properties); repeatable.")

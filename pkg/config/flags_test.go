@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// testEnabled is a Bool key for the tests; no real key is a Bool yet.
+// testEnabled is a Bool key for the tests.
 var testEnabled = define(Key{Name: "test.enabled", Default: "false", Kind: Bool, Description: "A key registered by the tests."})
 
 func TestBoolFlag(t *testing.T) {
@@ -66,6 +66,7 @@ func TestFlags(t *testing.T) {
 		{"last wins", []string{"-D", "parallelism.default=2", "--parallelism.default=3", "-D", "parallelism.default=4"},
 			map[string]string{"parallelism.default": "4"}},
 		{"enum", []string{"--restart-strategy.type=Off"}, map[string]string{"restart-strategy.type": "none"}},
+		{"short flag", []string{"--etcd-endpoints=http://etcd-0:2379"}, map[string]string{"high-availability.etcd.endpoints": "http://etcd-0:2379"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := New()
