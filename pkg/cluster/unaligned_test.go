@@ -80,6 +80,11 @@ func TestUnalignedCheckpointsUnderBackpressure(t *testing.T) {
 		t.Fatalf("restores %d, want at least 1: %v", st.GetRestores(), st)
 	}
 	verifyCounts(t, out, keys, perKey)
+	// The final checkpoint, taken once every source ended, is aligned: what the sinks
+	// commit at their end is all in it.
+	if n, b, ok := inFlight(t, dir, id, st.GetLatestCheckpointId()); !ok || n != 0 {
+		t.Errorf("final checkpoint %d: %d channels of in-flight data (%d bytes, found %v), want an aligned one", st.GetLatestCheckpointId(), n, b, ok)
+	}
 }
 
 // TestUnalignedCheckpointRestoresOnlyAtItsParallelism: a retained unaligned checkpoint

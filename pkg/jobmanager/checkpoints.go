@@ -242,9 +242,15 @@ func (jm *JobManager) triggerSources(j *job, a checkpoint.Trigger) {
 		if tm == nil {
 			continue // its loss fails the attempt; the checkpoint times out or stops
 		}
+		final := a.Request == j.cp.finalRequest && j.cp.finalRequest != 0
 		req := &sluicev1.TriggerCheckpointRequest{Execution: t.id, CheckpointId: a.ID, TriggerTimeUnixMs: a.Timestamp.UnixMilli(),
-			Unaligned: a.Unaligned, AlignedTimeoutMs: a.AlignedTimeout.Milliseconds(),
-			Mode: mode, Savepoint: a.Kind == checkpoint.KindSavepoint, Final: a.Request == j.cp.finalRequest && j.cp.finalRequest != 0}
+			Mode: mode, Savepoint: a.Kind == checkpoint.KindSavepoint, Final: final}
+		if !final {
+			// The final checkpoint is always aligned: every record is then processed
+			// before it completes, so what sinks commit at the end of their input is
+			// all covered by it, and a restore from it replays nothing.
+			req.Unaligned, req.AlignedTimeoutMs = a.Unaligned, a.AlignedTimeout.Milliseconds()
+		}
 		task := checkpoint.TaskID{Vertex: t.id.GetVertex(), Subtask: t.id.GetSubtask()}
 		addr := tm.Address
 		jm.io.Add(1)
