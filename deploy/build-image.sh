@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Builds the Sluice container image from the working tree:
 #
-#   1. compiles jobmanager, taskmanager and streamctl statically (CGO_ENABLED=0) into
-#      deploy/dist/, stamped with the same build ID as `make build` gives bin/streamctl
-#      (the task managers only run registered Go jobs submitted by the same build);
+#   1. compiles jobmanager, taskmanager and streamctl statically into deploy/dist/,
+#      stamped with the same build ID as `make build` gives bin/streamctl (the task
+#      managers only run registered Go jobs submitted by the same build). The RocksDB
+#      state backend is C++ behind cgo: it links statically from Debian's archives
+#      (librocksdb-dev and the compression libraries it uses, scripts/install-deps.sh),
+#      with the pure-Go resolver and user lookup (netgo, osusergo) so that the binaries
+#      need no shared library at all;
 #   2. docker build -f deploy/Dockerfile deploy/dist, tagged sluice:<build ID> and
 #      sluice:latest.
 #
@@ -36,9 +40,19 @@ mkdir -p "$dist/rootfs/tmp" "$dist/rootfs/data"
 chmod 1777 "$dist/rootfs/tmp"
 chmod 0755 "$dist/rootfs/data"
 
-echo "build-image.sh: building binaries (build ID ${BUILD_ID}) into ${dist}/"
-CGO_ENABLED=0 "$GO" build -trimpath \
-	-ldflags "-s -w -X github.com/sluice-stream/sluice/pkg/version.buildID=${BUILD_ID}" \
+for a in librocksdb libsnappy liblz4 libzstd libz libbz2 libgflags; do
+	if ! compgen -G "/usr/lib/*/${a}.a" >/dev/null; then
+		echo "build-image.sh: ${a}.a is missing: RocksDB links statically from it (run scripts/install-deps.sh)" >&2
+		exit 1
+	fi
+done
+
+echo "build-image.sh: building binaries (build ID ${BUILD_ID}) into ${dist}/ (statically linking RocksDB takes minutes)"
+# grocksdb_no_link: the link flags are ours (CGO_LDFLAGS), in the order a static link
+# needs: RocksDB, then what it uses.
+CGO_ENABLED=1 CGO_LDFLAGS="-lrocksdb -lstdc++ -lm -lzstd -llz4 -lz -lsnappy -lbz2 -lgflags -lpthread -ldl" \
+	"$GO" build -trimpath -tags grocksdb_no_link,netgo,osusergo \
+	-ldflags "-s -w -linkmode=external -extldflags=-static -X github.com/sluice-stream/sluice/pkg/version.buildID=${BUILD_ID}" \
 	-o "$dist/" ./cmd/...
 for b in jobmanager taskmanager streamctl; do
 	if [[ ! -x "$dist/$b" ]]; then

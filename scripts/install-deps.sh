@@ -18,11 +18,14 @@ PACKAGES=(
 	protobuf-compiler # protoc, for make proto / make verify
 	git               # make verify diffs; build IDs
 	make
-	gcc               # cgo: the race detector now, RocksDB later
+	gcc               # cgo: the race detector, RocksDB
+	g++               # cgo: the RocksDB backend's C++ shim (pkg/state/rocksdb/shim.cc)
 	ca-certificates   # go module downloads over HTTPS
 	etcd-server       # pkg/meta's suite also runs against Debian's etcd (/usr/bin/etcd)
 	# --- Packages that later work adds go here (one per line, with why): -----------
-	# librocksdb-dev  # RocksDB state backend (grocksdb, linked statically)
+	librocksdb-dev    # RocksDB state backend (grocksdb v1.7.15 needs RocksDB 7.8); its .a and
+	#                   those of libsnappy/liblz4/libzstd/zlib/libbz2/libgflags (pulled in as
+	#                   dependencies) link the image's binaries statically
 	# postgresql      # two-phase-commit sink tests (max_prepared_transactions > 0)
 	# -------------------------------------------------------------------------------
 )

@@ -353,8 +353,17 @@ func (s *ChainSnapshot) Release() {
 	}
 }
 
-// NotifyCheckpointComplete tells the operators that checkpoint id completed.
+// NotifyCheckpointComplete tells the keyed state backends, then the operators, that
+// checkpoint id completed (incremental backends may then reuse its files).
 func (c *Chain) NotifyCheckpointComplete(id int64) error {
+	for _, rc := range c.rcs {
+		if rc == nil || rc.keyed == nil {
+			continue
+		}
+		if l, ok := rc.keyed.(state.CheckpointListener); ok {
+			l.NotifyCheckpointComplete(id)
+		}
+	}
 	for i, inst := range c.insts {
 		if l, ok := inst.user().(CheckpointListener); ok {
 			if err := l.NotifyCheckpointComplete(id); err != nil {
@@ -363,6 +372,20 @@ func (c *Chain) NotifyCheckpointComplete(id int64) error {
 		}
 	}
 	return nil
+}
+
+// ForceFullSnapshot makes the next Snapshot of every keyed backend reuse no file of an
+// earlier checkpoint (see state.FullSnapshotForcer); backends that always snapshot in
+// full ignore it. Call it on the task goroutine, before Snapshot.
+func (c *Chain) ForceFullSnapshot() {
+	for _, rc := range c.rcs {
+		if rc == nil || rc.keyed == nil {
+			continue
+		}
+		if f, ok := rc.keyed.(state.FullSnapshotForcer); ok {
+			f.ForceFullSnapshot()
+		}
+	}
 }
 
 // PollSource runs one batch of the head source, then what is due of the chain's

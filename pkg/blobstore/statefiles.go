@@ -2,6 +2,8 @@ package blobstore
 
 import (
 	"context"
+	"errors"
+	"io"
 
 	"github.com/sluice-stream/sluice/pkg/state"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -9,7 +11,7 @@ import (
 
 // StateFiles is a state backend's view of one subtask's checkpoint files in a job's
 // directory: it implements state.StateWriter and state.StateReader. Files of checkpoint
-// ID go to chk-<ID>/<Prefix><name>.
+// ID go to chk-<ID>/<Prefix><name>, shared files to shared/<Prefix><name>.
 type StateFiles struct {
 	Store  *Store // scoped to the job directory
 	ID     int64
@@ -25,6 +27,20 @@ func (f StateFiles) Create(ctx context.Context, name string) (state.FileWriter, 
 	return stateWriter{w}, nil
 }
 
+// CreateShared starts the shared file shared/<Prefix><name> (see state.StateWriter):
+// files that incremental checkpoints reference from later checkpoints, deleted by the
+// shared-file registry, not with the checkpoint.
+func (f StateFiles) CreateShared(ctx context.Context, name string) (state.FileWriter, error) {
+	if err := CheckName(f.Prefix + name); err != nil {
+		return nil, err
+	}
+	w, err := f.Store.Create(ctx, SharedPath(f.Prefix+name))
+	if err != nil {
+		return nil, err
+	}
+	return stateWriter{w}, nil
+}
+
 type stateWriter struct{ *Writer }
 
 func (w stateWriter) Abort() error { w.Writer.Abort(); return nil }
@@ -34,7 +50,40 @@ func (w stateWriter) Abort() error { w.Writer.Abort(); return nil }
 func (f StateFiles) Open(ctx context.Context, sf *sluicev1.StateFile) (state.FileReader, error) {
 	data, err := f.Store.ReadAll(ctx, sf)
 	if err != nil {
-		return nil, err
+		return nil, stateError(err)
 	}
 	return state.BytesReader(data), nil
 }
+
+// OpenStream implements state.StreamOpener: the file is read as it is consumed and
+// verified at its end (Store.Open), so a backend can copy a large file to disk without
+// holding it in memory.
+func (f StateFiles) OpenStream(ctx context.Context, sf *sluicev1.StateFile) (io.ReadCloser, error) {
+	r, err := f.Store.Open(ctx, sf)
+	if err != nil {
+		return nil, stateError(err)
+	}
+	return stateErrorReader{r}, nil
+}
+
+// stateErrorReader makes the verification failures of a stream match state.ErrCorrupt.
+type stateErrorReader struct{ io.ReadCloser }
+
+func (r stateErrorReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	return n, stateError(err)
+}
+
+// stateError makes a verification failure (ErrCorrupt) also match state.ErrCorrupt,
+// as state.StateReader promises; the message, which names the file, stays.
+func stateError(err error) error {
+	if err == nil || !errors.Is(err, ErrCorrupt) || errors.Is(err, state.ErrCorrupt) {
+		return err
+	}
+	return corruptStateFile{err}
+}
+
+type corruptStateFile struct{ err error }
+
+func (e corruptStateFile) Error() string   { return e.err.Error() }
+func (e corruptStateFile) Unwrap() []error { return []error{e.err, state.ErrCorrupt} }

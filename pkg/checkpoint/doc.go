@@ -66,10 +66,15 @@
 //
 // # Files
 //
-// Deletion is the shared-file registry's business, driven by the completed-checkpoint
-// store in etcd. The coordinator only says when a checkpoint's files may be released:
-// after NotifyComplete (for what only older checkpoints used) and after NotifyAborted
-// (its private files). It never says so for a checkpoint whose commit outcome is unknown.
+// The coordinator only says when a checkpoint's files may be released: after
+// NotifyComplete (for what only older checkpoints used) and after NotifyAborted (its
+// private files). It never says so for a checkpoint whose commit outcome is unknown.
+// Which files exactly is the Chain's business (chain.go): another pure state machine,
+// driven by the same loop with the trigger, the acknowledged shared files, the commit's
+// answer from the completed-checkpoint store in etcd (records removed, shared files
+// left unreferenced), aborts, unknown outcomes and listings of the job directory; it
+// answers with the Deletions that are safe now and says when a checkpoint must be
+// full.
 //
 // # The _metadata file
 //

@@ -58,6 +58,11 @@ func TestBadInputIsOneLine(t *testing.T) {
 		{"submit", "no-such-job"},
 		{"list", "-o", "yaml"},
 		{"submit", "keyed-count", "--arg", "novalue"},
+		{"submit", "keyed-count", "--claim-mode", "mine", "--from-checkpoint", "file:///x/j/chk-1"},
+		{"submit", "keyed-count", "--claim-mode", "claim"},
+		{"checkpoints", "verify"},
+		{"checkpoints", "verify", "a", "b"},
+		{"checkpoints", "verify", "-o", "yaml", "abcd"},
 	}
 	for _, args := range tests {
 		var out, errOut bytes.Buffer
@@ -70,6 +75,29 @@ func TestBadInputIsOneLine(t *testing.T) {
 		}
 		if strings.Contains(strings.TrimSpace(err.Error()), "\n") {
 			t.Errorf("%v: error spans lines: %q", args, err)
+		}
+	}
+}
+
+func TestParseClaimMode(t *testing.T) {
+	for _, tt := range []struct {
+		mode, from string
+		want       string
+	}{
+		{"", "", "CLAIM_MODE_UNSPECIFIED"},
+		{"", "file:///c/j/chk-1", "CLAIM_MODE_UNSPECIFIED"},
+		{"claim", "file:///c/j/chk-1", "CLAIM_MODE_CLAIM"},
+		{"no-claim", "file:///c/j/chk-1", "CLAIM_MODE_NO_CLAIM"},
+		{"claim", "", "error"},
+		{"CLAIM", "file:///c/j/chk-1", "error"},
+	} {
+		m, err := parseClaimMode(tt.mode, tt.from)
+		got := m.String()
+		if err != nil {
+			got = "error"
+		}
+		if got != tt.want {
+			t.Errorf("--claim-mode %q --from-checkpoint %q: %s (%v), want %s", tt.mode, tt.from, got, err, tt.want)
 		}
 	}
 }

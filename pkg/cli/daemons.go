@@ -88,6 +88,7 @@ func JobManagerConfig(c *config.Config) (jobmanager.Config, error) {
 	return jobmanager.Config{
 		Checkpoints: jobmanager.CheckpointConfig{
 			Storage: c.String(config.CheckpointingDir), Coordinator: cc, Retained: c.Int(config.CheckpointingNumRetained),
+			FullEvery: c.Int(config.CheckpointingIncrementalFullEvery),
 		},
 		HeartbeatInterval:  c.Duration(config.HeartbeatInterval),
 		HeartbeatTimeout:   c.Duration(config.HeartbeatTimeout),
@@ -96,11 +97,32 @@ func JobManagerConfig(c *config.Config) (jobmanager.Config, error) {
 			s, _ := restart.FromConfig(c) // validated above
 			return s
 		},
-		TaskConfig: map[string]string{
+		TaskConfig: taskStateConfig(c, map[string]string{
 			config.BufferTimeout:         c.Duration(config.BufferTimeout).String(),
 			config.AutoWatermarkInterval: c.Duration(config.AutoWatermarkInterval).String(),
-		},
+		}),
 	}, nil
+}
+
+// taskStateConfig adds the job-level state backend settings to the deployments' config:
+// the backend always (so that every task of a job uses the same one, whatever each task
+// manager's own config says), the tuning keys when set (so that the predefined options
+// keep theirs otherwise). Memory and local directories are each task manager's own.
+func taskStateConfig(c *config.Config, m map[string]string) map[string]string {
+	set := c.Map()
+	for _, k := range []string{config.StateBackendType, config.StateBackendIncremental, config.RocksDBPredefined, config.RocksDBTransferThreads} {
+		if v, ok := set[k]; ok {
+			m[k] = v
+		} else if key, ok := config.Lookup(k); ok {
+			m[k] = key.Default
+		}
+	}
+	for _, k := range []string{config.RocksDBBlockCacheSize, config.RocksDBWriteBufferSize, config.RocksDBWriteBufferCount, config.RocksDBThreads} {
+		if v, ok := set[k]; ok {
+			m[k] = v
+		}
+	}
+	return m
 }
 
 // TaskManagerConfig turns configuration into a task manager's settings.
@@ -114,6 +136,7 @@ func TaskManagerConfig(c *config.Config, jobManager string) taskmanager.Config {
 		CreditsPerChannel:   c.Int(config.BuffersPerChannel),
 		MaxQueuedPerChannel: c.Int(config.MaxBuffersPerChannel),
 		BufferTimeout:       c.Duration(config.BufferTimeout),
+		State:               c,
 	}
 }
 

@@ -162,7 +162,7 @@ func (c *ctl) submitCmd() *cobra.Command {
 	var p int
 	var kv []string
 	var follow bool
-	var from string
+	var from, claimMode string
 	cmd := &cobra.Command{
 		Use:   "submit SPEC.yaml|JOB-NAME",
 		Short: "Submit a job (a YAML spec or a registered Go job) and print its ID",
@@ -172,6 +172,10 @@ func (c *ctl) submitCmd() *cobra.Command {
 				return fmt.Errorf("-p %d: parallelism must be at least 1 (or 0 for the job's own)", p)
 			}
 			args, err := parseArgs(kv)
+			if err != nil {
+				return err
+			}
+			claim, err := parseClaimMode(claimMode, from)
 			if err != nil {
 				return err
 			}
@@ -185,7 +189,7 @@ func (c *ctl) submitCmd() *cobra.Command {
 			}
 			var id string
 			if err := c.call(func(ctx context.Context, js sluicev1.JobServiceClient) error {
-				resp, err := js.SubmitJob(ctx, &sluicev1.SubmitJobRequest{JobGraph: g, RestorePath: from})
+				resp, err := js.SubmitJob(ctx, &sluicev1.SubmitJobRequest{JobGraph: g, RestorePath: from, ClaimMode: claim})
 				id = resp.GetJobId()
 				return err
 			}); err != nil {
@@ -209,7 +213,27 @@ func (c *ctl) submitCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&kv, "arg", nil, "argument of a registered job, key=value (repeatable)")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "show the job's progress until it ends")
 	cmd.Flags().StringVar(&from, "from-checkpoint", "", "start from a retained checkpoint: URL of its chk-<n> directory (e.g. file:///ckpt/<job-id>/chk-42)")
+	cmd.Flags().StringVar(&claimMode, "claim-mode", "", "who owns the --from-checkpoint files: no-claim (default: they stay yours, the job never deletes them) or claim (the job deletes them once its own checkpoints subsume them)")
 	return cmd
+}
+
+// parseClaimMode reads --claim-mode, which needs --from-checkpoint.
+func parseClaimMode(mode, from string) (sluicev1.ClaimMode, error) {
+	var m sluicev1.ClaimMode
+	switch mode {
+	case "":
+		return sluicev1.ClaimMode_CLAIM_MODE_UNSPECIFIED, nil
+	case "no-claim", "no_claim", "noclaim":
+		m = sluicev1.ClaimMode_CLAIM_MODE_NO_CLAIM
+	case "claim":
+		m = sluicev1.ClaimMode_CLAIM_MODE_CLAIM
+	default:
+		return 0, fmt.Errorf("--claim-mode %q: use claim or no-claim", mode)
+	}
+	if from == "" {
+		return 0, errors.New("--claim-mode applies to a job started from a retained checkpoint: give --from-checkpoint")
+	}
+	return m, nil
 }
 
 func exactArgs(n int, what string) cobra.PositionalArgs {
@@ -351,6 +375,12 @@ func printStatus(w io.Writer, st *sluicev1.JobStatus) {
 		fmt.Fprintf(w, "Checkpoint:   none\n")
 	}
 	fmt.Fprintf(w, "Restores:     %d\n", st.GetRestores())
+	if id := st.GetRestoredCheckpointId(); id > 0 {
+		fmt.Fprintf(w, "Restored:     checkpoint %d\n", id)
+	}
+	if note := st.GetRestoreNote(); note != "" {
+		fmt.Fprintf(w, "Fallback:     %s\n", note)
+	}
 	if st.GetFailure() != "" {
 		fmt.Fprintf(w, "Last failure: %s\n", st.GetFailure())
 	}
@@ -455,26 +485,117 @@ func (c *ctl) checkpointCmd() *cobra.Command {
 
 func (c *ctl) checkpointsCmd() *cobra.Command {
 	var o string
+	var chain bool
 	cmd := &cobra.Command{
 		Use:   "checkpoints JOB",
-		Short: "List a job's recent checkpoints: status, trigger time, duration, size, alignment, failure",
+		Short: "List a job's recent checkpoints (status, trigger time, duration, size, alignment, failure); --chain: the shared files each retained checkpoint references",
 		Args:  exactArgs(1, "a job ID (streamctl list shows them)"),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			if chain {
+				return show(c, o, func(ctx context.Context, js sluicev1.JobServiceClient) (*sluicev1.CheckpointChain, error) {
+					return js.GetCheckpointChain(ctx, &sluicev1.GetCheckpointChainRequest{JobId: a[0]})
+				}, func(tw *tabwriter.Writer, resp *sluicev1.CheckpointChain) { printChain(tw, resp) })
+			}
 			return show(c, o, func(ctx context.Context, js sluicev1.JobServiceClient) (*sluicev1.ListCheckpointsResponse, error) {
 				return js.ListCheckpoints(ctx, &sluicev1.ListCheckpointsRequest{JobId: a[0]})
 			}, func(tw *tabwriter.Writer, resp *sluicev1.ListCheckpointsResponse) {
-				fmt.Fprintln(tw, "ID\tSTATUS\tTRIGGERED\tDURATION\tSIZE\tTASKS\tALIGNMENT\tSTART DELAY\tFAILURE")
+				fmt.Fprintln(tw, "ID\tSTATUS\tTRIGGERED\tDURATION\tSIZE\tTASKS\tALIGNMENT\tSTART DELAY\tFULL\tFAILURE")
 				for _, cp := range resp.GetCheckpoints() {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", cp.GetId(), cp.GetStatus(),
+					full := "-"
+					if cp.GetFull() {
+						full = "full"
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", cp.GetId(), cp.GetStatus(),
 						time.UnixMilli(cp.GetTriggerTimeUnixMs()).Format("15:04:05.000"),
 						time.Duration(cp.GetDurationMs())*time.Millisecond, humanBytes(cp.GetSizeBytes()),
 						cp.GetAckedTasks(), cp.GetTotalTasks(), time.Duration(cp.GetMaxAlignmentMs())*time.Millisecond,
-						time.Duration(cp.GetMaxStartDelayMs())*time.Millisecond, cp.GetFailure())
+						time.Duration(cp.GetMaxStartDelayMs())*time.Millisecond, full, cp.GetFailure())
 				}
 			})
 		},
 	}
 	addOutputFlag(cmd, &o)
+	cmd.Flags().BoolVar(&chain, "chain", false, "show the shared files each retained checkpoint references and the bytes it pins (that only it keeps alive)")
+	cmd.AddCommand(c.verifyCmd())
+	return cmd
+}
+
+// printChain renders the chain: a line per retained checkpoint, then its shared files.
+func printChain(tw *tabwriter.Writer, resp *sluicev1.CheckpointChain) {
+	fmt.Fprintln(tw, "CHECKPOINT\tSHARED FILES\tSHARED\tPRIVATE\tPINNED\tPROBLEM")
+	for _, cc := range resp.GetCheckpoints() {
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\n", cc.GetId(), len(cc.GetSharedFiles()), humanBytes(cc.GetSharedBytes()),
+			humanBytes(cc.GetPrivateBytes()), humanBytes(cc.GetPinnedBytes()), cc.GetProblem())
+	}
+	for _, cc := range resp.GetCheckpoints() {
+		if len(cc.GetSharedFiles()) == 0 {
+			continue
+		}
+		fmt.Fprintf(tw, "\ncheckpoint %d:\t\t\t\t\t\n", cc.GetId())
+		for _, f := range cc.GetSharedFiles() {
+			fmt.Fprintf(tw, "  %s\t%s\tsince %d\t\t\t\n", f.GetPath(), humanBytes(f.GetSize()), f.GetFirstCheckpointId())
+		}
+	}
+}
+
+func (c *ctl) verifyCmd() *cobra.Command {
+	var o string
+	var quick bool
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "verify JOB",
+		Short: "Check every retained checkpoint's files in the blob store (present, size, SHA-256); exits non-zero if one is broken",
+		Args:  exactArgs(1, "a job ID (streamctl list shows them)"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if err := checkOutput(o); err != nil {
+				return err
+			}
+			js, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := context.WithTimeout(cmd.Context(), wait)
+			defer cancel()
+			resp, err := js.VerifyCheckpoints(ctx, &sluicev1.VerifyCheckpointsRequest{JobId: a[0], Quick: quick})
+			if err != nil {
+				return c.rpcErr(err)
+			}
+			broken := 0
+			for _, v := range resp.GetCheckpoints() {
+				if !v.GetIntact() {
+					broken++
+				}
+			}
+			if o == "json" {
+				if err := printJSON(c.out, resp); err != nil {
+					return err
+				}
+			} else {
+				tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "CHECKPOINT\tRESULT\tFILES\tSIZE\tPROBLEM")
+				for _, v := range resp.GetCheckpoints() {
+					result := "intact"
+					if !v.GetIntact() {
+						result = "broken"
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\n", v.GetId(), result, v.GetFiles(), humanBytes(v.GetBytes()), v.GetProblem())
+				}
+				tw.Flush()
+				if len(resp.GetCheckpoints()) == 0 {
+					fmt.Fprintln(c.out, "no retained checkpoint")
+				}
+			}
+			if broken > 0 {
+				// After the report: the exit status says it too.
+				return fmt.Errorf("%d of %d retained checkpoints are broken", broken, len(resp.GetCheckpoints()))
+			}
+			return nil
+		},
+	}
+	addOutputFlag(cmd, &o)
+	cmd.Flags().BoolVar(&quick, "quick", false, "check presence and sizes only, not the SHA-256 (which reads every byte)")
+	cmd.Flags().DurationVar(&wait, "wait", 30*time.Minute, "how long to wait for the verification")
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package jobmanager
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -29,6 +30,28 @@ type CheckpointConfig struct {
 	Coordinator checkpoint.Config
 	// Retained is how many completed checkpoints are kept (num-retained).
 	Retained int
+	// FullEvery > 0 asks for a full checkpoint every FullEvery checkpoints
+	// (execution.checkpointing.incremental.full-every); see checkpoint.ChainConfig.
+	FullEvery int
+	// OrphanGrace is how long a file no checkpoint references must have been seen before
+	// the sweep deletes it (default 10 minutes), and SweepInterval how often each job's
+	// directory is swept (default 5 minutes; the first sweep runs when the job starts).
+	OrphanGrace   time.Duration
+	SweepInterval time.Duration
+}
+
+func (c CheckpointConfig) orphanGrace() time.Duration {
+	if c.OrphanGrace > 0 {
+		return c.OrphanGrace
+	}
+	return 10 * time.Minute
+}
+
+func (c CheckpointConfig) sweepInterval() time.Duration {
+	if c.SweepInterval > 0 {
+		return c.SweepInterval
+	}
+	return 5 * time.Minute
 }
 
 // jobCheckpoints is one job's checkpointing state, owned by the jobmanager's loop.
@@ -54,6 +77,31 @@ type jobCheckpoints struct {
 	recorded []int64
 	// idWarned is when a failed checkpoint ID allocation was last logged.
 	idWarned time.Time
+
+	// chain decides which files of the job's checkpoints may be deleted, and when a
+	// checkpoint must be full (see chain.go).
+	chain *checkpoint.Chain
+	// full are the checkpoints triggered full, for the history.
+	full map[int64]bool
+	// broken are retained checkpoints a restore found broken, with the first problem.
+	broken map[int64]string
+	// restore is the state of the restore of the next attempt (chain.go).
+	restore restorePrep
+	// restoredID is the checkpoint the current attempt restored, restoreNote why it is
+	// not the newest retained one (a fallback).
+	restoredID  int64
+	restoreNote string
+	// startedAttempt is the last attempt whose tasks all ran (checkpointing started).
+	startedAttempt int64
+	// claim: the job owns the retained checkpoint of another job it started from.
+	claim *claimState
+	// sweepAt is when the job's directory is swept next; sweeping and resyncing say a
+	// listing or a read of etcd is under way.
+	sweepAt    time.Time
+	sweeping   bool
+	resyncing  bool
+	resyncAt   time.Time
+	resyncWarn time.Time
 }
 
 type checkpointResult struct {
@@ -80,7 +128,9 @@ func (jm *JobManager) initCheckpoints(j *job, lastID int64) error {
 	if err != nil {
 		return err
 	}
-	j.cp = &jobCheckpoints{coord: coord, store: store, waiters: map[checkpoint.RequestID]chan checkpointResult{}, discarded: map[int64]bool{}}
+	chain := checkpoint.NewChain(checkpoint.ChainConfig{FullEvery: jm.cfg.Checkpoints.FullEvery, OrphanGrace: jm.cfg.Checkpoints.orphanGrace()})
+	j.cp = &jobCheckpoints{coord: coord, store: store, waiters: map[checkpoint.RequestID]chan checkpointResult{}, discarded: map[int64]bool{},
+		chain: chain, full: map[int64]bool{}, broken: map[int64]string{}, sweepAt: jm.now()}
 	return nil
 }
 
@@ -99,6 +149,7 @@ func (jm *JobManager) syncCheckpoints(j *job) {
 	if j.cp == nil {
 		return
 	}
+	jm.prepareRestore(j)
 	now := jm.now()
 	running := j.state == sluicev1.JobState_JOB_STATE_RUNNING && len(j.tasks) > 0
 	sourcesEnded := running
@@ -135,6 +186,7 @@ func (jm *JobManager) syncCheckpoints(j *job) {
 			return
 		}
 		j.cp.started = true
+		j.cp.startedAttempt = j.attempt
 	case !running && j.cp.started && (j.state != sluicev1.JobState_JOB_STATE_RUNNING || len(j.tasks) == 0 || anyEnded(j)):
 		j.cp.started = false
 		jm.performCheckpoint(j, j.cp.coord.Stop(now, "job attempt "+fmt.Sprint(j.attempt)+" is "+jobStateName(j.state)))
@@ -199,17 +251,12 @@ func (jm *JobManager) performCheckpoint(j *job, acts []checkpoint.Action) {
 			jm.log.Info("checkpoint aborted", "job", j.id, "checkpoint", a.ID, "reason", a.Reason)
 			jm.answer(j, a.Request, a.ID, fmt.Errorf("checkpoint %d aborted: %s", a.ID, a.Reason))
 			// Nothing records an aborted checkpoint (its etcd write, if any, was refused
-			// for certain), so its files are garbage: delete them.
-			store, id := j.cp.store, a.ID
-			jm.io.Add(1)
-			go func() {
-				defer jm.io.Done()
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				jm.deleteCheckpointDir(ctx, store, id)
-			}()
+			// for certain), so its files are garbage: its directory now, the shared files
+			// it uploaded once the checkpoints in progress beside it ended.
+			jm.deleteFiles(j, j.cp.chain.Aborted(a.ID), "aborted checkpoint")
 		case checkpoint.OutcomeUnknown:
-			jm.log.Warn("checkpoint outcome unknown: deleting nothing", "job", j.id, "checkpoint", a.ID, "reason", a.Reason)
+			jm.log.Warn("checkpoint outcome unknown: deleting nothing until etcd is read again", "job", j.id, "checkpoint", a.ID, "reason", a.Reason)
+			jm.deleteFiles(j, j.cp.chain.Unknown(a.ID), "checkpoint ended")
 			jm.answer(j, a.Request, a.ID, fmt.Errorf("checkpoint %d: outcome unknown: %s", a.ID, a.Reason))
 		case checkpoint.RequestAborted:
 			jm.answer(j, a.Request, 0, fmt.Errorf("checkpoint not started: %s", a.Reason))
@@ -234,6 +281,11 @@ func (jm *JobManager) triggerSources(j *job, a checkpoint.Trigger) {
 	if a.Mode == checkpoint.AtLeastOnce {
 		mode = sluicev1.CheckpointMode_CHECKPOINT_MODE_AT_LEAST_ONCE
 	}
+	full, why := j.cp.chain.Trigger(a.ID, jm.now())
+	if full {
+		j.cp.full[a.ID] = true
+		jm.log.Info("full checkpoint", "job", j.id, "checkpoint", a.ID, "why", why)
+	}
 	for _, t := range j.tasks {
 		if !t.vertex.IsSource() {
 			continue
@@ -244,7 +296,7 @@ func (jm *JobManager) triggerSources(j *job, a checkpoint.Trigger) {
 		}
 		final := a.Request == j.cp.finalRequest && j.cp.finalRequest != 0
 		req := &sluicev1.TriggerCheckpointRequest{Execution: t.id, CheckpointId: a.ID, TriggerTimeUnixMs: a.Timestamp.UnixMilli(),
-			Mode: mode, Savepoint: a.Kind == checkpoint.KindSavepoint, Final: final}
+			Mode: mode, Savepoint: a.Kind == checkpoint.KindSavepoint, Final: final, Full: full}
 		if !final {
 			// The final checkpoint is always aligned: every record is then processed
 			// before it completes, so what sinks commit at the end of their input is
@@ -270,9 +322,17 @@ func (jm *JobManager) triggerSources(j *job, a checkpoint.Trigger) {
 }
 
 // finalize writes _metadata, then records the checkpoint in etcd in one fenced
-// transaction; only after that commits are files of subsumed checkpoints deleted.
+// transaction with the shared files it references; only after that commits are the
+// files it made unreferenced (decided by the chain) deleted.
 func (jm *JobManager) finalize(j *job, a checkpoint.Finalize) {
 	md := a.Metadata
+	files := checkpoint.FilesOf(md)
+	rec, err := j.cp.chain.Prepare(a.ID, files)
+	if err != nil {
+		jm.log.Warn("checkpoint refused", "job", j.id, "checkpoint", a.ID, "err", err)
+		jm.performCheckpoint(j, j.cp.coord.FinalizeFailed(jm.now(), a.ID, err, false))
+		return
+	}
 	store := j.cp.store
 	retain := max(1, jm.cfg.Checkpoints.Retained)
 	prev := slices.Clone(j.cp.recorded)
@@ -280,37 +340,61 @@ func (jm *JobManager) finalize(j *job, a checkpoint.Finalize) {
 	jm.io.Add(1)
 	go func() {
 		defer jm.io.Done()
-		removed, err := jm.commitCheckpoint(store, j.id, md, retain, prev, limit)
+		res, err := jm.commitCheckpoint(store, j.id, md, retain, prev, limit, commitFiles{record: rec, files: files})
 		jm.post(func() {
 			now := jm.now()
 			if err != nil {
 				unknown := errors.Is(err, meta.ErrOutcomeUnknown)
 				jm.log.Warn("checkpoint finalization failed", "job", j.id, "checkpoint", a.ID, "outcome_unknown", unknown, "err", err)
+				if errors.Is(err, errMissingShared) || errors.Is(err, meta.ErrSharedFileMissing) {
+					// A task reused a file that is gone (it missed that the checkpoint it
+					// took it from was subsumed): a full checkpoint starts a new chain.
+					j.cp.chain.ForceFull(fmt.Sprintf("checkpoint %d was refused: %v", a.ID, err))
+				}
 				jm.performCheckpoint(j, j.cp.coord.FinalizeFailed(now, a.ID, err, unknown))
 				return
 			}
 			j.cp.latest, j.cp.latestStorage = md, ""
 			j.latestCheckpointAt = now
-			for _, r := range removed {
+			var removed []int64
+			for _, r := range res.sub.Removed {
+				removed = append(removed, r.ID)
 				j.cp.discarded[r.ID] = true
 				j.cp.recorded = slices.DeleteFunc(j.cp.recorded, func(id int64) bool { return id == r.ID })
 			}
 			j.cp.recorded = append(j.cp.recorded, a.ID)
-			jm.log.Info("checkpoint completed", "job", j.id, "checkpoint", a.ID, "subsumed", len(removed))
+			jm.log.Info("checkpoint completed", "job", j.id, "checkpoint", a.ID, "subsumed", len(removed),
+				"shared_files", len(rec.SharedFiles), "new_shared_files", len(rec.NewSharedFiles))
+			// Files the transaction left unreferenced by every retained checkpoint may go
+			// now that it committed (rule 2).
+			jm.deleteFiles(j, j.cp.chain.Committed(a.ID, removed, res.sub.Unreferenced, res.exact), "subsumed")
+			jm.maybeDisposeClaimed(j, retain)
 			jm.performCheckpoint(j, j.cp.coord.Finalized(now, a.ID))
 		})
-		// Files of checkpoints the transaction removed are no longer referenced by any
-		// retained checkpoint (rule 2): delete them now that it committed.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		for _, r := range removed {
-			jm.deleteCheckpointDir(ctx, store, r.ID)
-		}
 	}()
 }
 
-// commitCheckpoint writes the checkpoint's _metadata and records it in etcd. It returns
-// the records the etcd transaction removed (subsumed), whose files may now be deleted.
+// errMissingShared: a new shared file of a checkpoint is not in the blob store.
+var errMissingShared = errors.New("shared file missing")
+
+// commitFiles is what the chain prepared for a checkpoint's record.
+type commitFiles struct {
+	record checkpoint.Record
+	files  checkpoint.Files
+}
+
+// commitResult is what recording a checkpoint changed: the records and registry entries
+// it removed; exact is false when a retry found the record already written (the files
+// it left unreferenced are then unknown).
+type commitResult struct {
+	sub   meta.Subsumed
+	exact bool
+}
+
+// commitCheckpoint writes the checkpoint's _metadata, checks that the shared files it
+// uploaded are in the blob store, and records it in etcd with the shared files it
+// references. It returns what the etcd transaction removed (subsumed records and
+// unreferenced shared files), which may now be deleted.
 //
 // A record write that fails because etcd is unavailable (no answer, a timeout: possibly
 // committed) is retried while this jobmanager leads, for at most limit (the checkpoint
@@ -319,30 +403,38 @@ func (jm *JobManager) finalize(j *job, a checkpoint.Finalize) {
 // fails the job. A retry that finds the record (ErrCheckpointExists) learns that an
 // earlier try committed. The error of a checkpoint given up on after a possibly
 // committed try wraps meta.ErrOutcomeUnknown.
-func (jm *JobManager) commitCheckpoint(store *blobstore.Store, jobID string, md *sluicev1.CheckpointMetadata, retain int, prev []int64, limit time.Duration) ([]meta.CompletedCheckpoint, error) {
+func (jm *JobManager) commitCheckpoint(store *blobstore.Store, jobID string, md *sluicev1.CheckpointMetadata, retain int, prev []int64, limit time.Duration, cf commitFiles) (commitResult, error) {
 	data, err := checkpoint.EncodeMetadata(md)
 	if err != nil {
-		return nil, fmt.Errorf("encode metadata: %w", err)
+		return commitResult{}, fmt.Errorf("encode metadata: %w", err)
 	}
 	key := blobstore.CheckpointPath(md.GetCheckpointId(), blobstore.MetadataName)
 	wctx, cancel := context.WithTimeout(jm.life, 60*time.Second)
 	f, err := store.WriteFile(wctx, key, data)
+	if err == nil {
+		err = checkNewShared(wctx, store, cf)
+	}
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("write %s: %w", key, err)
+		return commitResult{}, err
 	}
-	var size int64
+	var full, incremental int64
 	for _, op := range md.GetOperators() {
 		for _, st := range op.GetSubtasks() {
 			for _, k := range st.GetKeyed() {
-				size += k.GetFullSize()
+				full += k.GetFullSize()
+				incremental += k.GetIncrementalSize()
 			}
 		}
 	}
 	rec := meta.CompletedCheckpoint{
 		ID: md.GetCheckpointId(), Kind: meta.KindCheckpoint, MetadataPath: key, MetadataSize: f.GetSize(),
-		StateSize: size, IncrementalSize: size,
+		MetadataSHA256: hex.EncodeToString(f.GetSha256()), StateSize: full, IncrementalSize: incremental,
 		TriggerTime: time.UnixMilli(md.GetTriggerTimeUnixMs()), CompletionTime: time.UnixMilli(md.GetCompletionTimeUnixMs()),
+		SharedFiles: cf.record.SharedFiles, NewSharedFiles: cf.record.NewSharedFiles,
+	}
+	if rec.NewSharedFiles == nil {
+		rec.NewSharedFiles = []string{} // told: every shared file is a reuse
 	}
 	giveUp := time.Now().Add(limit)
 	unknown := false // a try may have committed
@@ -354,32 +446,51 @@ func (jm *JobManager) commitCheckpoint(store *blobstore.Store, jobID string, md 
 			if try > 1 {
 				jm.log.Info("checkpoint recorded in etcd after retries", "job", jobID, "checkpoint", rec.ID, "tries", try)
 			}
-			return sub.Removed, nil
+			return commitResult{sub: sub, exact: true}, nil
 		case unknown && errors.Is(err, meta.ErrCheckpointExists):
 			jm.log.Info("checkpoint recorded in etcd by an earlier try", "job", jobID, "checkpoint", rec.ID, "tries", try)
-			return jm.removedSince(jobID, prev, rec.ID), nil
+			return commitResult{sub: meta.Subsumed{Removed: jm.removedSince(jobID, prev, rec.ID)}}, nil
 		case !meta.Unavailable(err):
-			return nil, outcome(err, unknown)
+			return commitResult{}, outcome(err, unknown)
 		}
 		unknown = unknown || errors.Is(err, meta.ErrOutcomeUnknown)
 		if try == 1 {
 			jm.log.Warn("etcd unavailable: retrying the checkpoint's record while this jobmanager leads", "job", jobID, "checkpoint", rec.ID, "err", err)
 		}
 		if time.Now().After(giveUp) {
-			return nil, outcome(fmt.Errorf("gave up after %d tries within the checkpoint timeout of %s: %w", try, limit, err), unknown)
+			return commitResult{}, outcome(fmt.Errorf("gave up after %d tries within the checkpoint timeout of %s: %w", try, limit, err), unknown)
 		}
 		t := time.NewTimer(pause)
 		select {
 		case <-jm.life.Done():
 			t.Stop()
-			return nil, outcome(fmt.Errorf("jobmanager stopping: %w", err), unknown)
+			return commitResult{}, outcome(fmt.Errorf("jobmanager stopping: %w", err), unknown)
 		case <-jm.lead.Done():
 			t.Stop()
-			return nil, outcome(fmt.Errorf("leadership lost: %w", err), unknown)
+			return commitResult{}, outcome(fmt.Errorf("leadership lost: %w", err), unknown)
 		case <-t.C:
 		}
 		pause = min(2*pause, 2*time.Second)
 	}
+}
+
+// checkNewShared checks that every shared file a checkpoint uploaded (by the chain's
+// account) is in the blob store with its size: a task that reused a file of a
+// checkpoint it believed confirmed, after that file was deleted, would otherwise get a
+// checkpoint recorded that cannot be restored.
+func checkNewShared(ctx context.Context, store *blobstore.Store, cf commitFiles) error {
+	for _, p := range cf.record.NewSharedFiles {
+		size, err := store.Size(ctx, p)
+		switch {
+		case errors.Is(err, blobstore.ErrNotFound):
+			return fmt.Errorf("%w: %s is not in the blob store (a task reused a deleted file)", errMissingShared, p)
+		case err != nil:
+			return fmt.Errorf("check %s: %w", p, err)
+		case size != cf.files.Shared[p].GetSize():
+			return fmt.Errorf("%w: %s has %d bytes, its handle says %d", errMissingShared, p, size, cf.files.Shared[p].GetSize())
+		}
+	}
+	return nil
 }
 
 // addCheckpoint is meta.Store.AddCheckpoint; tests replace it to lose etcd's answers.
@@ -415,15 +526,6 @@ func (jm *JobManager) removedSince(jobID string, prev []int64, id int64) []meta.
 		}
 	}
 	return out
-}
-
-func (jm *JobManager) deleteCheckpointDir(ctx context.Context, store *blobstore.Store, id int64) {
-	dir := blobstore.CheckpointPath(id, blobstore.MetadataName)
-	dir = dir[:len(dir)-len(blobstore.MetadataName)]
-	err := store.List(ctx, dir, func(key string, _ int64) error { return store.Delete(ctx, key) })
-	if err != nil {
-		jm.log.Warn("cannot delete a subsumed checkpoint's files (they are orphans now)", "checkpoint", id, "err", err)
-	}
 }
 
 // notifyTasks tells every task manager running the job's attempt about a checkpoint.
@@ -513,6 +615,17 @@ func (jm *JobManager) ack(j *job, req *sluicev1.AcknowledgeCheckpointRequest) {
 	for _, op := range req.GetOperators() {
 		ack.Operators = append(ack.Operators, checkpoint.OperatorSubtaskState{UID: op.GetUid(), State: op.GetState()})
 	}
+	var shared []string
+	for _, op := range req.GetOperators() {
+		for _, h := range op.GetState().GetKeyed() {
+			for _, f := range h.GetSharedFiles() {
+				shared = append(shared, f.GetPath())
+			}
+		}
+	}
+	// First the chain: while the checkpoint is in progress no deletion touches the
+	// shared files the task reported (the ack may finalize it at once).
+	j.cp.chain.Ack(req.GetCheckpointId(), shared)
 	task := checkpoint.TaskID{Vertex: req.GetExecution().GetVertex(), Subtask: req.GetExecution().GetSubtask()}
 	jm.performCheckpoint(j, j.cp.coord.Ack(jm.now(), req.GetCheckpointId(), task, ack))
 }
@@ -611,19 +724,42 @@ func (jm *JobManager) ListCheckpoints(ctx context.Context, req *sluicev1.ListChe
 		}
 		for _, s := range j.cp.coord.Summary().History {
 			p := statsProto(s)
+			p.Full = j.cp.full[s.ID]
 			switch {
 			case s.Status == checkpoint.StatusCompleted && j.cp.discarded[s.ID]:
 				p.Status = "discarded" // completed, then subsumed: its files are gone
 			case s.Status == checkpoint.StatusCompleted:
 				p.ExternalPath = blobstore.MetadataKey(j.id, s.ID)
 			}
+			if why, ok := j.cp.broken[s.ID]; ok {
+				p.Status, p.Failure = "broken", why
+			}
 			resp.Checkpoints = append(resp.Checkpoints, p)
 		}
+		// Broken checkpoints older than the history (e.g. recorded by an earlier leader)
+		// are listed too: a restore skipped them.
+		for id, why := range j.cp.broken {
+			if !slices.ContainsFunc(resp.Checkpoints, func(p *sluicev1.CheckpointStats) bool { return p.GetId() == id }) {
+				resp.Checkpoints = append(resp.Checkpoints, &sluicev1.CheckpointStats{Id: id, Status: "broken", Failure: why,
+					ExternalPath: blobstore.MetadataKey(j.id, id)})
+			}
+		}
+		slices.SortStableFunc(resp.Checkpoints, func(a, b *sluicev1.CheckpointStats) int { return compareInt64(b.GetId(), a.GetId()) })
 	})
 	if err != nil {
 		return nil, err
 	}
 	return resp, lerr
+}
+
+func compareInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 func statsProto(s checkpoint.Stats) *sluicev1.CheckpointStats {

@@ -82,8 +82,10 @@ type job struct {
 	// lastTasks are the tasks of the last attempt that ended, for status after the end.
 	lastTasks []*task
 
-	// restorePath is the retained checkpoint the job was submitted to start from.
+	// restorePath is the retained checkpoint the job was submitted to start from, and
+	// claimMode who owns it.
 	restorePath string
+	claimMode   sluicev1.ClaimMode
 	// attemptLimit is the highest attempt that may start, the one recorded in etcd (-1:
 	// no limit, without a metadata store). Recording an attempt before deploying it lets
 	// a jobmanager that takes over start above every attempt whose tasks may still run.
@@ -115,6 +117,9 @@ func (j *job) trySchedule(pool *scheduler.Pool, now time.Time) []action {
 	}
 	if j.attemptLimit >= 0 && j.attempt >= j.attemptLimit {
 		return nil // the next attempt is not recorded in etcd yet
+	}
+	if j.cp != nil && j.cp.restore.forAttempt != j.attempt+1 {
+		return nil // the checkpoint it restores is being chosen (prepareRestore)
 	}
 	need := j.plan.Slots()
 	// Put each subtask back where it ran before, when that task manager is still there
@@ -403,6 +408,7 @@ func (j *job) status() *sluicev1.JobStatus {
 			st.LatestCheckpointUnixMs = j.latestCheckpointAt.UnixMilli()
 		}
 		st.Restores = int32(j.cp.restores)
+		st.RestoredCheckpointId, st.RestoreNote = j.cp.restoredID, j.cp.restoreNote
 	}
 	tasks := j.visibleTasks()
 	for vi, v := range j.plan.Vertices {

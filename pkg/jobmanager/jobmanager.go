@@ -338,6 +338,9 @@ func (jm *JobManager) tick() {
 	for _, id := range jm.order {
 		j := jm.jobs[id]
 		jm.exec(j, j.tick(jm.pool, now))
+		if j.cp != nil {
+			jm.tickChain(j, now)
+		}
 		if j.cp != nil && j.cp.started {
 			jm.performCheckpoint(j, j.cp.coord.Tick(now))
 			jm.syncCheckpoints(j)
@@ -366,7 +369,7 @@ func (jm *JobManager) exec(j *job, acts []action) {
 		case actDeploy:
 			req := jm.deployment(j, a.task)
 			if req.GetRestoreCheckpointId() != 0 && j.cp.restoredAttempt != j.attempt {
-				j.cp.restoredAttempt = j.attempt
+				j.cp.restoredAttempt, j.cp.restoredID = j.attempt, req.GetRestoreCheckpointId()
 				jm.log.Info("restoring from checkpoint", "job", j.id, "attempt", j.attempt, "checkpoint", req.GetRestoreCheckpointId())
 			}
 			jm.io.Add(1)
@@ -580,6 +583,16 @@ func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequ
 	}
 	var restored *sluicev1.CheckpointMetadata
 	var restoredFrom string
+	var claim *claimState
+	switch req.GetClaimMode() {
+	case sluicev1.ClaimMode_CLAIM_MODE_UNSPECIFIED, sluicev1.ClaimMode_CLAIM_MODE_NO_CLAIM:
+	case sluicev1.ClaimMode_CLAIM_MODE_CLAIM:
+		if req.GetRestorePath() == "" {
+			return nil, fmt.Errorf("%w: claim mode applies to a job started from a retained checkpoint (--from-checkpoint)", rpc.ErrInvalid)
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown claim mode %v", rpc.ErrInvalid, req.GetClaimMode())
+	}
 	if p := req.GetRestorePath(); p != "" {
 		if !jm.checkpointsEnabled() {
 			return nil, fmt.Errorf("%w: starting from a checkpoint needs checkpointing: set execution.checkpointing.dir on the jobmanager", rpc.ErrFailedPrecondition)
@@ -587,13 +600,18 @@ func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequ
 		if restored, restoredFrom, err = loadRetained(ctx, p, g); err != nil {
 			return nil, err
 		}
+		if req.GetClaimMode() == sluicev1.ClaimMode_CLAIM_MODE_CLAIM {
+			if claim, err = jm.checkClaim(ctx, p); err != nil {
+				return nil, err
+			}
+		}
 	}
 	id := strings.ReplaceAll(uuid.NewString(), "-", "")
 	submitted := jm.now()
 	// The record reserves the first attempt: a jobmanager that takes over before the job
 	// ran starts it as attempt 2.
 	rec := &sluicev1.JobRecord{JobGraph: g, RestorePath: req.GetRestorePath(), State: sluicev1.JobState_JOB_STATE_CREATED,
-		Attempt: 1, StartTimeUnixMs: submitted.UnixMilli()}
+		Attempt: 1, StartTimeUnixMs: submitted.UnixMilli(), ClaimMode: req.GetClaimMode()}
 	if jm.meta != nil {
 		data, err := proto.Marshal(rec)
 		if err != nil {
@@ -607,7 +625,7 @@ func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequ
 	err = jm.do(ctx, func() {
 		now := jm.now()
 		j := newJob(id, g, plan, jm.cfg.NewRestartStrategy(), submitted)
-		j.restorePath = req.GetRestorePath()
+		j.restorePath, j.claimMode = req.GetRestorePath(), req.GetClaimMode()
 		if jm.meta != nil {
 			j.attemptLimit, j.rec.written = 1, rec
 		}
@@ -615,8 +633,12 @@ func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequ
 			return
 		}
 		if restored != nil {
-			j.cp.latest, j.cp.latestStorage = restored, restoredFrom
-			jm.log.Info("job starts from a retained checkpoint", "job", id, "checkpoint", restored.GetCheckpointId(), "from", restoredFrom)
+			j.cp.latest, j.cp.latestStorage, j.cp.claim = restored, restoredFrom, claim
+			jm.log.Info("job starts from a retained checkpoint", "job", id, "checkpoint", restored.GetCheckpointId(), "from", restoredFrom,
+				"claim_mode", claimModeName(req.GetClaimMode()))
+		}
+		if j.cp != nil {
+			jm.prepareRestore(j)
 		}
 		j.slotTimeout = jm.cfg.SlotRequestTimeout
 		jm.jobs[id] = j
@@ -724,6 +746,14 @@ func (jm *JobManager) ListTaskManagers(ctx context.Context, _ *sluicev1.ListTask
 		slices.SortFunc(resp.TaskManagers, func(a, b *sluicev1.TaskManagerInfo) int { return strings.Compare(a.Id, b.Id) })
 	})
 	return resp, err
+}
+
+// claimModeName is the name streamctl uses for a claim mode.
+func claimModeName(m sluicev1.ClaimMode) string {
+	if m == sluicev1.ClaimMode_CLAIM_MODE_CLAIM {
+		return "claim"
+	}
+	return "no-claim"
 }
 
 // jobStateName is the short name of a job state, e.g. "running".

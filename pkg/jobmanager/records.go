@@ -61,7 +61,7 @@ func (j *job) wantRecord() *sluicev1.JobRecord {
 		attempt = max(attempt, w.GetAttempt()) // never lower the recorded bound
 	}
 	rec := &sluicev1.JobRecord{
-		JobGraph: j.graph, RestorePath: j.restorePath, State: j.state, Attempt: attempt,
+		JobGraph: j.graph, RestorePath: j.restorePath, ClaimMode: j.claimMode, State: j.state, Attempt: attempt,
 		Restarts: int32(j.restarts), StartTimeUnixMs: j.start.UnixMilli(), Failure: j.failure,
 	}
 	if j.cp != nil {
@@ -220,7 +220,7 @@ func (jm *JobManager) recoverJob(ctx context.Context, r meta.Job) (*job, error) 
 	now := jm.now()
 	j := newJob(r.ID, g, plan, jm.cfg.NewRestartStrategy(), time.UnixMilli(rec.GetStartTimeUnixMs()))
 	j.slotTimeout = jm.cfg.SlotRequestTimeout
-	j.restorePath = rec.GetRestorePath()
+	j.restorePath, j.claimMode = rec.GetRestorePath(), rec.GetClaimMode()
 	j.attempt = rec.GetAttempt()
 	j.restarts = int(rec.GetRestarts())
 	j.failure = rec.GetFailure()
@@ -295,16 +295,28 @@ func (jm *JobManager) recoverJob(ctx context.Context, r meta.Job) (*job, error) 
 	for _, c := range recorded {
 		j.cp.recorded = append(j.cp.recorded, c.ID)
 	}
+	j.cp.chain.Load(retainedOf(recorded))
+	if j.restorePath != "" && j.claimMode == sluicev1.ClaimMode_CLAIM_MODE_CLAIM {
+		jobDir, jobID, id, err := retainedLocation(j.restorePath)
+		if err == nil {
+			// Disposed of already if the job has enough checkpoints of its own; doing it
+			// again finds nothing.
+			j.cp.claim = &claimState{jobID: jobID, id: id, jobDir: jobDir}
+		}
+	}
 	switch {
 	case len(recorded) > 0:
-		// The newest record, checkpoint or savepoint, is where recovery starts.
+		// The newest record, checkpoint or savepoint, is where recovery starts, if it is
+		// intact: prepareRestore checks it before the first attempt and falls back to
+		// an older one if not.
 		latest := recorded[len(recorded)-1]
 		md, err := jm.readCheckpoint(ctx, j.cp.store, latest)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			return fail(err.Error())
+			jm.log.Warn("cannot read the newest checkpoint; the restore will look for an intact one", "job", j.id, "checkpoint", latest.ID, "err", err)
+			break
 		}
 		j.cp.latest = md
 		j.latestCheckpointAt = latest.CompletionTime

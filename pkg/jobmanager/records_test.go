@@ -211,7 +211,7 @@ func TestCheckpointRecordSurvivesEtcdOutage(t *testing.T) {
 	md := func(id int64) *sluicev1.CheckpointMetadata {
 		return &sluicev1.CheckpointMetadata{JobId: job, CheckpointId: id, TriggerTimeUnixMs: 1, CompletionTimeUnixMs: 2}
 	}
-	if _, err := jm.commitCheckpoint(jobDir, job, md(1), 1, nil, time.Minute); err != nil {
+	if _, err := jm.commitCheckpoint(jobDir, job, md(1), 1, nil, time.Minute, commitFiles{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -225,8 +225,8 @@ func TestCheckpointRecordSurvivesEtcdOutage(t *testing.T) {
 		p.set(true, true)
 		done := make(chan result, 1)
 		go func() {
-			removed, err := jm.commitCheckpoint(jobDir, job, md(id), 1, prev, time.Minute)
-			done <- result{removed, err}
+			res, err := jm.commitCheckpoint(jobDir, job, md(id), 1, prev, time.Minute, commitFiles{})
+			done <- result{res.sub.Removed, err}
 		}()
 		// Several request timeouts pass while etcd is away.
 		select {
@@ -268,8 +268,9 @@ func TestCheckpointRecordSurvivesEtcdOutage(t *testing.T) {
 		return sub, err
 	}
 	defer func() { addCheckpoint = (*meta.Store).AddCheckpoint }()
-	removed, err := jm.commitCheckpoint(jobDir, job, md(3), 1, []int64{2}, time.Minute)
-	if err != nil || lost != 1 || len(removed) != 1 || removed[0].ID != 2 {
+	res, err := jm.commitCheckpoint(jobDir, job, md(3), 1, []int64{2}, time.Minute, commitFiles{})
+	removed := res.sub.Removed
+	if err != nil || lost != 1 || len(removed) != 1 || removed[0].ID != 2 || res.exact {
 		t.Fatalf("checkpoint 3 whose answer was lost: removed %v, %v (answers lost: %d); want checkpoint 2 subsumed", ids(removed), err, lost)
 	}
 	cps, err := store.Checkpoints(ctx, job)
@@ -284,19 +285,19 @@ func TestCheckpointRecordSurvivesEtcdOutage(t *testing.T) {
 
 	// A write etcd refuses for good is not retried, and a checkpoint given up on after
 	// a possibly committed try reports an unknown outcome.
-	if _, err := jm.commitCheckpoint(jobDir, job, md(3), 1, []int64{3}, time.Minute); !errors.Is(err, meta.ErrCheckpointExists) || errors.Is(err, meta.ErrOutcomeUnknown) {
+	if _, err := jm.commitCheckpoint(jobDir, job, md(3), 1, []int64{3}, time.Minute, commitFiles{}); !errors.Is(err, meta.ErrCheckpointExists) || errors.Is(err, meta.ErrOutcomeUnknown) {
 		t.Fatalf("recording checkpoint 3 again: %v, want ErrCheckpointExists", err)
 	}
 	addCheckpoint = func(*meta.Store, context.Context, *meta.Leadership, string, meta.CompletedCheckpoint, int) (meta.Subsumed, error) {
 		return meta.Subsumed{}, fmt.Errorf("%w: injected", meta.ErrOutcomeUnknown)
 	}
-	if _, err = jm.commitCheckpoint(jobDir, job, md(4), 1, []int64{3}, 500*time.Millisecond); !errors.Is(err, meta.ErrOutcomeUnknown) {
+	if _, err = jm.commitCheckpoint(jobDir, job, md(4), 1, []int64{3}, 500*time.Millisecond, commitFiles{}); !errors.Is(err, meta.ErrOutcomeUnknown) {
 		t.Fatalf("checkpoint 4 given up on: %v, want ErrOutcomeUnknown", err)
 	}
 	addCheckpoint = func(*meta.Store, context.Context, *meta.Leadership, string, meta.CompletedCheckpoint, int) (meta.Subsumed, error) {
 		return meta.Subsumed{}, fmt.Errorf("%w: injected", meta.ErrUnavailable)
 	}
-	if _, err = jm.commitCheckpoint(jobDir, job, md(4), 1, []int64{3}, 500*time.Millisecond); err == nil || errors.Is(err, meta.ErrOutcomeUnknown) {
+	if _, err = jm.commitCheckpoint(jobDir, job, md(4), 1, []int64{3}, 500*time.Millisecond, commitFiles{}); err == nil || errors.Is(err, meta.ErrOutcomeUnknown) {
 		t.Fatalf("checkpoint 4 given up on while nothing was sent: %v, want a known failure", err)
 	}
 	if err := jm.lead.Resign(ctx); err != nil {

@@ -194,21 +194,35 @@ func (s *Store) AddCheckpoint(ctx context.Context, l *Leadership, jobID string, 
 	if err := validJobID(jobID); err != nil {
 		return Subsumed{}, err
 	}
+	cp, uploaded, err := prepareAdd(cp, retain)
+	if err != nil {
+		return Subsumed{}, err
+	}
+	op := fmt.Sprintf("add checkpoint %d of job %s", cp.ID, jobID)
+	return s.changeCheckpoints(ctx, l, jobID, op, func(st *cpState) (*cpChange, error) {
+		return planAdd(st.recordMap(), st.registry, cp, uploaded, retain, op)
+	})
+}
+
+// prepareAdd checks and normalizes the arguments of AddCheckpoint: cp with its shared
+// files sorted and without duplicates and NewSharedFiles cleared, and the set of files
+// it uploaded (nil: not told).
+func prepareAdd(cp CompletedCheckpoint, retain int) (CompletedCheckpoint, map[string]bool, error) {
 	if retain < 1 {
-		return Subsumed{}, fmt.Errorf("meta: add checkpoint: retain must be at least 1, got %d", retain)
+		return cp, nil, fmt.Errorf("meta: add checkpoint: retain must be at least 1, got %d", retain)
 	}
 	if cp.ID < 1 {
-		return Subsumed{}, fmt.Errorf("meta: add checkpoint: invalid checkpoint ID %d", cp.ID)
+		return cp, nil, fmt.Errorf("meta: add checkpoint: invalid checkpoint ID %d", cp.ID)
 	}
 	if cp.Kind != KindCheckpoint && cp.Kind != KindSavepoint {
-		return Subsumed{}, fmt.Errorf("meta: add checkpoint %d: invalid kind %q", cp.ID, cp.Kind)
+		return cp, nil, fmt.Errorf("meta: add checkpoint %d: invalid kind %q", cp.ID, cp.Kind)
 	}
 	if cp.MetadataPath == "" {
-		return Subsumed{}, fmt.Errorf("meta: add checkpoint %d: empty metadata path", cp.ID)
+		return cp, nil, fmt.Errorf("meta: add checkpoint %d: empty metadata path", cp.ID)
 	}
 	files, err := normalizeFiles(cp.SharedFiles)
 	if err != nil {
-		return Subsumed{}, err
+		return cp, nil, err
 	}
 	cp.SharedFiles = files
 	var uploaded map[string]bool // nil: not told
@@ -220,82 +234,147 @@ func (s *Store) AddCheckpoint(ctx context.Context, l *Leadership, jobID string, 
 		uploaded = make(map[string]bool, len(cp.NewSharedFiles))
 		for _, f := range cp.NewSharedFiles {
 			if !all[f] {
-				return Subsumed{}, fmt.Errorf("meta: add checkpoint %d: new shared file %q is not among its shared files", cp.ID, f)
+				return cp, nil, fmt.Errorf("meta: add checkpoint %d: new shared file %q is not among its shared files", cp.ID, f)
 			}
 			uploaded[f] = true
 		}
 	}
 	cp.NewSharedFiles = nil
-	op := fmt.Sprintf("add checkpoint %d of job %s", cp.ID, jobID)
-	return s.changeCheckpoints(ctx, l, jobID, op, func(st *cpState) (*cpChange, error) {
-		if _, ok := st.records[cp.ID]; ok {
-			return nil, fmt.Errorf("meta: %s: %w", op, ErrCheckpointExists)
+	return cp, uploaded, nil
+}
+
+// planAdd decides what recording cp changes in a store holding records and registry
+// (see AddCheckpoint). It is the whole decision of the transaction, and has no I/O, so
+// that Registry (the model of the store) makes exactly the same one.
+func planAdd(records map[int64]CompletedCheckpoint, registry map[string]SharedFile, cp CompletedCheckpoint, uploaded map[string]bool, retain int, op string) (*cpChange, error) {
+	if _, ok := records[cp.ID]; ok {
+		return nil, fmt.Errorf("meta: %s: %w", op, ErrCheckpointExists)
+	}
+	// Retained records after the change: all savepoints and the newest retain
+	// checkpoints.
+	all := make([]CompletedCheckpoint, 0, len(records)+1)
+	for _, r := range records {
+		if cp.Kind == KindCheckpoint && r.Kind == KindCheckpoint && r.ID > cp.ID {
+			return nil, fmt.Errorf("meta: %s: checkpoint %d is newer: %w", op, r.ID, ErrCheckpointOrder)
 		}
-		// Retained records after the change: all savepoints and the newest retain
-		// checkpoints.
-		all := make([]CompletedCheckpoint, 0, len(st.records)+1)
-		for _, r := range st.records {
-			if cp.Kind == KindCheckpoint && r.cp.Kind == KindCheckpoint && r.cp.ID > cp.ID {
-				return nil, fmt.Errorf("meta: %s: checkpoint %d is newer: %w", op, r.cp.ID, ErrCheckpointOrder)
+		all = append(all, r)
+	}
+	all = append(all, cp)
+	sort.Slice(all, func(i, j int) bool { return all[i].ID > all[j].ID })
+	ch := &cpChange{put: &cp, registry: map[string]SharedFile{}}
+	var retained []CompletedCheckpoint
+	kept := 0
+	for _, r := range all {
+		if r.Kind == KindCheckpoint {
+			if kept == retain {
+				ch.removed = append(ch.removed, r)
+				continue
 			}
-			all = append(all, r.cp)
+			kept++
 		}
-		all = append(all, cp)
-		sort.Slice(all, func(i, j int) bool { return all[i].ID > all[j].ID })
-		ch := &cpChange{put: &cp, registry: map[string]SharedFile{}}
-		var retained []CompletedCheckpoint
-		kept := 0
-		for _, r := range all {
-			if r.Kind == KindCheckpoint {
-				if kept == retain {
-					ch.removed = append(ch.removed, r)
-					continue
-				}
-				kept++
+		retained = append(retained, r)
+	}
+	for _, f := range cp.SharedFiles {
+		e, ok := registry[f]
+		if !ok {
+			if uploaded != nil && !uploaded[f] {
+				return nil, fmt.Errorf("meta: %s: reused shared file %q is no longer registered (its blob may be deleted): %w", op, f, ErrSharedFileMissing)
 			}
-			retained = append(retained, r)
+			e = SharedFile{CreatedBy: cp.ID}
 		}
-		for _, f := range cp.SharedFiles {
-			e, ok := st.registry[f]
-			if !ok {
-				if uploaded != nil && !uploaded[f] {
-					return nil, fmt.Errorf("meta: %s: reused shared file %q is no longer registered (its blob may be deleted): %w", op, f, ErrSharedFileMissing)
-				}
-				e = SharedFile{CreatedBy: cp.ID}
-			}
-			e.LastUsed = max(e.LastUsed, cp.ID)
-			ch.registry[f] = e
-		}
-		ch.unreferenced = unreferenced(st.registry, retained)
-		return ch, nil
-	})
+		e.LastUsed = max(e.LastUsed, cp.ID)
+		ch.registry[f] = e
+	}
+	sort.Slice(ch.removed, func(i, j int) bool { return ch.removed[i].ID < ch.removed[j].ID })
+	ch.unreferenced = unreferenced(registry, retained)
+	return ch, nil
 }
 
 // RemoveCheckpoint deletes the record of checkpoint or savepoint id of job jobID (e.g.
-// when a savepoint is disposed) in one fenced transaction, with the registry entries of
-// shared files that no remaining record references. Like AddCheckpoint, the caller may
-// delete the returned blobs only after it succeeded. ErrNotFound if there is no such
-// record.
+// when a savepoint is disposed, or a job that claimed a checkpoint of another job no
+// longer needs it) in one fenced transaction, with the registry entries of shared files
+// that no remaining record references. Like AddCheckpoint, the caller may delete the
+// returned blobs only after it succeeded. ErrNotFound if there is no such record (or
+// no such job).
 func (s *Store) RemoveCheckpoint(ctx context.Context, l *Leadership, jobID string, id int64) (Subsumed, error) {
 	if err := validJobID(jobID); err != nil {
 		return Subsumed{}, err
 	}
 	op := fmt.Sprintf("remove checkpoint %d of job %s", id, jobID)
 	return s.changeCheckpoints(ctx, l, jobID, op, func(st *cpState) (*cpChange, error) {
-		r, ok := st.records[id]
-		if !ok {
-			return nil, fmt.Errorf("meta: %s: %w", op, ErrNotFound)
-		}
-		ch := &cpChange{removed: []CompletedCheckpoint{r.cp}}
-		var retained []CompletedCheckpoint
-		for n, o := range st.records {
-			if n != id {
-				retained = append(retained, o.cp)
-			}
-		}
-		ch.unreferenced = unreferenced(st.registry, retained)
-		return ch, nil
+		return planRemove(st.recordMap(), st.registry, id, op)
 	})
+}
+
+// planRemove decides what removing record id changes (see RemoveCheckpoint).
+func planRemove(records map[int64]CompletedCheckpoint, registry map[string]SharedFile, id int64, op string) (*cpChange, error) {
+	r, ok := records[id]
+	if !ok {
+		return nil, fmt.Errorf("meta: %s: %w", op, ErrNotFound)
+	}
+	ch := &cpChange{removed: []CompletedCheckpoint{r}}
+	var retained []CompletedCheckpoint
+	for n, o := range records {
+		if n != id {
+			retained = append(retained, o)
+		}
+	}
+	ch.unreferenced = unreferenced(registry, retained)
+	return ch, nil
+}
+
+// Registry is a model of one job's completed-checkpoint store without etcd: the
+// retained records and the shared-file registry, as etcd holds them. Add and Remove
+// make exactly the decisions of AddCheckpoint and RemoveCheckpoint (the same code
+// plans both), so simulations of the incremental chain (pkg/checkpoint's model test)
+// run against the store's real rules at memory speed. Not safe for concurrent use.
+type Registry struct {
+	Records map[int64]CompletedCheckpoint
+	Files   map[string]SharedFile
+}
+
+// NewRegistry returns an empty store model.
+func NewRegistry() *Registry {
+	return &Registry{Records: map[int64]CompletedCheckpoint{}, Files: map[string]SharedFile{}}
+}
+
+// Add is AddCheckpoint on the model: same arguments, result and errors (minus those of
+// etcd and leadership).
+func (r *Registry) Add(cp CompletedCheckpoint, retain int) (Subsumed, error) {
+	cp, uploaded, err := prepareAdd(cp, retain)
+	if err != nil {
+		return Subsumed{}, err
+	}
+	ch, err := planAdd(r.Records, r.Files, cp, uploaded, retain, fmt.Sprintf("add checkpoint %d", cp.ID))
+	if err != nil {
+		return Subsumed{}, err
+	}
+	return r.apply(ch), nil
+}
+
+// Remove is RemoveCheckpoint on the model.
+func (r *Registry) Remove(id int64) (Subsumed, error) {
+	ch, err := planRemove(r.Records, r.Files, id, fmt.Sprintf("remove checkpoint %d", id))
+	if err != nil {
+		return Subsumed{}, err
+	}
+	return r.apply(ch), nil
+}
+
+func (r *Registry) apply(ch *cpChange) Subsumed {
+	if ch.put != nil {
+		r.Records[ch.put.ID] = *ch.put
+	}
+	for f, e := range ch.registry {
+		r.Files[f] = e
+	}
+	for _, c := range ch.removed {
+		delete(r.Records, c.ID)
+	}
+	for _, f := range ch.unreferenced {
+		delete(r.Files, f)
+	}
+	return Subsumed{Removed: ch.removed, Unreferenced: ch.unreferenced}
 }
 
 // unreferenced lists the registry's files that no record in retained references.
@@ -344,6 +423,15 @@ type cpState struct {
 	rev      int64
 	records  map[int64]recordKV
 	registry map[string]SharedFile
+}
+
+// recordMap returns the records by ID.
+func (st *cpState) recordMap() map[int64]CompletedCheckpoint {
+	out := make(map[int64]CompletedCheckpoint, len(st.records))
+	for n, r := range st.records {
+		out[n] = r.cp
+	}
+	return out
 }
 
 type recordKV struct {

@@ -89,7 +89,9 @@
 // retained record references any more. The registry therefore holds exactly the files
 // referenced by the retained records. Only after AddCheckpoint returned without error
 // may the caller delete the blobs of the removed checkpoints and the Unreferenced shared
-// files (ARCHITECTURE rule 2).
+// files (ARCHITECTURE rule 2). Registry is the same store without etcd: its Add and
+// Remove plan their changes with the code of the transactions, for simulations of the
+// incremental chain at memory speed (pkg/checkpoint's model test).
 //
 // The transaction must be atomic, so it is never split: it holds one operation per
 // shared file referenced plus one per record or file removed, and etcd bounds the

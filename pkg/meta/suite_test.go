@@ -511,6 +511,16 @@ func testRegistryModel(t *testing.T, c *cluster) {
 	model := map[int64]modelRec{}       // retained records
 	reg := map[string]meta.SharedFile{} // expected registry
 	deleted := map[string]bool{}        // files reported unreferenced (their blobs are gone)
+	pure := meta.NewRegistry()          // the model without etcd must decide the same
+	same := func(step int64, got meta.Subsumed, want meta.Subsumed, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("step %d: Registry: %v", step, err)
+		}
+		if !reflect.DeepEqual(ids(got.Removed), ids(want.Removed)) || strings.Join(got.Unreferenced, ",") != strings.Join(want.Unreferenced, ",") {
+			t.Fatalf("step %d: Registry decided %v %v, etcd %v %v", step, ids(got.Removed), got.Unreferenced, ids(want.Removed), want.Unreferenced)
+		}
+	}
 	nextFile := 0
 	for id := int64(1); id <= 40; id++ {
 		if rng.Intn(6) == 0 && len(model) > 1 {
@@ -524,6 +534,8 @@ func testRegistryModel(t *testing.T, c *cluster) {
 					t.Fatal(err)
 				}
 				delete(model, n)
+				pres, perr := pure.Remove(n)
+				same(id, pres, res, perr)
 				checkUnreferenced(t, res.Unreferenced, model, deleted)
 				for _, f := range res.Unreferenced {
 					delete(reg, f)
@@ -555,6 +567,8 @@ func testRegistryModel(t *testing.T, c *cluster) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		pres, perr := pure.Add(cp(id, kind, files...), retain)
+		same(id, pres, res, perr)
 		model[id] = modelRec{kind, files}
 		for _, f := range files {
 			e, ok := reg[f]
@@ -593,6 +607,9 @@ func testRegistryModel(t *testing.T, c *cluster) {
 		}
 		if len(got) == 0 && len(reg) == 0 {
 			continue
+		}
+		if !reflect.DeepEqual(pure.Files, reg) {
+			t.Fatalf("step %d: Registry's registry\n got %v\nwant %v", id, pure.Files, reg)
 		}
 		if !reflect.DeepEqual(got, reg) {
 			t.Fatalf("step %d: registry\n got %v\nwant %v", id, got, reg)

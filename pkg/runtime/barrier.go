@@ -38,6 +38,10 @@ type Barrier struct {
 	// AlignedTimeoutMs, for an aligned exactly-once checkpoint: once the barrier is this
 	// old, a task still aligning switches to unaligned (0: never).
 	AlignedTimeoutMs int64
+	// Full: every task snapshots its keyed state in full, reusing no file of an earlier
+	// checkpoint (the jobmanager bounds the incremental chain, or starts a new one after
+	// a restore that needs it).
+	Full bool
 }
 
 const barrierLen = 8 + 8 + 1 + 1 + 8
@@ -45,6 +49,7 @@ const barrierLen = 8 + 8 + 1 + 1 + 8
 const (
 	flagSavepoint = 1 << iota
 	flagUnaligned
+	flagFull
 )
 
 // Encode is the barrier's wire form inside a buffer of kind exchange.KindBarrier or
@@ -59,6 +64,9 @@ func (b Barrier) Encode() []byte {
 	}
 	if b.Unaligned {
 		flags |= flagUnaligned
+	}
+	if b.Full {
+		flags |= flagFull
 	}
 	buf = append(buf, byte(b.Mode), flags)
 	return binary.BigEndian.AppendUint64(buf, uint64(b.AlignedTimeoutMs))
@@ -79,12 +87,13 @@ func DecodeBarrier(data []byte) (Barrier, error) {
 		Mode:             Mode(data[16]),
 		Savepoint:        flags&flagSavepoint != 0,
 		Unaligned:        flags&flagUnaligned != 0,
+		Full:             flags&flagFull != 0,
 		AlignedTimeoutMs: int64(binary.BigEndian.Uint64(data[18:])),
 	}
 	if b.Mode != ExactlyOnce && b.Mode != AtLeastOnce {
 		return Barrier{}, fmt.Errorf("%w: mode %d", ErrBadBarrier, b.Mode)
 	}
-	if flags&^(flagSavepoint|flagUnaligned) != 0 {
+	if flags&^(flagSavepoint|flagUnaligned|flagFull) != 0 {
 		return Barrier{}, fmt.Errorf("%w: flags %#x", ErrBadBarrier, flags)
 	}
 	if b.AlignedTimeoutMs < 0 {

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -257,18 +258,33 @@ func TestFinishedChannelCountsAsAligned(t *testing.T) {
 }
 
 func TestBarrierEncoding(t *testing.T) {
-	b := Barrier{ID: 42, TriggerUnixMilli: 1700000000000, Mode: AtLeastOnce, Savepoint: true, Unaligned: true, AlignedTimeoutMs: 30000}
-	got, err := DecodeBarrier(b.Encode())
-	if err != nil || got != b {
-		t.Fatalf("round trip: %+v, %v", got, err)
+	for _, b := range []Barrier{
+		{ID: 42, TriggerUnixMilli: 1700000000000, Mode: AtLeastOnce, Savepoint: true, Unaligned: true, AlignedTimeoutMs: 30000},
+		{ID: 7, TriggerUnixMilli: 1700000000000, Mode: ExactlyOnce, Full: true},
+		{ID: 8, Mode: ExactlyOnce, Savepoint: true, Unaligned: true, Full: true},
+	} {
+		data := b.Encode()
+		got, err := DecodeBarrier(data)
+		if err != nil || got != b {
+			t.Fatalf("round trip: %+v, %v", got, err)
+		}
+		if full := data[17]&4 != 0; full != b.Full {
+			t.Fatalf("%+v: flags byte %#x, want bit 2 = full", b, data[17])
+		}
 	}
 	if _, err := DecodeBarrier([]byte{1, 2}); err == nil {
 		t.Fatal("short barrier decoded")
+	}
+	bad := Barrier{ID: 1, Mode: ExactlyOnce}.Encode()
+	bad[17] = 8 // no flag bit 3
+	if _, err := DecodeBarrier(bad); !errors.Is(err, ErrBadBarrier) {
+		t.Fatalf("unknown flag bit: %v", err)
 	}
 }
 
 func FuzzDecodeBarrier(f *testing.F) {
 	f.Add(Barrier{ID: 1, Mode: ExactlyOnce}.Encode())
+	f.Add(Barrier{ID: 2, Mode: AtLeastOnce, Full: true, Unaligned: true}.Encode())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := DecodeBarrier(data)
 		if err == nil && string(b.Encode()) != string(data) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
@@ -46,6 +47,14 @@ func (d DirStore) Create(ctx context.Context, name string) (FileWriter, error) {
 		return nil, err
 	}
 	return &dirFile{f: tmp, final: p, name: name, d: NewDigest()}, nil
+}
+
+// CreateShared starts the shared file "shared/<name>" (see StateWriter).
+func (d DirStore) CreateShared(ctx context.Context, name string) (FileWriter, error) {
+	if name == "" || strings.ContainsAny(name, `/\`) {
+		return nil, fmt.Errorf("state: shared file name %q is not one path element", name)
+	}
+	return d.Create(ctx, "shared/"+name)
 }
 
 type dirFile struct {

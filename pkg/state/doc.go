@@ -1,5 +1,5 @@
 // Package state is the boundary between the task runtime and the state backends
-// (pkg/state/heap now, RocksDB later). Every backend passes the one conformance suite in
+// (pkg/state/heap and pkg/state/rocksdb). Every backend passes the one conformance suite in
 // pkg/state/statetest.
 //
 // # Keyed state layout

@@ -22,6 +22,43 @@ type StateWriter interface {
 	// given operator and subtask (KeyedOptions.FileName); the writer may place it under
 	// a directory or prefix, and reports the final path in the returned StateFile.
 	Create(ctx context.Context, name string) (FileWriter, error)
+	// CreateShared starts a file shared between checkpoints: an immutable file of an
+	// incremental backend (a RocksDB SST file) that later checkpoints reference instead
+	// of writing it again. It lives outside every checkpoint's directory (the blob store
+	// writes "shared/<name>" in the job's directory) and is deleted by the jobmanager's
+	// shared-file registry once no retained checkpoint references it, never by the
+	// checkpoint that wrote it. The backend makes name unique across all checkpoints of
+	// the job (e.g. with a random instance ID and the checkpoint ID), so that two
+	// checkpoints never write the same shared file; the reported path is what handles
+	// reference.
+	CreateShared(ctx context.Context, name string) (FileWriter, error)
+}
+
+// StreamOpener is implemented by StateReaders that can stream a file rather than open
+// it for random access (the blob store does not have to hold the file in memory).
+// Backends that copy files to local disk (RocksDB) prefer it. The stream is verified
+// like Open's result: at its end a size or SHA-256 mismatch is an error wrapping
+// ErrCorrupt instead of io.EOF.
+type StreamOpener interface {
+	OpenStream(ctx context.Context, f *sluicev1.StateFile) (io.ReadCloser, error)
+}
+
+// CheckpointListener is implemented by keyed backends that want to know which
+// checkpoints completed: an incremental backend reuses in a new snapshot only files of
+// a checkpoint it was told completed (a checkpoint that is not confirmed may still be
+// aborted and its files deleted). The task goroutine calls it; a notification may be
+// lost or arrive late, and then covers every earlier checkpoint too.
+type CheckpointListener interface {
+	NotifyCheckpointComplete(checkpointID int64)
+}
+
+// FullSnapshotForcer is implemented by incremental keyed backends: ForceFullSnapshot
+// makes the next Snapshot reuse no file of an earlier checkpoint, so that the
+// checkpoint it belongs to depends on no other (the jobmanager bounds the incremental
+// chain that way, and starts a new chain after a restore from files it does not own).
+// The task goroutine calls it.
+type FullSnapshotForcer interface {
+	ForceFullSnapshot()
 }
 
 // FileWriter is a file being written. Exactly one of Close and Abort ends it.

@@ -43,6 +43,14 @@ func (c *taskCheckpoints) Snapshot(b runtime.Barrier, al runtime.Alignment) erro
 	if c.store == nil {
 		return fmt.Errorf("checkpoint %d: this job has no checkpoint storage", b.ID)
 	}
+	if b.Full {
+		// The jobmanager wants a snapshot that reuses no file of an earlier checkpoint
+		// (a bounded chain, or a new one after a restore); backends that take only full
+		// snapshots have nothing to do.
+		if f, ok := any(c.chain).(interface{ ForceFullSnapshot() }); ok {
+			f.ForceFullSnapshot()
+		}
+	}
 	snap, err := c.chain.Snapshot(b.ID)
 	if err != nil {
 		return err

@@ -8,19 +8,23 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/sluice-stream/sluice/pkg/api"
 	"github.com/sluice-stream/sluice/pkg/blobstore"
+	"github.com/sluice-stream/sluice/pkg/config"
 	"github.com/sluice-stream/sluice/pkg/exchange"
 	"github.com/sluice-stream/sluice/pkg/graph"
 	"github.com/sluice-stream/sluice/pkg/meta"
 	"github.com/sluice-stream/sluice/pkg/program"
 	"github.com/sluice-stream/sluice/pkg/rpc"
 	"github.com/sluice-stream/sluice/pkg/runtime"
+	"github.com/sluice-stream/sluice/pkg/state"
 	"github.com/sluice-stream/sluice/pkg/state/heap"
+	"github.com/sluice-stream/sluice/pkg/state/rocksdb"
 	"github.com/sluice-stream/sluice/pkg/version"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"google.golang.org/grpc"
@@ -47,6 +51,15 @@ type Config struct {
 	HeartbeatTimeout time.Duration
 	// LocalDir is where state backends keep working files.
 	LocalDir string
+	// State is the task manager's configuration of keyed state (the state.backend.*
+	// keys): the backend and its tuning when a deployment does not set them (the
+	// jobmanager sends its own), and what only the task manager decides: the memory all
+	// its RocksDB instances share (state.backend.rocksdb.memory.*) and their directory
+	// (state.backend.rocksdb.localdir). Nil reads as all defaults.
+	State *config.Config
+	// RocksDBOptions, if set, adjusts the options of every RocksDB instance last (the
+	// options-factory hook of Go programs that build their own task manager).
+	RocksDBOptions rocksdb.OptionsFactory
 	// Exchange settings.
 	BufferSize          int
 	CreditsPerChannel   int
@@ -98,6 +111,9 @@ type TaskManager struct {
 	canceled map[string]time.Time
 	// stores are the checkpoint blob stores by URL.
 	stores map[string]*blobstore.Store
+	// rocksMem is the memory every RocksDB backend here shares (managed memory),
+	// created with the first one and closed at shutdown.
+	rocksMem *rocksdb.Memory
 }
 
 type runningTask struct {
@@ -199,6 +215,10 @@ func (tm *TaskManager) Serve(ctx context.Context, lis net.Listener) error {
 		s.Close()
 	}
 	tm.stores = nil
+	if tm.rocksMem != nil {
+		tm.rocksMem.Close()
+		tm.rocksMem = nil
+	}
 	tm.mu.Unlock()
 	return nil
 }
@@ -538,6 +558,10 @@ func (tm *TaskManager) DeployTask(_ context.Context, req *sluicev1.DeployTaskReq
 
 func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRequest, prog *api.Program, v graph.Vertex, subtask int, rt *runningTask, log *slog.Logger) (*runtime.Task, error) {
 	id := req.GetExecution()
+	backend, err := tm.stateBackend(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: state backend: %v", rpc.ErrFailedPrecondition, err)
+	}
 	g := prog.Graph
 	var outputs []*exchange.Partition
 	var consumerP []int
@@ -638,7 +662,7 @@ func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRe
 	chain, err := prog.NewChain(api.ChainSpec{
 		AutoWatermarkInterval: wmInterval,
 		Vertex:                v, Subtask: subtask, Attempt: id.GetAttempt(), Outputs: outputs, ConsumerParallelism: consumerP, Log: log,
-		State: heap.Factory{}, Restore: restore, RestoredCheckpoint: req.GetRestoreCheckpointId(),
+		State: backend, Restore: restore, RestoredCheckpoint: req.GetRestoreCheckpointId(),
 		Files: files, LocalDir: tm.cfg.LocalDir,
 	})
 	if err != nil {
@@ -673,6 +697,44 @@ func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRe
 		AwaitFinalCheckpoint: store != nil && chain.IsSource(), InFlight: inFlight,
 	}
 	return rt.task, nil
+}
+
+// stateBackend returns the keyed state backend of a deployment: the state.backend.*
+// keys it carries (the jobmanager's settings) over this task manager's own.
+func (tm *TaskManager) stateBackend(req *sluicev1.DeployTaskRequest) (state.Factory, error) {
+	c := config.New()
+	c.Merge(tm.cfg.State)
+	for k, v := range req.GetConfig() {
+		if strings.HasPrefix(k, "state.backend.") {
+			if err := c.Set(k, v); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if c.String(config.StateBackendType) != rocksdb.Name {
+		return heap.Factory{}, nil
+	}
+	cfg, err := rocksdb.ConfigFrom(c)
+	if err != nil {
+		return nil, err
+	}
+	// Another job's checkpoint (restore_storage) is not this job's to reference: the
+	// first incremental checkpoint after the restore uploads everything.
+	cfg.NoClaim = req.GetRestoreStorage() != ""
+	cfg.OptionsFactory = tm.cfg.RocksDBOptions
+	f := rocksdb.Factory{Config: cfg}
+	// The memory budget is the task manager's own: deployments do not change it.
+	if mc, managed := rocksdb.MemoryConfigFrom(tm.cfg.State); managed {
+		tm.mu.Lock()
+		defer tm.mu.Unlock()
+		if tm.rocksMem == nil {
+			if tm.rocksMem, err = rocksdb.NewMemory(mc); err != nil {
+				return nil, err
+			}
+		}
+		f.Memory = tm.rocksMem
+	}
+	return f, nil
 }
 
 // jobStore returns the blob store view of one job's checkpoint directory; stores are
@@ -731,7 +793,7 @@ func (tm *TaskManager) TriggerCheckpoint(_ context.Context, req *sluicev1.Trigge
 		mode = runtime.AtLeastOnce
 	}
 	b := runtime.Barrier{ID: req.GetCheckpointId(), TriggerUnixMilli: req.GetTriggerTimeUnixMs(), Mode: mode, Savepoint: req.GetSavepoint(),
-		Unaligned: req.GetUnaligned() && !req.GetSavepoint(), AlignedTimeoutMs: max(0, req.GetAlignedTimeoutMs())}
+		Unaligned: req.GetUnaligned() && !req.GetSavepoint(), AlignedTimeoutMs: max(0, req.GetAlignedTimeoutMs()), Full: req.GetFull()}
 	if !tm.post(rt, rt.task.TriggerCheckpoint(b, req.GetFinal())) {
 		return nil, fmt.Errorf("%w: task %s is busy; checkpoint %d not started", rpc.ErrUnavailable, execKey(req.GetExecution()), b.ID)
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 // MemStore is an in-memory state.StateWriter and state.StateReader for tests. Files get
-// unique paths "<n>/<name>". Open verifies size and SHA-256 unless Trusting is set (which
+// unique paths "<n>/<name>", shared files "shared/<name>". Open verifies size and SHA-256 unless Trusting is set (which
 // lets tests reach the format's own checks with corrupted files). It is safe for
 // concurrent use.
 type MemStore struct {
@@ -43,6 +43,18 @@ func (m *MemStore) Create(ctx context.Context, name string) (state.FileWriter, e
 	m.seq++
 	m.open++
 	return &memFile{m: m, path: fmt.Sprintf("%d/%s", m.seq, name), d: state.NewDigest()}, nil
+}
+
+// CreateShared implements state.StateWriter: shared files get the path
+// "shared/<name>", so writing the same name twice replaces the file (backends must not).
+func (m *MemStore) CreateShared(ctx context.Context, name string) (state.FileWriter, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.open++
+	return &memFile{m: m, path: "shared/" + name, d: state.NewDigest()}, nil
 }
 
 type memFile struct {

@@ -23,6 +23,7 @@ import (
 	"github.com/sluice-stream/sluice/pkg/keygroup"
 	"github.com/sluice-stream/sluice/pkg/state"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // Run runs the conformance suite against backends made by f.
@@ -617,14 +618,24 @@ func (s *suite) testSnapshotRestore(t *testing.T) {
 	w.run(6000)
 	want := w.m.clone()
 	h := snapshot(t, b, store, 1)
-	if h == nil || h.GetFile().GetPath() == "" || len(h.GetFile().GetInlineData()) != 0 {
-		t.Fatalf("expected a file handle, got %v", h)
+	if h == nil || len(files(h)) == 0 {
+		t.Fatalf("expected a handle with files, got %v", h)
 	}
-	if h.GetKeyGroupStart() != 0 || h.GetKeyGroupEnd() != 127 || len(h.GetKeyGroupOffsets()) != 128 {
-		t.Fatalf("handle covers [%d, %d] with %d offsets", h.GetKeyGroupStart(), h.GetKeyGroupEnd(), len(h.GetKeyGroupOffsets()))
+	var size int64
+	for _, f := range files(h) {
+		if f.GetPath() == "" || len(f.GetInlineData()) != 0 || f.GetSize() <= 0 || len(f.GetSha256()) != 32 {
+			t.Fatalf("inlining is off: expected stored files with size and SHA-256, got %v", f)
+		}
+		size += f.GetSize()
 	}
-	if h.GetBackend() != s.f.Name() || h.GetFullSize() != h.GetFile().GetSize() || h.GetFile().GetSize() <= 0 {
-		t.Fatalf("handle metadata: backend %q full size %d file size %d", h.GetBackend(), h.GetFullSize(), h.GetFile().GetSize())
+	if h.GetKeyGroupStart() != 0 || h.GetKeyGroupEnd() != 127 {
+		t.Fatalf("handle covers [%d, %d]", h.GetKeyGroupStart(), h.GetKeyGroupEnd())
+	}
+	if h.GetFile() != nil && len(h.GetKeyGroupOffsets()) != 128 {
+		t.Fatalf("full-snapshot handle has %d key-group offsets", len(h.GetKeyGroupOffsets()))
+	}
+	if h.GetBackend() != s.f.Name() || h.GetFullSize() != size || h.GetIncrementalSize() <= 0 || h.GetIncrementalSize() > size {
+		t.Fatalf("handle metadata: backend %q full size %d incremental size %d, files of %d bytes", h.GetBackend(), h.GetFullSize(), h.GetIncrementalSize(), size)
 	}
 	w.run(6000)
 	after := w.m.clone()
@@ -658,22 +669,40 @@ func (s *suite) testSnapshotInline(t *testing.T) {
 	w := newWorkload(t, b, 2, 10)
 	w.run(30)
 	h := snapshot(t, b, store, 1)
-	if h == nil || h.GetFile().GetPath() != "" || len(h.GetFile().GetInlineData()) == 0 {
-		t.Fatalf("small snapshot not inlined: %v", h)
+	if h == nil || len(files(h)) == 0 {
+		t.Fatalf("no snapshot: %v", h)
 	}
-	if int64(len(h.GetFile().GetInlineData())) != h.GetFile().GetSize() || len(h.GetFile().GetSha256()) != 32 {
-		t.Fatal("inline file lacks size or sha256")
+	// Every file is inline, except shared files (which later checkpoints reference).
+	var shared []string
+	for _, f := range h.GetSharedFiles() {
+		shared = append(shared, f.GetPath())
 	}
-	if len(store.Paths()) != 0 {
-		t.Fatalf("inline snapshot wrote files %v", store.Paths())
+	for _, f := range unshared(h) {
+		if f.GetPath() != "" || len(f.GetInlineData()) == 0 {
+			t.Fatalf("small snapshot not inlined: %v", h)
+		}
+		if int64(len(f.GetInlineData())) != f.GetSize() || len(f.GetSha256()) != 32 {
+			t.Fatal("inline file lacks size or sha256")
+		}
 	}
-	compare(t, "restored inline", dumpAll(t, s.restore(t, 128, all(128), []*sluicev1.KeyedStateHandle{h}, nil)), w.m)
+	if !slices.Equal(store.Paths(), slices.Sorted(slices.Values(shared))) {
+		t.Fatalf("inline snapshot wrote files %v (shared files %v)", store.Paths(), shared)
+	}
+	var rd state.StateReader // inline files need no reader
+	if len(shared) > 0 {
+		rd = store
+	}
+	compare(t, "restored inline", dumpAll(t, s.restore(t, 128, all(128), []*sluicev1.KeyedStateHandle{h}, rd)), w.m)
 	// A threshold: the same state with a tiny threshold goes to a file.
 	b2 := s.backend(t, 128, all(128), func(o *state.KeyedOptions) { o.InlineThreshold = 64 })
 	w2 := newWorkload(t, b2, 2, 10)
 	w2.run(30)
 	h2 := snapshot(t, b2, store, 1)
-	if h2.GetFile().GetPath() == "" {
+	stored := false
+	for _, f := range unshared(h2) {
+		stored = stored || f.GetPath() != ""
+	}
+	if !stored {
 		t.Fatal("snapshot above the threshold was inlined")
 	}
 }
@@ -856,7 +885,9 @@ func (s *suite) testRestoreErrors(t *testing.T) {
 	other := s.backend(t, 256, all(256))
 	h256 := proto1(h)
 	h256.KeyGroupEnd = 255
-	h256.KeyGroupOffsets = make([]int64, 256)
+	if len(h256.KeyGroupOffsets) > 0 {
+		h256.KeyGroupOffsets = make([]int64, 256)
+	}
 	if err := other.Restore(ctx, []*sluicev1.KeyedStateHandle{h256}, store); err == nil || !strings.Contains(err.Error(), "max parallelism") {
 		t.Fatalf("restore at another max parallelism: %v", err)
 	}
@@ -866,40 +897,85 @@ func (s *suite) testRestoreErrors(t *testing.T) {
 	}
 	// A missing file.
 	gone := proto1(h)
-	gone.File.Path = "nowhere/x"
+	stored(t, gone).Path = "nowhere/x"
 	if err := s.backend(t, 128, all(128)).Restore(ctx, []*sluicev1.KeyedStateHandle{gone}, store); err == nil || !strings.Contains(err.Error(), "nowhere/x") {
 		t.Fatalf("missing file: %v", err)
 	}
-	// Tampered offsets.
-	off := proto1(h)
-	off.KeyGroupOffsets[3]++
-	if err := s.backend(t, 128, all(128)).Restore(ctx, []*sluicev1.KeyedStateHandle{off}, store); !errors.Is(err, state.ErrCorrupt) {
-		t.Fatalf("tampered offsets: %v", err)
-	}
-	short := proto1(h)
-	short.KeyGroupOffsets = short.KeyGroupOffsets[:5]
-	if err := s.backend(t, 128, all(128)).Restore(ctx, []*sluicev1.KeyedStateHandle{short}, store); err == nil {
-		t.Fatal("short offsets accepted")
+	if len(h.GetKeyGroupOffsets()) > 0 {
+		// Tampered offsets (of a full-snapshot file).
+		off := proto1(h)
+		off.KeyGroupOffsets[3]++
+		if err := s.backend(t, 128, all(128)).Restore(ctx, []*sluicev1.KeyedStateHandle{off}, store); !errors.Is(err, state.ErrCorrupt) {
+			t.Fatalf("tampered offsets: %v", err)
+		}
+		short := proto1(h)
+		short.KeyGroupOffsets = short.KeyGroupOffsets[:5]
+		if err := s.backend(t, 128, all(128)).Restore(ctx, []*sluicev1.KeyedStateHandle{short}, store); err == nil {
+			t.Fatal("short offsets accepted")
+		}
 	}
 	// A handle whose range disagrees with the file's.
 	rng := proto1(h)
 	rng.KeyGroupEnd = 100
-	rng.KeyGroupOffsets = rng.KeyGroupOffsets[:101]
+	if len(rng.KeyGroupOffsets) > 0 {
+		rng.KeyGroupOffsets = rng.KeyGroupOffsets[:101]
+	}
 	if err := s.backend(t, 128, all(128)).Restore(ctx, []*sluicev1.KeyedStateHandle{rng}, store); !errors.Is(err, state.ErrCorrupt) {
 		t.Fatalf("range mismatch: %v", err)
 	}
 }
 
-// proto1 deep-copies a handle enough for the tests to tamper with it.
+// proto1 deep-copies a handle for the tests to tamper with it.
 func proto1(h *sluicev1.KeyedStateHandle) *sluicev1.KeyedStateHandle {
-	f := h.GetFile()
-	return &sluicev1.KeyedStateHandle{
-		KeyGroupStart:   h.GetKeyGroupStart(),
-		KeyGroupEnd:     h.GetKeyGroupEnd(),
-		File:            &sluicev1.StateFile{Path: f.GetPath(), Size: f.GetSize(), Sha256: slices.Clone(f.GetSha256()), InlineData: slices.Clone(f.GetInlineData())},
-		KeyGroupOffsets: slices.Clone(h.GetKeyGroupOffsets()),
-		Backend:         h.GetBackend(),
+	return proto.Clone(h).(*sluicev1.KeyedStateHandle)
+}
+
+// files lists every file of a handle: the full-snapshot file, the shared files, the
+// private files.
+func files(h *sluicev1.KeyedStateHandle) []*sluicev1.StateFile {
+	var fs []*sluicev1.StateFile
+	if h.GetFile() != nil {
+		fs = append(fs, h.GetFile())
 	}
+	fs = append(fs, h.GetSharedFiles()...)
+	return append(fs, h.GetPrivateFiles()...)
+}
+
+// unshared lists the files of a handle that are its own (not shared files).
+func unshared(h *sluicev1.KeyedStateHandle) []*sluicev1.StateFile {
+	var fs []*sluicev1.StateFile
+	if h.GetFile() != nil {
+		fs = append(fs, h.GetFile())
+	}
+	return append(fs, h.GetPrivateFiles()...)
+}
+
+// stored returns the first file of h that is stored rather than inline.
+func stored(t testing.TB, h *sluicev1.KeyedStateHandle) *sluicev1.StateFile {
+	t.Helper()
+	for _, f := range files(h) {
+		if f.GetPath() != "" {
+			return f
+		}
+	}
+	t.Fatalf("handle has no stored file: %v", h)
+	return nil
+}
+
+// largest returns the largest stored file of h (the full-snapshot file, or the bulk of
+// an incremental backend's data).
+func largest(t testing.TB, h *sluicev1.KeyedStateHandle) *sluicev1.StateFile {
+	t.Helper()
+	var l *sluicev1.StateFile
+	for _, f := range files(h) {
+		if f.GetPath() != "" && (l == nil || f.GetSize() > l.GetSize()) {
+			l = f
+		}
+	}
+	if l == nil {
+		t.Fatalf("handle has no stored file: %v", h)
+	}
+	return l
 }
 
 func (s *suite) testCorrupt(t *testing.T) {
@@ -908,7 +984,7 @@ func (s *suite) testCorrupt(t *testing.T) {
 	w := newWorkload(t, b, 7, 300)
 	w.run(3000)
 	h := snapshot(t, b, store, 1)
-	path := h.GetFile().GetPath()
+	path := largest(t, h).GetPath()
 	orig := store.Bytes(path)
 	ctx := context.Background()
 	restore := func(rd state.StateReader, h *sluicev1.KeyedStateHandle) error {
@@ -939,9 +1015,13 @@ func (s *suite) testCorrupt(t *testing.T) {
 	if err := restore(store, h); !strings.Contains(err.Error(), "size") {
 		t.Fatalf("truncation error %q does not mention the size", err)
 	}
-	// Unverified reads: the format's own checksums catch what the hash would have.
+	// Unverified reads: the format's own checksums, or the backend's own verification,
+	// catch what the hash would have.
 	trusting := NewMemStore()
 	trusting.Trusting = true
+	for _, p := range store.Paths() {
+		trusting.Set(p, store.Bytes(p))
+	}
 	rng := rand.New(rand.NewPCG(1, 1))
 	for i := range 200 {
 		pos := rng.IntN(len(orig))
@@ -962,12 +1042,18 @@ func (s *suite) testCorrupt(t *testing.T) {
 	wi := newWorkload(t, bi, 8, 5)
 	wi.run(20)
 	hi := snapshot(t, bi, store, 2)
-	if len(hi.GetFile().GetInlineData()) == 0 {
+	var inline *sluicev1.StateFile
+	bad := proto1(hi)
+	for _, f := range files(bad) {
+		if len(f.GetInlineData()) > 0 && inline == nil {
+			inline = f
+		}
+	}
+	if inline == nil {
 		t.Fatal("expected inline data")
 	}
-	bad := proto1(hi)
-	bad.File.InlineData[len(bad.File.InlineData)/2] ^= 1
-	expectCorrupt("inline", restore(nil, bad), "<inline>")
+	inline.InlineData[len(inline.InlineData)/2] ^= 1
+	expectCorrupt("inline", restore(store, bad), "<inline>")
 }
 
 func (s *suite) testEmpty(t *testing.T) {
@@ -1007,10 +1093,9 @@ func (s *suite) testLarge(t *testing.T) {
 	b := s.backend(t, 128, all(128))
 	ids := registerStd(t, b)
 	big := func(seed byte) []byte {
+		// Random bytes: a backend that compresses cannot shrink them.
 		v := make([]byte, 1<<20)
-		for i := range v {
-			v[i] = byte(i*7) ^ seed
-		}
+		rand.NewChaCha8([32]byte{seed}).Read(v)
 		return v
 	}
 	setKey(b, "big")
@@ -1023,8 +1108,8 @@ func (s *suite) testLarge(t *testing.T) {
 	setKey(b, "small")
 	must(t, b.Put(ids[0], nil, []byte("s")))
 	h := snapshot(t, b, store, 1)
-	if h.GetFile().GetSize() < 4<<20 {
-		t.Fatalf("snapshot of 4 MiB of values is %d bytes", h.GetFile().GetSize())
+	if h.GetFullSize() < 4<<20 {
+		t.Fatalf("snapshot of 4 MiB of values is %d bytes", h.GetFullSize())
 	}
 	r := s.restore(t, 128, all(128), []*sluicev1.KeyedStateHandle{h}, store)
 	setKey(r, "big")

@@ -152,12 +152,69 @@ func (TaskState) EnumDescriptor() ([]byte, []int) {
 	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{1}
 }
 
+// ClaimMode says who owns a retained checkpoint a job is started from.
+type ClaimMode int32
+
+const (
+	// The default: no-claim.
+	ClaimMode_CLAIM_MODE_UNSPECIFIED ClaimMode = 0
+	// The checkpoint stays the user's: the job never deletes its files, and its first
+	// checkpoint is full, so its chain never depends on them.
+	ClaimMode_CLAIM_MODE_NO_CLAIM ClaimMode = 1
+	// The job takes the checkpoint over: once its own checkpoints subsume it, its files
+	// are deleted (those no other retained checkpoint of its job references).
+	ClaimMode_CLAIM_MODE_CLAIM ClaimMode = 2
+)
+
+// Enum value maps for ClaimMode.
+var (
+	ClaimMode_name = map[int32]string{
+		0: "CLAIM_MODE_UNSPECIFIED",
+		1: "CLAIM_MODE_NO_CLAIM",
+		2: "CLAIM_MODE_CLAIM",
+	}
+	ClaimMode_value = map[string]int32{
+		"CLAIM_MODE_UNSPECIFIED": 0,
+		"CLAIM_MODE_NO_CLAIM":    1,
+		"CLAIM_MODE_CLAIM":       2,
+	}
+)
+
+func (x ClaimMode) Enum() *ClaimMode {
+	p := new(ClaimMode)
+	*p = x
+	return p
+}
+
+func (x ClaimMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ClaimMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_jobmanager_proto_enumTypes[2].Descriptor()
+}
+
+func (ClaimMode) Type() protoreflect.EnumType {
+	return &file_sluice_v1_jobmanager_proto_enumTypes[2]
+}
+
+func (x ClaimMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ClaimMode.Descriptor instead.
+func (ClaimMode) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{2}
+}
+
 type SubmitJobRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	JobGraph *JobGraph              `protobuf:"bytes,1,opt,name=job_graph,json=jobGraph,proto3" json:"job_graph,omitempty"`
 	// Start from this retained checkpoint: the URL of its directory (chk-<n>) or of its
 	// _metadata file, e.g. file:///var/sluice/checkpoints/<job-id>/chk-42.
-	RestorePath   string `protobuf:"bytes,2,opt,name=restore_path,json=restorePath,proto3" json:"restore_path,omitempty"`
+	RestorePath string `protobuf:"bytes,2,opt,name=restore_path,json=restorePath,proto3" json:"restore_path,omitempty"`
+	// Who owns the files of restore_path once the job runs.
+	ClaimMode     ClaimMode `protobuf:"varint,3,opt,name=claim_mode,json=claimMode,proto3,enum=sluice.v1.ClaimMode" json:"claim_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -204,6 +261,13 @@ func (x *SubmitJobRequest) GetRestorePath() string {
 		return x.RestorePath
 	}
 	return ""
+}
+
+func (x *SubmitJobRequest) GetClaimMode() ClaimMode {
+	if x != nil {
+		return x.ClaimMode
+	}
+	return ClaimMode_CLAIM_MODE_UNSPECIFIED
 }
 
 type SubmitJobResponse struct {
@@ -569,9 +633,13 @@ type JobStatus struct {
 	LatestCheckpointId     int64 `protobuf:"varint,13,opt,name=latest_checkpoint_id,json=latestCheckpointId,proto3" json:"latest_checkpoint_id,omitempty"`
 	LatestCheckpointUnixMs int64 `protobuf:"varint,14,opt,name=latest_checkpoint_unix_ms,json=latestCheckpointUnixMs,proto3" json:"latest_checkpoint_unix_ms,omitempty"`
 	// How many times the job restored state from a checkpoint.
-	Restores      int32 `protobuf:"varint,15,opt,name=restores,proto3" json:"restores,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Restores int32 `protobuf:"varint,15,opt,name=restores,proto3" json:"restores,omitempty"`
+	// The checkpoint the current (or last) attempt restored (0: none), and why it is not
+	// the newest retained one when the newest was broken (a fallback).
+	RestoredCheckpointId int64  `protobuf:"varint,16,opt,name=restored_checkpoint_id,json=restoredCheckpointId,proto3" json:"restored_checkpoint_id,omitempty"`
+	RestoreNote          string `protobuf:"bytes,17,opt,name=restore_note,json=restoreNote,proto3" json:"restore_note,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *JobStatus) Reset() {
@@ -709,6 +777,20 @@ func (x *JobStatus) GetRestores() int32 {
 	return 0
 }
 
+func (x *JobStatus) GetRestoredCheckpointId() int64 {
+	if x != nil {
+		return x.RestoredCheckpointId
+	}
+	return 0
+}
+
+func (x *JobStatus) GetRestoreNote() string {
+	if x != nil {
+		return x.RestoreNote
+	}
+	return ""
+}
+
 // JobRecord is a job's record in etcd (key jobs/<job-id>, protobuf binary encoding):
 // what a jobmanager that takes over needs to list the job and, unless it ended, run it
 // again. The leader writes it at submit, before every execution attempt and when the
@@ -736,7 +818,9 @@ type JobRecord struct {
 	// When the job ended (terminal states only).
 	EndTimeUnixMs int64 `protobuf:"varint,8,opt,name=end_time_unix_ms,json=endTimeUnixMs,proto3" json:"end_time_unix_ms,omitempty"`
 	// The last failure cause.
-	Failure       string `protobuf:"bytes,9,opt,name=failure,proto3" json:"failure,omitempty"`
+	Failure string `protobuf:"bytes,9,opt,name=failure,proto3" json:"failure,omitempty"`
+	// Who owns the files of restore_path (SubmitJobRequest).
+	ClaimMode     ClaimMode `protobuf:"varint,10,opt,name=claim_mode,json=claimMode,proto3,enum=sluice.v1.ClaimMode" json:"claim_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -832,6 +916,13 @@ func (x *JobRecord) GetFailure() string {
 		return x.Failure
 	}
 	return ""
+}
+
+func (x *JobRecord) GetClaimMode() ClaimMode {
+	if x != nil {
+		return x.ClaimMode
+	}
+	return ClaimMode_CLAIM_MODE_UNSPECIFIED
 }
 
 type TriggerJobCheckpointRequest struct {
@@ -985,7 +1076,9 @@ type CheckpointStats struct {
 	MaxStartDelayMs int64  `protobuf:"varint,12,opt,name=max_start_delay_ms,json=maxStartDelayMs,proto3" json:"max_start_delay_ms,omitempty"`
 	Failure         string `protobuf:"bytes,13,opt,name=failure,proto3" json:"failure,omitempty"`
 	// Where its metadata lives (completed checkpoints).
-	ExternalPath  string `protobuf:"bytes,14,opt,name=external_path,json=externalPath,proto3" json:"external_path,omitempty"`
+	ExternalPath string `protobuf:"bytes,14,opt,name=external_path,json=externalPath,proto3" json:"external_path,omitempty"`
+	// The tasks were asked for a full snapshot (no reuse of earlier checkpoints' files).
+	Full          bool `protobuf:"varint,15,opt,name=full,proto3" json:"full,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1118,6 +1211,439 @@ func (x *CheckpointStats) GetExternalPath() string {
 	return ""
 }
 
+func (x *CheckpointStats) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+type VerifyCheckpointsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Check presence and size only, not the SHA-256 (which reads every byte).
+	Quick         bool `protobuf:"varint,2,opt,name=quick,proto3" json:"quick,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyCheckpointsRequest) Reset() {
+	*x = VerifyCheckpointsRequest{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyCheckpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyCheckpointsRequest) ProtoMessage() {}
+
+func (x *VerifyCheckpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyCheckpointsRequest.ProtoReflect.Descriptor instead.
+func (*VerifyCheckpointsRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *VerifyCheckpointsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *VerifyCheckpointsRequest) GetQuick() bool {
+	if x != nil {
+		return x.Quick
+	}
+	return false
+}
+
+type VerifyCheckpointsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per retained checkpoint, oldest first.
+	Checkpoints   []*CheckpointVerification `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyCheckpointsResponse) Reset() {
+	*x = VerifyCheckpointsResponse{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyCheckpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyCheckpointsResponse) ProtoMessage() {}
+
+func (x *VerifyCheckpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyCheckpointsResponse.ProtoReflect.Descriptor instead.
+func (*VerifyCheckpointsResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *VerifyCheckpointsResponse) GetCheckpoints() []*CheckpointVerification {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+type CheckpointVerification struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Every file is present with the recorded size and SHA-256.
+	Intact bool `protobuf:"varint,2,opt,name=intact,proto3" json:"intact,omitempty"`
+	// The first problem found, e.g. "shared/ab12.sst: not found".
+	Problem string `protobuf:"bytes,3,opt,name=problem,proto3" json:"problem,omitempty"`
+	// Files and bytes checked (the _metadata file included).
+	Files int32 `protobuf:"varint,4,opt,name=files,proto3" json:"files,omitempty"`
+	Bytes int64 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// The _metadata key relative to the job directory, or the URL of a retained
+	// checkpoint of another job the job started from.
+	MetadataPath  string `protobuf:"bytes,6,opt,name=metadata_path,json=metadataPath,proto3" json:"metadata_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointVerification) Reset() {
+	*x = CheckpointVerification{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointVerification) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointVerification) ProtoMessage() {}
+
+func (x *CheckpointVerification) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointVerification.ProtoReflect.Descriptor instead.
+func (*CheckpointVerification) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CheckpointVerification) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CheckpointVerification) GetIntact() bool {
+	if x != nil {
+		return x.Intact
+	}
+	return false
+}
+
+func (x *CheckpointVerification) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+func (x *CheckpointVerification) GetFiles() int32 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *CheckpointVerification) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *CheckpointVerification) GetMetadataPath() string {
+	if x != nil {
+		return x.MetadataPath
+	}
+	return ""
+}
+
+type GetCheckpointChainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCheckpointChainRequest) Reset() {
+	*x = GetCheckpointChainRequest{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCheckpointChainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCheckpointChainRequest) ProtoMessage() {}
+
+func (x *GetCheckpointChainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCheckpointChainRequest.ProtoReflect.Descriptor instead.
+func (*GetCheckpointChainRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetCheckpointChainRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type CheckpointChain struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The retained checkpoints, oldest first.
+	Checkpoints   []*ChainCheckpoint `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointChain) Reset() {
+	*x = CheckpointChain{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointChain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointChain) ProtoMessage() {}
+
+func (x *CheckpointChain) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointChain.ProtoReflect.Descriptor instead.
+func (*CheckpointChain) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CheckpointChain) GetCheckpoints() []*ChainCheckpoint {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+type ChainCheckpoint struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	SharedFiles []*SharedFileRef       `protobuf:"bytes,2,rep,name=shared_files,json=sharedFiles,proto3" json:"shared_files,omitempty"`
+	// Bytes of the shared files it references, and of its private files.
+	SharedBytes  int64 `protobuf:"varint,3,opt,name=shared_bytes,json=sharedBytes,proto3" json:"shared_bytes,omitempty"`
+	PrivateBytes int64 `protobuf:"varint,4,opt,name=private_bytes,json=privateBytes,proto3" json:"private_bytes,omitempty"`
+	// Bytes only it keeps alive: its private files and the shared files that no newer
+	// retained checkpoint references (deleted when it is subsumed).
+	PinnedBytes int64 `protobuf:"varint,5,opt,name=pinned_bytes,json=pinnedBytes,proto3" json:"pinned_bytes,omitempty"`
+	// Why its _metadata could not be read (its files are then unknown).
+	Problem       string `protobuf:"bytes,6,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChainCheckpoint) Reset() {
+	*x = ChainCheckpoint{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChainCheckpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChainCheckpoint) ProtoMessage() {}
+
+func (x *ChainCheckpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChainCheckpoint.ProtoReflect.Descriptor instead.
+func (*ChainCheckpoint) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ChainCheckpoint) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ChainCheckpoint) GetSharedFiles() []*SharedFileRef {
+	if x != nil {
+		return x.SharedFiles
+	}
+	return nil
+}
+
+func (x *ChainCheckpoint) GetSharedBytes() int64 {
+	if x != nil {
+		return x.SharedBytes
+	}
+	return 0
+}
+
+func (x *ChainCheckpoint) GetPrivateBytes() int64 {
+	if x != nil {
+		return x.PrivateBytes
+	}
+	return 0
+}
+
+func (x *ChainCheckpoint) GetPinnedBytes() int64 {
+	if x != nil {
+		return x.PinnedBytes
+	}
+	return 0
+}
+
+func (x *ChainCheckpoint) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+type SharedFileRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Relative to the job directory, e.g. shared/ab12.sst.
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Size int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// The oldest retained checkpoint that references it (0: none of those retained).
+	FirstCheckpointId int64 `protobuf:"varint,3,opt,name=first_checkpoint_id,json=firstCheckpointId,proto3" json:"first_checkpoint_id,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *SharedFileRef) Reset() {
+	*x = SharedFileRef{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharedFileRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharedFileRef) ProtoMessage() {}
+
+func (x *SharedFileRef) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharedFileRef.ProtoReflect.Descriptor instead.
+func (*SharedFileRef) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SharedFileRef) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *SharedFileRef) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *SharedFileRef) GetFirstCheckpointId() int64 {
+	if x != nil {
+		return x.FirstCheckpointId
+	}
+	return 0
+}
+
 type CheckpointTaskMetrics struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SyncMs        int64                  `protobuf:"varint,1,opt,name=sync_ms,json=syncMs,proto3" json:"sync_ms,omitempty"`
@@ -1132,7 +1658,7 @@ type CheckpointTaskMetrics struct {
 
 func (x *CheckpointTaskMetrics) Reset() {
 	*x = CheckpointTaskMetrics{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1670,7 @@ func (x *CheckpointTaskMetrics) String() string {
 func (*CheckpointTaskMetrics) ProtoMessage() {}
 
 func (x *CheckpointTaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1683,7 @@ func (x *CheckpointTaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointTaskMetrics.ProtoReflect.Descriptor instead.
 func (*CheckpointTaskMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CheckpointTaskMetrics) GetSyncMs() int64 {
@@ -1212,7 +1738,7 @@ type OperatorSubtaskState struct {
 
 func (x *OperatorSubtaskState) Reset() {
 	*x = OperatorSubtaskState{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1750,7 @@ func (x *OperatorSubtaskState) String() string {
 func (*OperatorSubtaskState) ProtoMessage() {}
 
 func (x *OperatorSubtaskState) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1763,7 @@ func (x *OperatorSubtaskState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorSubtaskState.ProtoReflect.Descriptor instead.
 func (*OperatorSubtaskState) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *OperatorSubtaskState) GetUid() string {
@@ -1267,7 +1793,7 @@ type AcknowledgeCheckpointRequest struct {
 
 func (x *AcknowledgeCheckpointRequest) Reset() {
 	*x = AcknowledgeCheckpointRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1805,7 @@ func (x *AcknowledgeCheckpointRequest) String() string {
 func (*AcknowledgeCheckpointRequest) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1818,7 @@ func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AcknowledgeCheckpointRequest) GetTaskManagerId() string {
@@ -1338,7 +1864,7 @@ type AcknowledgeCheckpointResponse struct {
 
 func (x *AcknowledgeCheckpointResponse) Reset() {
 	*x = AcknowledgeCheckpointResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1876,7 @@ func (x *AcknowledgeCheckpointResponse) String() string {
 func (*AcknowledgeCheckpointResponse) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1889,7 @@ func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{24}
 }
 
 type DeclineCheckpointRequest struct {
@@ -1378,7 +1904,7 @@ type DeclineCheckpointRequest struct {
 
 func (x *DeclineCheckpointRequest) Reset() {
 	*x = DeclineCheckpointRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1916,7 @@ func (x *DeclineCheckpointRequest) String() string {
 func (*DeclineCheckpointRequest) ProtoMessage() {}
 
 func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1929,7 @@ func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeclineCheckpointRequest) GetTaskManagerId() string {
@@ -1442,7 +1968,7 @@ type DeclineCheckpointResponse struct {
 
 func (x *DeclineCheckpointResponse) Reset() {
 	*x = DeclineCheckpointResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1980,7 @@ func (x *DeclineCheckpointResponse) String() string {
 func (*DeclineCheckpointResponse) ProtoMessage() {}
 
 func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1993,7 @@ func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{26}
 }
 
 type TaskManagerInfo struct {
@@ -1485,7 +2011,7 @@ type TaskManagerInfo struct {
 
 func (x *TaskManagerInfo) Reset() {
 	*x = TaskManagerInfo{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +2023,7 @@ func (x *TaskManagerInfo) String() string {
 func (*TaskManagerInfo) ProtoMessage() {}
 
 func (x *TaskManagerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +2036,7 @@ func (x *TaskManagerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskManagerInfo.ProtoReflect.Descriptor instead.
 func (*TaskManagerInfo) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TaskManagerInfo) GetId() string {
@@ -1570,7 +2096,7 @@ type ListTaskManagersRequest struct {
 
 func (x *ListTaskManagersRequest) Reset() {
 	*x = ListTaskManagersRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +2108,7 @@ func (x *ListTaskManagersRequest) String() string {
 func (*ListTaskManagersRequest) ProtoMessage() {}
 
 func (x *ListTaskManagersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +2121,7 @@ func (x *ListTaskManagersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTaskManagersRequest.ProtoReflect.Descriptor instead.
 func (*ListTaskManagersRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{28}
 }
 
 type ListTaskManagersResponse struct {
@@ -1607,7 +2133,7 @@ type ListTaskManagersResponse struct {
 
 func (x *ListTaskManagersResponse) Reset() {
 	*x = ListTaskManagersResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +2145,7 @@ func (x *ListTaskManagersResponse) String() string {
 func (*ListTaskManagersResponse) ProtoMessage() {}
 
 func (x *ListTaskManagersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +2158,7 @@ func (x *ListTaskManagersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTaskManagersResponse.ProtoReflect.Descriptor instead.
 func (*ListTaskManagersResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListTaskManagersResponse) GetTaskManagers() []*TaskManagerInfo {
@@ -1655,7 +2181,7 @@ type RegisterTaskManagerRequest struct {
 
 func (x *RegisterTaskManagerRequest) Reset() {
 	*x = RegisterTaskManagerRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +2193,7 @@ func (x *RegisterTaskManagerRequest) String() string {
 func (*RegisterTaskManagerRequest) ProtoMessage() {}
 
 func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +2206,7 @@ func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RegisterTaskManagerRequest) GetId() string {
@@ -1721,7 +2247,7 @@ type RegisterTaskManagerResponse struct {
 
 func (x *RegisterTaskManagerResponse) Reset() {
 	*x = RegisterTaskManagerResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +2259,7 @@ func (x *RegisterTaskManagerResponse) String() string {
 func (*RegisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +2272,7 @@ func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RegisterTaskManagerResponse) GetHeartbeatIntervalMs() int64 {
@@ -1770,7 +2296,7 @@ type TaskMetrics struct {
 
 func (x *TaskMetrics) Reset() {
 	*x = TaskMetrics{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +2308,7 @@ func (x *TaskMetrics) String() string {
 func (*TaskMetrics) ProtoMessage() {}
 
 func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +2321,7 @@ func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskMetrics.ProtoReflect.Descriptor instead.
 func (*TaskMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TaskMetrics) GetExecution() *ExecutionId {
@@ -1843,7 +2369,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +2381,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +2394,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *HeartbeatRequest) GetTaskManagerId() string {
@@ -1898,7 +2424,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1910,7 +2436,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1923,7 +2449,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *HeartbeatResponse) GetKnown() bool {
@@ -1950,7 +2476,7 @@ type UnregisterTaskManagerRequest struct {
 
 func (x *UnregisterTaskManagerRequest) Reset() {
 	*x = UnregisterTaskManagerRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1962,7 +2488,7 @@ func (x *UnregisterTaskManagerRequest) String() string {
 func (*UnregisterTaskManagerRequest) ProtoMessage() {}
 
 func (x *UnregisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1975,7 +2501,7 @@ func (x *UnregisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterTaskManagerRequest.ProtoReflect.Descriptor instead.
 func (*UnregisterTaskManagerRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{28}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UnregisterTaskManagerRequest) GetTaskManagerId() string {
@@ -2000,7 +2526,7 @@ type UnregisterTaskManagerResponse struct {
 
 func (x *UnregisterTaskManagerResponse) Reset() {
 	*x = UnregisterTaskManagerResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2012,7 +2538,7 @@ func (x *UnregisterTaskManagerResponse) String() string {
 func (*UnregisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *UnregisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2025,7 +2551,7 @@ func (x *UnregisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*UnregisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{29}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{36}
 }
 
 type ExecutionId struct {
@@ -2041,7 +2567,7 @@ type ExecutionId struct {
 
 func (x *ExecutionId) Reset() {
 	*x = ExecutionId{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2579,7 @@ func (x *ExecutionId) String() string {
 func (*ExecutionId) ProtoMessage() {}
 
 func (x *ExecutionId) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2592,7 @@ func (x *ExecutionId) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutionId.ProtoReflect.Descriptor instead.
 func (*ExecutionId) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{30}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ExecutionId) GetJobId() string {
@@ -2110,7 +2636,7 @@ type UpdateTaskStateRequest struct {
 
 func (x *UpdateTaskStateRequest) Reset() {
 	*x = UpdateTaskStateRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2648,7 @@ func (x *UpdateTaskStateRequest) String() string {
 func (*UpdateTaskStateRequest) ProtoMessage() {}
 
 func (x *UpdateTaskStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2661,7 @@ func (x *UpdateTaskStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskStateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTaskStateRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{31}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UpdateTaskStateRequest) GetTaskManagerId() string {
@@ -2181,7 +2707,7 @@ type UpdateTaskStateResponse struct {
 
 func (x *UpdateTaskStateResponse) Reset() {
 	*x = UpdateTaskStateResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[32]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2193,7 +2719,7 @@ func (x *UpdateTaskStateResponse) String() string {
 func (*UpdateTaskStateResponse) ProtoMessage() {}
 
 func (x *UpdateTaskStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[32]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2206,17 +2732,19 @@ func (x *UpdateTaskStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskStateResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTaskStateResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{32}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{39}
 }
 
 var File_sluice_v1_jobmanager_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\n" +
-	"\x1asluice/v1/jobmanager.proto\x12\tsluice.v1\x1a\x1asluice/v1/checkpoint.proto\x1a\x15sluice/v1/graph.proto\"g\n" +
+	"\x1asluice/v1/jobmanager.proto\x12\tsluice.v1\x1a\x1asluice/v1/checkpoint.proto\x1a\x15sluice/v1/graph.proto\"\x9c\x01\n" +
 	"\x10SubmitJobRequest\x120\n" +
 	"\tjob_graph\x18\x01 \x01(\v2\x13.sluice.v1.JobGraphR\bjobGraph\x12!\n" +
-	"\frestore_path\x18\x02 \x01(\tR\vrestorePath\"*\n" +
+	"\frestore_path\x18\x02 \x01(\tR\vrestorePath\x123\n" +
+	"\n" +
+	"claim_mode\x18\x03 \x01(\x0e2\x14.sluice.v1.ClaimModeR\tclaimMode\"*\n" +
 	"\x11SubmitJobResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x11\n" +
 	"\x0fListJobsRequest\"<\n" +
@@ -2240,7 +2768,7 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"recordsOut\x1a=\n" +
 	"\x0fTaskStatesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xae\x04\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\x87\x05\n" +
 	"\tJobStatus\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
@@ -2259,7 +2787,9 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\x0fmax_parallelism\x18\f \x01(\x05R\x0emaxParallelism\x120\n" +
 	"\x14latest_checkpoint_id\x18\r \x01(\x03R\x12latestCheckpointId\x129\n" +
 	"\x19latest_checkpoint_unix_ms\x18\x0e \x01(\x03R\x16latestCheckpointUnixMs\x12\x1a\n" +
-	"\brestores\x18\x0f \x01(\x05R\brestores\"\xcd\x02\n" +
+	"\brestores\x18\x0f \x01(\x05R\brestores\x124\n" +
+	"\x16restored_checkpoint_id\x18\x10 \x01(\x03R\x14restoredCheckpointId\x12!\n" +
+	"\frestore_note\x18\x11 \x01(\tR\vrestoreNote\"\x82\x03\n" +
 	"\tJobRecord\x120\n" +
 	"\tjob_graph\x18\x01 \x01(\v2\x13.sluice.v1.JobGraphR\bjobGraph\x12!\n" +
 	"\frestore_path\x18\x02 \x01(\tR\vrestorePath\x12)\n" +
@@ -2269,13 +2799,16 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\brestores\x18\x06 \x01(\x05R\brestores\x12+\n" +
 	"\x12start_time_unix_ms\x18\a \x01(\x03R\x0fstartTimeUnixMs\x12'\n" +
 	"\x10end_time_unix_ms\x18\b \x01(\x03R\rendTimeUnixMs\x12\x18\n" +
-	"\afailure\x18\t \x01(\tR\afailure\"4\n" +
+	"\afailure\x18\t \x01(\tR\afailure\x123\n" +
+	"\n" +
+	"claim_mode\x18\n" +
+	" \x01(\x0e2\x14.sluice.v1.ClaimModeR\tclaimMode\"4\n" +
 	"\x1bTriggerJobCheckpointRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"/\n" +
 	"\x16ListCheckpointsRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"W\n" +
 	"\x17ListCheckpointsResponse\x12<\n" +
-	"\vcheckpoints\x18\x01 \x03(\v2\x1a.sluice.v1.CheckpointStatsR\vcheckpoints\"\xf1\x03\n" +
+	"\vcheckpoints\x18\x01 \x03(\v2\x1a.sluice.v1.CheckpointStatsR\vcheckpoints\"\x85\x04\n" +
 	"\x0fCheckpointStats\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x1c\n" +
@@ -2295,7 +2828,35 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\x10max_alignment_ms\x18\v \x01(\x03R\x0emaxAlignmentMs\x12+\n" +
 	"\x12max_start_delay_ms\x18\f \x01(\x03R\x0fmaxStartDelayMs\x12\x18\n" +
 	"\afailure\x18\r \x01(\tR\afailure\x12#\n" +
-	"\rexternal_path\x18\x0e \x01(\tR\fexternalPath\"\xc9\x01\n" +
+	"\rexternal_path\x18\x0e \x01(\tR\fexternalPath\x12\x12\n" +
+	"\x04full\x18\x0f \x01(\bR\x04full\"G\n" +
+	"\x18VerifyCheckpointsRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05quick\x18\x02 \x01(\bR\x05quick\"`\n" +
+	"\x19VerifyCheckpointsResponse\x12C\n" +
+	"\vcheckpoints\x18\x01 \x03(\v2!.sluice.v1.CheckpointVerificationR\vcheckpoints\"\xab\x01\n" +
+	"\x16CheckpointVerification\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x16\n" +
+	"\x06intact\x18\x02 \x01(\bR\x06intact\x12\x18\n" +
+	"\aproblem\x18\x03 \x01(\tR\aproblem\x12\x14\n" +
+	"\x05files\x18\x04 \x01(\x05R\x05files\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\x12#\n" +
+	"\rmetadata_path\x18\x06 \x01(\tR\fmetadataPath\"2\n" +
+	"\x19GetCheckpointChainRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"O\n" +
+	"\x0fCheckpointChain\x12<\n" +
+	"\vcheckpoints\x18\x01 \x03(\v2\x1a.sluice.v1.ChainCheckpointR\vcheckpoints\"\xe3\x01\n" +
+	"\x0fChainCheckpoint\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12;\n" +
+	"\fshared_files\x18\x02 \x03(\v2\x18.sluice.v1.SharedFileRefR\vsharedFiles\x12!\n" +
+	"\fshared_bytes\x18\x03 \x01(\x03R\vsharedBytes\x12#\n" +
+	"\rprivate_bytes\x18\x04 \x01(\x03R\fprivateBytes\x12!\n" +
+	"\fpinned_bytes\x18\x05 \x01(\x03R\vpinnedBytes\x12\x18\n" +
+	"\aproblem\x18\x06 \x01(\tR\aproblem\"g\n" +
+	"\rSharedFileRef\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12.\n" +
+	"\x13first_checkpoint_id\x18\x03 \x01(\x03R\x11firstCheckpointId\"\xc9\x01\n" +
 	"\x15CheckpointTaskMetrics\x12\x17\n" +
 	"\async_ms\x18\x01 \x01(\x03R\x06syncMs\x12\x19\n" +
 	"\basync_ms\x18\x02 \x01(\x03R\aasyncMs\x12!\n" +
@@ -2386,7 +2947,11 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\x14TASK_STATE_CANCELING\x10\x04\x12\x17\n" +
 	"\x13TASK_STATE_CANCELED\x10\x05\x12\x15\n" +
 	"\x11TASK_STATE_FAILED\x10\x06\x12\x15\n" +
-	"\x11TASK_STATE_ENDING\x10\a2\xab\x04\n" +
+	"\x11TASK_STATE_ENDING\x10\a*V\n" +
+	"\tClaimMode\x12\x1a\n" +
+	"\x16CLAIM_MODE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13CLAIM_MODE_NO_CLAIM\x10\x01\x12\x14\n" +
+	"\x10CLAIM_MODE_CLAIM\x10\x022\xe3\x05\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tSubmitJob\x12\x1b.sluice.v1.SubmitJobRequest\x1a\x1c.sluice.v1.SubmitJobResponse\x12C\n" +
@@ -2394,7 +2959,9 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\x06GetJob\x12\x18.sluice.v1.GetJobRequest\x1a\x14.sluice.v1.JobStatus\x12F\n" +
 	"\tCancelJob\x12\x1b.sluice.v1.CancelJobRequest\x1a\x1c.sluice.v1.CancelJobResponse\x12W\n" +
 	"\x11TriggerCheckpoint\x12&.sluice.v1.TriggerJobCheckpointRequest\x1a\x1a.sluice.v1.CheckpointStats\x12X\n" +
-	"\x0fListCheckpoints\x12!.sluice.v1.ListCheckpointsRequest\x1a\".sluice.v1.ListCheckpointsResponse\x12[\n" +
+	"\x0fListCheckpoints\x12!.sluice.v1.ListCheckpointsRequest\x1a\".sluice.v1.ListCheckpointsResponse\x12^\n" +
+	"\x11VerifyCheckpoints\x12#.sluice.v1.VerifyCheckpointsRequest\x1a$.sluice.v1.VerifyCheckpointsResponse\x12V\n" +
+	"\x12GetCheckpointChain\x12$.sluice.v1.GetCheckpointChainRequest\x1a\x1a.sluice.v1.CheckpointChain\x12[\n" +
 	"\x10ListTaskManagers\x12\".sluice.v1.ListTaskManagersRequest\x1a#.sluice.v1.ListTaskManagersResponse2\xd1\x04\n" +
 	"\x0fResourceService\x12d\n" +
 	"\x13RegisterTaskManager\x12%.sluice.v1.RegisterTaskManagerRequest\x1a&.sluice.v1.RegisterTaskManagerResponse\x12F\n" +
@@ -2416,101 +2983,118 @@ func file_sluice_v1_jobmanager_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_jobmanager_proto_rawDescData
 }
 
-var file_sluice_v1_jobmanager_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sluice_v1_jobmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_sluice_v1_jobmanager_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_sluice_v1_jobmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_sluice_v1_jobmanager_proto_goTypes = []any{
 	(JobState)(0),                         // 0: sluice.v1.JobState
 	(TaskState)(0),                        // 1: sluice.v1.TaskState
-	(*SubmitJobRequest)(nil),              // 2: sluice.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),             // 3: sluice.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),               // 4: sluice.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),              // 5: sluice.v1.ListJobsResponse
-	(*GetJobRequest)(nil),                 // 6: sluice.v1.GetJobRequest
-	(*CancelJobRequest)(nil),              // 7: sluice.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 8: sluice.v1.CancelJobResponse
-	(*VertexStatus)(nil),                  // 9: sluice.v1.VertexStatus
-	(*JobStatus)(nil),                     // 10: sluice.v1.JobStatus
-	(*JobRecord)(nil),                     // 11: sluice.v1.JobRecord
-	(*TriggerJobCheckpointRequest)(nil),   // 12: sluice.v1.TriggerJobCheckpointRequest
-	(*ListCheckpointsRequest)(nil),        // 13: sluice.v1.ListCheckpointsRequest
-	(*ListCheckpointsResponse)(nil),       // 14: sluice.v1.ListCheckpointsResponse
-	(*CheckpointStats)(nil),               // 15: sluice.v1.CheckpointStats
-	(*CheckpointTaskMetrics)(nil),         // 16: sluice.v1.CheckpointTaskMetrics
-	(*OperatorSubtaskState)(nil),          // 17: sluice.v1.OperatorSubtaskState
-	(*AcknowledgeCheckpointRequest)(nil),  // 18: sluice.v1.AcknowledgeCheckpointRequest
-	(*AcknowledgeCheckpointResponse)(nil), // 19: sluice.v1.AcknowledgeCheckpointResponse
-	(*DeclineCheckpointRequest)(nil),      // 20: sluice.v1.DeclineCheckpointRequest
-	(*DeclineCheckpointResponse)(nil),     // 21: sluice.v1.DeclineCheckpointResponse
-	(*TaskManagerInfo)(nil),               // 22: sluice.v1.TaskManagerInfo
-	(*ListTaskManagersRequest)(nil),       // 23: sluice.v1.ListTaskManagersRequest
-	(*ListTaskManagersResponse)(nil),      // 24: sluice.v1.ListTaskManagersResponse
-	(*RegisterTaskManagerRequest)(nil),    // 25: sluice.v1.RegisterTaskManagerRequest
-	(*RegisterTaskManagerResponse)(nil),   // 26: sluice.v1.RegisterTaskManagerResponse
-	(*TaskMetrics)(nil),                   // 27: sluice.v1.TaskMetrics
-	(*HeartbeatRequest)(nil),              // 28: sluice.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),             // 29: sluice.v1.HeartbeatResponse
-	(*UnregisterTaskManagerRequest)(nil),  // 30: sluice.v1.UnregisterTaskManagerRequest
-	(*UnregisterTaskManagerResponse)(nil), // 31: sluice.v1.UnregisterTaskManagerResponse
-	(*ExecutionId)(nil),                   // 32: sluice.v1.ExecutionId
-	(*UpdateTaskStateRequest)(nil),        // 33: sluice.v1.UpdateTaskStateRequest
-	(*UpdateTaskStateResponse)(nil),       // 34: sluice.v1.UpdateTaskStateResponse
-	nil,                                   // 35: sluice.v1.VertexStatus.TaskStatesEntry
-	(*JobGraph)(nil),                      // 36: sluice.v1.JobGraph
-	(*SubtaskState)(nil),                  // 37: sluice.v1.SubtaskState
+	(ClaimMode)(0),                        // 2: sluice.v1.ClaimMode
+	(*SubmitJobRequest)(nil),              // 3: sluice.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),             // 4: sluice.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),               // 5: sluice.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 6: sluice.v1.ListJobsResponse
+	(*GetJobRequest)(nil),                 // 7: sluice.v1.GetJobRequest
+	(*CancelJobRequest)(nil),              // 8: sluice.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 9: sluice.v1.CancelJobResponse
+	(*VertexStatus)(nil),                  // 10: sluice.v1.VertexStatus
+	(*JobStatus)(nil),                     // 11: sluice.v1.JobStatus
+	(*JobRecord)(nil),                     // 12: sluice.v1.JobRecord
+	(*TriggerJobCheckpointRequest)(nil),   // 13: sluice.v1.TriggerJobCheckpointRequest
+	(*ListCheckpointsRequest)(nil),        // 14: sluice.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),       // 15: sluice.v1.ListCheckpointsResponse
+	(*CheckpointStats)(nil),               // 16: sluice.v1.CheckpointStats
+	(*VerifyCheckpointsRequest)(nil),      // 17: sluice.v1.VerifyCheckpointsRequest
+	(*VerifyCheckpointsResponse)(nil),     // 18: sluice.v1.VerifyCheckpointsResponse
+	(*CheckpointVerification)(nil),        // 19: sluice.v1.CheckpointVerification
+	(*GetCheckpointChainRequest)(nil),     // 20: sluice.v1.GetCheckpointChainRequest
+	(*CheckpointChain)(nil),               // 21: sluice.v1.CheckpointChain
+	(*ChainCheckpoint)(nil),               // 22: sluice.v1.ChainCheckpoint
+	(*SharedFileRef)(nil),                 // 23: sluice.v1.SharedFileRef
+	(*CheckpointTaskMetrics)(nil),         // 24: sluice.v1.CheckpointTaskMetrics
+	(*OperatorSubtaskState)(nil),          // 25: sluice.v1.OperatorSubtaskState
+	(*AcknowledgeCheckpointRequest)(nil),  // 26: sluice.v1.AcknowledgeCheckpointRequest
+	(*AcknowledgeCheckpointResponse)(nil), // 27: sluice.v1.AcknowledgeCheckpointResponse
+	(*DeclineCheckpointRequest)(nil),      // 28: sluice.v1.DeclineCheckpointRequest
+	(*DeclineCheckpointResponse)(nil),     // 29: sluice.v1.DeclineCheckpointResponse
+	(*TaskManagerInfo)(nil),               // 30: sluice.v1.TaskManagerInfo
+	(*ListTaskManagersRequest)(nil),       // 31: sluice.v1.ListTaskManagersRequest
+	(*ListTaskManagersResponse)(nil),      // 32: sluice.v1.ListTaskManagersResponse
+	(*RegisterTaskManagerRequest)(nil),    // 33: sluice.v1.RegisterTaskManagerRequest
+	(*RegisterTaskManagerResponse)(nil),   // 34: sluice.v1.RegisterTaskManagerResponse
+	(*TaskMetrics)(nil),                   // 35: sluice.v1.TaskMetrics
+	(*HeartbeatRequest)(nil),              // 36: sluice.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),             // 37: sluice.v1.HeartbeatResponse
+	(*UnregisterTaskManagerRequest)(nil),  // 38: sluice.v1.UnregisterTaskManagerRequest
+	(*UnregisterTaskManagerResponse)(nil), // 39: sluice.v1.UnregisterTaskManagerResponse
+	(*ExecutionId)(nil),                   // 40: sluice.v1.ExecutionId
+	(*UpdateTaskStateRequest)(nil),        // 41: sluice.v1.UpdateTaskStateRequest
+	(*UpdateTaskStateResponse)(nil),       // 42: sluice.v1.UpdateTaskStateResponse
+	nil,                                   // 43: sluice.v1.VertexStatus.TaskStatesEntry
+	(*JobGraph)(nil),                      // 44: sluice.v1.JobGraph
+	(*SubtaskState)(nil),                  // 45: sluice.v1.SubtaskState
 }
 var file_sluice_v1_jobmanager_proto_depIdxs = []int32{
-	36, // 0: sluice.v1.SubmitJobRequest.job_graph:type_name -> sluice.v1.JobGraph
-	10, // 1: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.JobStatus
-	0,  // 2: sluice.v1.CancelJobResponse.state:type_name -> sluice.v1.JobState
-	35, // 3: sluice.v1.VertexStatus.task_states:type_name -> sluice.v1.VertexStatus.TaskStatesEntry
-	0,  // 4: sluice.v1.JobStatus.state:type_name -> sluice.v1.JobState
-	9,  // 5: sluice.v1.JobStatus.vertices:type_name -> sluice.v1.VertexStatus
-	36, // 6: sluice.v1.JobRecord.job_graph:type_name -> sluice.v1.JobGraph
-	0,  // 7: sluice.v1.JobRecord.state:type_name -> sluice.v1.JobState
-	15, // 8: sluice.v1.ListCheckpointsResponse.checkpoints:type_name -> sluice.v1.CheckpointStats
-	37, // 9: sluice.v1.OperatorSubtaskState.state:type_name -> sluice.v1.SubtaskState
-	32, // 10: sluice.v1.AcknowledgeCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
-	17, // 11: sluice.v1.AcknowledgeCheckpointRequest.operators:type_name -> sluice.v1.OperatorSubtaskState
-	16, // 12: sluice.v1.AcknowledgeCheckpointRequest.metrics:type_name -> sluice.v1.CheckpointTaskMetrics
-	32, // 13: sluice.v1.DeclineCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
-	22, // 14: sluice.v1.ListTaskManagersResponse.task_managers:type_name -> sluice.v1.TaskManagerInfo
-	32, // 15: sluice.v1.TaskMetrics.execution:type_name -> sluice.v1.ExecutionId
-	27, // 16: sluice.v1.HeartbeatRequest.tasks:type_name -> sluice.v1.TaskMetrics
-	32, // 17: sluice.v1.HeartbeatResponse.cancel:type_name -> sluice.v1.ExecutionId
-	32, // 18: sluice.v1.UpdateTaskStateRequest.execution:type_name -> sluice.v1.ExecutionId
-	1,  // 19: sluice.v1.UpdateTaskStateRequest.state:type_name -> sluice.v1.TaskState
-	27, // 20: sluice.v1.UpdateTaskStateRequest.metrics:type_name -> sluice.v1.TaskMetrics
-	2,  // 21: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
-	4,  // 22: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	6,  // 23: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
-	7,  // 24: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
-	12, // 25: sluice.v1.JobService.TriggerCheckpoint:input_type -> sluice.v1.TriggerJobCheckpointRequest
-	13, // 26: sluice.v1.JobService.ListCheckpoints:input_type -> sluice.v1.ListCheckpointsRequest
-	23, // 27: sluice.v1.JobService.ListTaskManagers:input_type -> sluice.v1.ListTaskManagersRequest
-	25, // 28: sluice.v1.ResourceService.RegisterTaskManager:input_type -> sluice.v1.RegisterTaskManagerRequest
-	28, // 29: sluice.v1.ResourceService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
-	30, // 30: sluice.v1.ResourceService.UnregisterTaskManager:input_type -> sluice.v1.UnregisterTaskManagerRequest
-	33, // 31: sluice.v1.ResourceService.UpdateTaskState:input_type -> sluice.v1.UpdateTaskStateRequest
-	18, // 32: sluice.v1.ResourceService.AcknowledgeCheckpoint:input_type -> sluice.v1.AcknowledgeCheckpointRequest
-	20, // 33: sluice.v1.ResourceService.DeclineCheckpoint:input_type -> sluice.v1.DeclineCheckpointRequest
-	3,  // 34: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
-	5,  // 35: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	10, // 36: sluice.v1.JobService.GetJob:output_type -> sluice.v1.JobStatus
-	8,  // 37: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
-	15, // 38: sluice.v1.JobService.TriggerCheckpoint:output_type -> sluice.v1.CheckpointStats
-	14, // 39: sluice.v1.JobService.ListCheckpoints:output_type -> sluice.v1.ListCheckpointsResponse
-	24, // 40: sluice.v1.JobService.ListTaskManagers:output_type -> sluice.v1.ListTaskManagersResponse
-	26, // 41: sluice.v1.ResourceService.RegisterTaskManager:output_type -> sluice.v1.RegisterTaskManagerResponse
-	29, // 42: sluice.v1.ResourceService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
-	31, // 43: sluice.v1.ResourceService.UnregisterTaskManager:output_type -> sluice.v1.UnregisterTaskManagerResponse
-	34, // 44: sluice.v1.ResourceService.UpdateTaskState:output_type -> sluice.v1.UpdateTaskStateResponse
-	19, // 45: sluice.v1.ResourceService.AcknowledgeCheckpoint:output_type -> sluice.v1.AcknowledgeCheckpointResponse
-	21, // 46: sluice.v1.ResourceService.DeclineCheckpoint:output_type -> sluice.v1.DeclineCheckpointResponse
-	34, // [34:47] is the sub-list for method output_type
-	21, // [21:34] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	44, // 0: sluice.v1.SubmitJobRequest.job_graph:type_name -> sluice.v1.JobGraph
+	2,  // 1: sluice.v1.SubmitJobRequest.claim_mode:type_name -> sluice.v1.ClaimMode
+	11, // 2: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.JobStatus
+	0,  // 3: sluice.v1.CancelJobResponse.state:type_name -> sluice.v1.JobState
+	43, // 4: sluice.v1.VertexStatus.task_states:type_name -> sluice.v1.VertexStatus.TaskStatesEntry
+	0,  // 5: sluice.v1.JobStatus.state:type_name -> sluice.v1.JobState
+	10, // 6: sluice.v1.JobStatus.vertices:type_name -> sluice.v1.VertexStatus
+	44, // 7: sluice.v1.JobRecord.job_graph:type_name -> sluice.v1.JobGraph
+	0,  // 8: sluice.v1.JobRecord.state:type_name -> sluice.v1.JobState
+	2,  // 9: sluice.v1.JobRecord.claim_mode:type_name -> sluice.v1.ClaimMode
+	16, // 10: sluice.v1.ListCheckpointsResponse.checkpoints:type_name -> sluice.v1.CheckpointStats
+	19, // 11: sluice.v1.VerifyCheckpointsResponse.checkpoints:type_name -> sluice.v1.CheckpointVerification
+	22, // 12: sluice.v1.CheckpointChain.checkpoints:type_name -> sluice.v1.ChainCheckpoint
+	23, // 13: sluice.v1.ChainCheckpoint.shared_files:type_name -> sluice.v1.SharedFileRef
+	45, // 14: sluice.v1.OperatorSubtaskState.state:type_name -> sluice.v1.SubtaskState
+	40, // 15: sluice.v1.AcknowledgeCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
+	25, // 16: sluice.v1.AcknowledgeCheckpointRequest.operators:type_name -> sluice.v1.OperatorSubtaskState
+	24, // 17: sluice.v1.AcknowledgeCheckpointRequest.metrics:type_name -> sluice.v1.CheckpointTaskMetrics
+	40, // 18: sluice.v1.DeclineCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
+	30, // 19: sluice.v1.ListTaskManagersResponse.task_managers:type_name -> sluice.v1.TaskManagerInfo
+	40, // 20: sluice.v1.TaskMetrics.execution:type_name -> sluice.v1.ExecutionId
+	35, // 21: sluice.v1.HeartbeatRequest.tasks:type_name -> sluice.v1.TaskMetrics
+	40, // 22: sluice.v1.HeartbeatResponse.cancel:type_name -> sluice.v1.ExecutionId
+	40, // 23: sluice.v1.UpdateTaskStateRequest.execution:type_name -> sluice.v1.ExecutionId
+	1,  // 24: sluice.v1.UpdateTaskStateRequest.state:type_name -> sluice.v1.TaskState
+	35, // 25: sluice.v1.UpdateTaskStateRequest.metrics:type_name -> sluice.v1.TaskMetrics
+	3,  // 26: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
+	5,  // 27: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	7,  // 28: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
+	8,  // 29: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
+	13, // 30: sluice.v1.JobService.TriggerCheckpoint:input_type -> sluice.v1.TriggerJobCheckpointRequest
+	14, // 31: sluice.v1.JobService.ListCheckpoints:input_type -> sluice.v1.ListCheckpointsRequest
+	17, // 32: sluice.v1.JobService.VerifyCheckpoints:input_type -> sluice.v1.VerifyCheckpointsRequest
+	20, // 33: sluice.v1.JobService.GetCheckpointChain:input_type -> sluice.v1.GetCheckpointChainRequest
+	31, // 34: sluice.v1.JobService.ListTaskManagers:input_type -> sluice.v1.ListTaskManagersRequest
+	33, // 35: sluice.v1.ResourceService.RegisterTaskManager:input_type -> sluice.v1.RegisterTaskManagerRequest
+	36, // 36: sluice.v1.ResourceService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
+	38, // 37: sluice.v1.ResourceService.UnregisterTaskManager:input_type -> sluice.v1.UnregisterTaskManagerRequest
+	41, // 38: sluice.v1.ResourceService.UpdateTaskState:input_type -> sluice.v1.UpdateTaskStateRequest
+	26, // 39: sluice.v1.ResourceService.AcknowledgeCheckpoint:input_type -> sluice.v1.AcknowledgeCheckpointRequest
+	28, // 40: sluice.v1.ResourceService.DeclineCheckpoint:input_type -> sluice.v1.DeclineCheckpointRequest
+	4,  // 41: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
+	6,  // 42: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	11, // 43: sluice.v1.JobService.GetJob:output_type -> sluice.v1.JobStatus
+	9,  // 44: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
+	16, // 45: sluice.v1.JobService.TriggerCheckpoint:output_type -> sluice.v1.CheckpointStats
+	15, // 46: sluice.v1.JobService.ListCheckpoints:output_type -> sluice.v1.ListCheckpointsResponse
+	18, // 47: sluice.v1.JobService.VerifyCheckpoints:output_type -> sluice.v1.VerifyCheckpointsResponse
+	21, // 48: sluice.v1.JobService.GetCheckpointChain:output_type -> sluice.v1.CheckpointChain
+	32, // 49: sluice.v1.JobService.ListTaskManagers:output_type -> sluice.v1.ListTaskManagersResponse
+	34, // 50: sluice.v1.ResourceService.RegisterTaskManager:output_type -> sluice.v1.RegisterTaskManagerResponse
+	37, // 51: sluice.v1.ResourceService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
+	39, // 52: sluice.v1.ResourceService.UnregisterTaskManager:output_type -> sluice.v1.UnregisterTaskManagerResponse
+	42, // 53: sluice.v1.ResourceService.UpdateTaskState:output_type -> sluice.v1.UpdateTaskStateResponse
+	27, // 54: sluice.v1.ResourceService.AcknowledgeCheckpoint:output_type -> sluice.v1.AcknowledgeCheckpointResponse
+	29, // 55: sluice.v1.ResourceService.DeclineCheckpoint:output_type -> sluice.v1.DeclineCheckpointResponse
+	41, // [41:56] is the sub-list for method output_type
+	26, // [26:41] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_jobmanager_proto_init() }
@@ -2525,8 +3109,8 @@ func file_sluice_v1_jobmanager_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_jobmanager_proto_rawDesc), len(file_sluice_v1_jobmanager_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   34,
+			NumEnums:      3,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -19,13 +19,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	JobService_SubmitJob_FullMethodName         = "/sluice.v1.JobService/SubmitJob"
-	JobService_ListJobs_FullMethodName          = "/sluice.v1.JobService/ListJobs"
-	JobService_GetJob_FullMethodName            = "/sluice.v1.JobService/GetJob"
-	JobService_CancelJob_FullMethodName         = "/sluice.v1.JobService/CancelJob"
-	JobService_TriggerCheckpoint_FullMethodName = "/sluice.v1.JobService/TriggerCheckpoint"
-	JobService_ListCheckpoints_FullMethodName   = "/sluice.v1.JobService/ListCheckpoints"
-	JobService_ListTaskManagers_FullMethodName  = "/sluice.v1.JobService/ListTaskManagers"
+	JobService_SubmitJob_FullMethodName          = "/sluice.v1.JobService/SubmitJob"
+	JobService_ListJobs_FullMethodName           = "/sluice.v1.JobService/ListJobs"
+	JobService_GetJob_FullMethodName             = "/sluice.v1.JobService/GetJob"
+	JobService_CancelJob_FullMethodName          = "/sluice.v1.JobService/CancelJob"
+	JobService_TriggerCheckpoint_FullMethodName  = "/sluice.v1.JobService/TriggerCheckpoint"
+	JobService_ListCheckpoints_FullMethodName    = "/sluice.v1.JobService/ListCheckpoints"
+	JobService_VerifyCheckpoints_FullMethodName  = "/sluice.v1.JobService/VerifyCheckpoints"
+	JobService_GetCheckpointChain_FullMethodName = "/sluice.v1.JobService/GetCheckpointChain"
+	JobService_ListTaskManagers_FullMethodName   = "/sluice.v1.JobService/ListTaskManagers"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -42,6 +44,11 @@ type JobServiceClient interface {
 	TriggerCheckpoint(ctx context.Context, in *TriggerJobCheckpointRequest, opts ...grpc.CallOption) (*CheckpointStats, error)
 	// The job's checkpoint history, newest first.
 	ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error)
+	// Checks every retained checkpoint's files in the blob store against its _metadata
+	// and etcd record (present, size, SHA-256).
+	VerifyCheckpoints(ctx context.Context, in *VerifyCheckpointsRequest, opts ...grpc.CallOption) (*VerifyCheckpointsResponse, error)
+	// The shared files each retained checkpoint references and the bytes each pins.
+	GetCheckpointChain(ctx context.Context, in *GetCheckpointChainRequest, opts ...grpc.CallOption) (*CheckpointChain, error)
 	ListTaskManagers(ctx context.Context, in *ListTaskManagersRequest, opts ...grpc.CallOption) (*ListTaskManagersResponse, error)
 }
 
@@ -113,6 +120,26 @@ func (c *jobServiceClient) ListCheckpoints(ctx context.Context, in *ListCheckpoi
 	return out, nil
 }
 
+func (c *jobServiceClient) VerifyCheckpoints(ctx context.Context, in *VerifyCheckpointsRequest, opts ...grpc.CallOption) (*VerifyCheckpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyCheckpointsResponse)
+	err := c.cc.Invoke(ctx, JobService_VerifyCheckpoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) GetCheckpointChain(ctx context.Context, in *GetCheckpointChainRequest, opts ...grpc.CallOption) (*CheckpointChain, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckpointChain)
+	err := c.cc.Invoke(ctx, JobService_GetCheckpointChain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *jobServiceClient) ListTaskManagers(ctx context.Context, in *ListTaskManagersRequest, opts ...grpc.CallOption) (*ListTaskManagersResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListTaskManagersResponse)
@@ -137,6 +164,11 @@ type JobServiceServer interface {
 	TriggerCheckpoint(context.Context, *TriggerJobCheckpointRequest) (*CheckpointStats, error)
 	// The job's checkpoint history, newest first.
 	ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error)
+	// Checks every retained checkpoint's files in the blob store against its _metadata
+	// and etcd record (present, size, SHA-256).
+	VerifyCheckpoints(context.Context, *VerifyCheckpointsRequest) (*VerifyCheckpointsResponse, error)
+	// The shared files each retained checkpoint references and the bytes each pins.
+	GetCheckpointChain(context.Context, *GetCheckpointChainRequest) (*CheckpointChain, error)
 	ListTaskManagers(context.Context, *ListTaskManagersRequest) (*ListTaskManagersResponse, error)
 	mustEmbedUnimplementedJobServiceServer()
 }
@@ -165,6 +197,12 @@ func (UnimplementedJobServiceServer) TriggerCheckpoint(context.Context, *Trigger
 }
 func (UnimplementedJobServiceServer) ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListCheckpoints not implemented")
+}
+func (UnimplementedJobServiceServer) VerifyCheckpoints(context.Context, *VerifyCheckpointsRequest) (*VerifyCheckpointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyCheckpoints not implemented")
+}
+func (UnimplementedJobServiceServer) GetCheckpointChain(context.Context, *GetCheckpointChainRequest) (*CheckpointChain, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCheckpointChain not implemented")
 }
 func (UnimplementedJobServiceServer) ListTaskManagers(context.Context, *ListTaskManagersRequest) (*ListTaskManagersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListTaskManagers not implemented")
@@ -298,6 +336,42 @@ func _JobService_ListCheckpoints_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_VerifyCheckpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyCheckpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).VerifyCheckpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_VerifyCheckpoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).VerifyCheckpoints(ctx, req.(*VerifyCheckpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_GetCheckpointChain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCheckpointChainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).GetCheckpointChain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_GetCheckpointChain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).GetCheckpointChain(ctx, req.(*GetCheckpointChainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _JobService_ListTaskManagers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListTaskManagersRequest)
 	if err := dec(in); err != nil {
@@ -346,6 +420,14 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListCheckpoints",
 			Handler:    _JobService_ListCheckpoints_Handler,
+		},
+		{
+			MethodName: "VerifyCheckpoints",
+			Handler:    _JobService_VerifyCheckpoints_Handler,
+		},
+		{
+			MethodName: "GetCheckpointChain",
+			Handler:    _JobService_GetCheckpointChain_Handler,
 		},
 		{
 			MethodName: "ListTaskManagers",

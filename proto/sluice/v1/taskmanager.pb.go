@@ -449,8 +449,11 @@ type TriggerCheckpointRequest struct {
 	// Aligned checkpoint timeout in ms: an aligned checkpoint whose barrier is older than
 	// this at a task switches to unaligned there (0: never).
 	AlignedTimeoutMs int64 `protobuf:"varint,8,opt,name=aligned_timeout_ms,json=alignedTimeoutMs,proto3" json:"aligned_timeout_ms,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Full: every task snapshots its keyed state in full, reusing no file of an earlier
+	// checkpoint (incremental backends upload everything anew). Carried in the barrier.
+	Full          bool `protobuf:"varint,9,opt,name=full,proto3" json:"full,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TriggerCheckpointRequest) Reset() {
@@ -537,6 +540,13 @@ func (x *TriggerCheckpointRequest) GetAlignedTimeoutMs() int64 {
 		return x.AlignedTimeoutMs
 	}
 	return 0
+}
+
+func (x *TriggerCheckpointRequest) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
 }
 
 type TriggerCheckpointResponse struct {
@@ -1118,7 +1128,7 @@ const file_sluice_v1_taskmanager_proto_rawDesc = "" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x121\n" +
 	"\x05keyed\x18\x02 \x03(\v2\x1b.sluice.v1.KeyedStateHandleR\x05keyed\x12C\n" +
 	"\x0eoperator_state\x18\x03 \x03(\v2\x1c.sluice.v1.OperatorListStateR\roperatorState\x12<\n" +
-	"\rchannel_state\x18\x04 \x03(\v2\x17.sluice.v1.ChannelStateR\fchannelState\"\xd5\x02\n" +
+	"\rchannel_state\x18\x04 \x03(\v2\x17.sluice.v1.ChannelStateR\fchannelState\"\xe9\x02\n" +
 	"\x18TriggerCheckpointRequest\x124\n" +
 	"\texecution\x18\x01 \x01(\v2\x16.sluice.v1.ExecutionIdR\texecution\x12#\n" +
 	"\rcheckpoint_id\x18\x02 \x01(\x03R\fcheckpointId\x12/\n" +
@@ -1127,7 +1137,8 @@ const file_sluice_v1_taskmanager_proto_rawDesc = "" +
 	"\tsavepoint\x18\x05 \x01(\bR\tsavepoint\x12\x14\n" +
 	"\x05final\x18\x06 \x01(\bR\x05final\x12\x1c\n" +
 	"\tunaligned\x18\a \x01(\bR\tunaligned\x12,\n" +
-	"\x12aligned_timeout_ms\x18\b \x01(\x03R\x10alignedTimeoutMs\"\x1b\n" +
+	"\x12aligned_timeout_ms\x18\b \x01(\x03R\x10alignedTimeoutMs\x12\x12\n" +
+	"\x04full\x18\t \x01(\bR\x04full\"\x1b\n" +
 	"\x19TriggerCheckpointResponse\"\xa3\x01\n" +
 	"\x17NotifyCheckpointRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +

@@ -1,0 +1,201 @@
+//go:build cgo
+
+package rocksdb
+
+import (
+	"sync"
+
+	"github.com/linxGnu/grocksdb"
+)
+
+// OptionsFactory adjusts RocksDB options after the predefined options and the Config
+// have been applied: once with the database options (column == ""), then once per column
+// family, with its name ("default", "timers-event", "timers-processing", "state-<n>" for
+// registered states). It must not keep opts, and must not replace what the backend relies
+// on: the list merge operator of column families, and, with shared Memory, the block
+// cache and write-buffer manager (setting another table factory drops them).
+type OptionsFactory func(column string, opts *grocksdb.Options)
+
+// Memory is the memory all RocksDB instances of a task manager share: one LRU block
+// cache (data, index and filter blocks; index and filter blocks at high priority) and
+// one write-buffer manager that charges every memtable to that cache and flushes when
+// memtables exceed its limit, so memory stays bounded however many slots, operators and
+// states there are. It is safe for concurrent use. Close it when the task manager shuts
+// down: backends still open keep what they use until they close.
+type Memory struct {
+	cfg MemoryConfig
+
+	mu     sync.Mutex
+	c      cMemory
+	closed bool
+}
+
+// NewMemory creates the shared memory.
+func NewMemory(cfg MemoryConfig) (*Memory, error) {
+	if cfg.Size <= 0 {
+		return nil, errorf("memory size %d must be positive", cfg.Size)
+	}
+	cfg = cfg.resolved()
+	return &Memory{cfg: cfg, c: newCMemory(cfg.CacheCapacity(), cfg.HighPriorityPoolRatio, cfg.WriteBufferLimit())}, nil
+}
+
+// Config is the memory's configuration.
+func (m *Memory) Config() MemoryConfig { return m.cfg }
+
+// Usage reports what the cache and the write buffers hold.
+func (m *Memory) Usage() MemoryUsage {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return MemoryUsage{}
+	}
+	return cMemoryUsage(m.c)
+}
+
+// Close drops the task manager's reference; the cache and the write-buffer manager are
+// freed when the last database using them closes.
+func (m *Memory) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.closed {
+		m.closed = true
+		destroyCMemory(m.c)
+		m.c = nil
+	}
+}
+
+// use applies the memory to new options, under the lock so that Close cannot free it
+// meanwhile.
+func (m *Memory) use(t *grocksdb.BlockBasedTableOptions, db *grocksdb.Options) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errorf("the task manager's RocksDB memory is closed")
+	}
+	useMemory(m.c, t, db)
+	return nil
+}
+
+// options are the RocksDB options of one backend instance. The backend destroys them
+// after it closed the database.
+type options struct {
+	cfg   Config
+	db    *grocksdb.Options
+	table *grocksdb.BlockBasedTableOptions
+	ro    *grocksdb.ReadOptions
+	wo    *grocksdb.WriteOptions
+	cfs   map[string]*grocksdb.Options
+	own   cMemory // the instance's own cache when memory is not shared
+}
+
+func newOptions(cfg Config, mem *Memory) (*options, error) {
+	o := &options{cfg: cfg, cfs: map[string]*grocksdb.Options{}}
+	o.table = grocksdb.NewDefaultBlockBasedTableOptions()
+	o.table.SetCacheIndexAndFilterBlocksWithHighPriority(true)
+	o.db = grocksdb.NewDefaultOptions()
+	o.db.SetCreateIfMissing(true)
+	o.db.SetCreateIfMissingColumnFamilies(true)
+	// The database's durability is the checkpoints: no fsync, no WAL (see wo), a quiet
+	// info log.
+	o.db.SetUseFsync(false)
+	o.db.SetInfoLogLevel(grocksdb.WarnInfoLogLevel)
+	o.db.SetKeepLogFileNum(2)
+	o.db.SetMaxLogFileSize(8 << 20)
+	o.db.SetStatsDumpPeriodSec(0)
+	switch cfg.Predefined {
+	case SpinningDiskOptimized, SpinningDiskOptimizedHighMem, FlashSSDOptimized:
+		o.db.IncreaseParallelism(4)
+		o.db.SetMaxOpenFiles(-1)
+	}
+	if cfg.BackgroundJobs > 0 {
+		o.db.SetMaxBackgroundJobs(cfg.BackgroundJobs)
+	}
+	if cfg.Predefined == SpinningDiskOptimizedHighMem {
+		o.table.SetBlockSize(128 << 10)
+		o.table.SetFilterPolicy(grocksdb.NewBloomFilter(10)) // the table options own it
+	}
+	if mem != nil {
+		// Flink's managed-memory settings: index and filter blocks live in the cache
+		// (bounded), level-0 ones pinned.
+		o.table.SetCacheIndexAndFilterBlocks(true)
+		o.table.SetPinL0FilterAndIndexBlocksInCache(true)
+		if err := mem.use(o.table, o.db); err != nil {
+			o.destroy()
+			return nil, err
+		}
+	} else {
+		size := cfg.BlockCacheSize
+		if size <= 0 {
+			size = 8 << 20
+			if cfg.Predefined == SpinningDiskOptimizedHighMem {
+				size = 256 << 20
+			}
+		}
+		o.own = newCMemory(size, 0, 0)
+		useMemory(o.own, o.table, nil)
+	}
+	if cfg.OptionsFactory != nil {
+		cfg.OptionsFactory("", o.db)
+	}
+	o.ro = grocksdb.NewDefaultReadOptions()
+	o.wo = grocksdb.NewDefaultWriteOptions()
+	o.wo.DisableWAL(true)
+	return o, nil
+}
+
+// column returns the options of a column family (created once per name).
+func (o *options) column(name string) *grocksdb.Options {
+	if c := o.cfs[name]; c != nil {
+		return c
+	}
+	c := grocksdb.NewDefaultOptions()
+	switch o.cfg.Predefined {
+	case SpinningDiskOptimized, SpinningDiskOptimizedHighMem:
+		c.SetCompactionStyle(grocksdb.LevelCompactionStyle)
+		c.SetLevelCompactionDynamicLevelBytes(true)
+	}
+	if o.cfg.Predefined == SpinningDiskOptimizedHighMem {
+		c.SetTargetFileSizeBase(256 << 20)
+		c.SetMaxBytesForLevelBase(1 << 30)
+		c.SetWriteBufferSize(64 << 20)
+		c.SetMinWriteBufferNumberToMerge(3)
+		c.SetMaxWriteBufferNumber(4)
+	}
+	if o.cfg.WriteBufferSize > 0 {
+		c.SetWriteBufferSize(uint64(o.cfg.WriteBufferSize))
+	}
+	if o.cfg.WriteBufferCount > 0 {
+		c.SetMaxWriteBufferNumber(o.cfg.WriteBufferCount)
+	}
+	c.SetBlockBasedTableFactory(o.table)
+	setListMerge(c)
+	if o.cfg.OptionsFactory != nil {
+		o.cfg.OptionsFactory(name, c)
+	}
+	o.cfs[name] = c
+	return c
+}
+
+func (o *options) destroy() {
+	for _, c := range o.cfs {
+		c.Destroy()
+	}
+	o.cfs = nil
+	if o.db != nil {
+		o.db.Destroy()
+		o.db = nil
+	}
+	if o.table != nil {
+		o.table.Destroy()
+		o.table = nil
+	}
+	if o.ro != nil {
+		o.ro.Destroy()
+		o.wo.Destroy()
+		o.ro, o.wo = nil, nil
+	}
+	if o.own != nil {
+		destroyCMemory(o.own)
+		o.own = nil
+	}
+}

@@ -1,0 +1,435 @@
+//go:build cgo
+
+package rocksdb
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/linxGnu/grocksdb"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sluice-stream/sluice/pkg/keygroup"
+	"github.com/sluice-stream/sluice/pkg/state"
+	"github.com/sluice-stream/sluice/pkg/state/fullsnap"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
+)
+
+// part is a handle that has key groups of the backend's range.
+type part struct {
+	i  int // index in the handles
+	h  *sluicev1.KeyedStateHandle
+	hr keygroup.Range // the handle's key groups
+	in keygroup.Range // those in the backend's range
+}
+
+func (p part) rocks() bool { return p.h.GetBackend() == Name }
+
+// Restore implements state.KeyedBackend. The RocksDB handle with the most key groups in
+// range becomes the database: its files are downloaded (verified against their size and
+// SHA-256, whatever the reader does) into the instance directory and opened, and the key
+// groups outside the range are deleted with range deletions (rescaling). Every other
+// handle is downloaded into a temporary directory, opened read-only, and its key groups
+// in range are copied in with batched writes; full-snapshot handles (the heap backend's
+// format) are decoded and written the same way. (Ingesting SST files cut to the range
+// would be faster for the merged handles; not built yet.)
+//
+// In incremental mode the shared files of the database's handle count as uploaded:
+// the first snapshot references them instead of uploading them again (unless
+// Config.NoClaim). Private files are never reused.
+func (b *Backend) Restore(ctx context.Context, handles []*sluicev1.KeyedStateHandle, r state.StateReader) error {
+	if b.closed {
+		return state.ErrClosed
+	}
+	err := b.restore(ctx, handles, r)
+	if err != nil && b.db == nil {
+		// The database is gone: the backend is unusable (as the contract allows), and
+		// says so rather than crash.
+		b.closed = true
+		b.keyErr = state.ErrClosed
+	}
+	return err
+}
+
+func (b *Backend) restore(ctx context.Context, handles []*sluicev1.KeyedStateHandle, r state.StateReader) error {
+	var parts []part
+	covered := make([]int, b.kgs.Len()) // 1 + index of the handle restoring the key group
+	for i, h := range handles {
+		if h == nil {
+			continue
+		}
+		hr := keygroup.Range{Start: int(h.GetKeyGroupStart()), End: int(h.GetKeyGroupEnd())}
+		if hr.Len() == 0 || hr.Start < 0 || hr.End >= b.maxP {
+			return errorf("restore: handle %d has key-group range %v, invalid for max parallelism %d", i, hr, b.maxP)
+		}
+		in := hr.Intersect(b.kgs)
+		if in.Len() == 0 {
+			continue
+		}
+		for kg := in.Start; kg <= in.End; kg++ {
+			if c := covered[kg-b.kgs.Start]; c != 0 {
+				return errorf("restore: key group %d is covered by handles %d and %d", kg, c-1, i)
+			}
+			covered[kg-b.kgs.Start] = i + 1
+		}
+		if h.GetBackend() != Name && h.GetFile() == nil {
+			return errorf("restore key groups %v: handle written by %q has no file this backend can read", hr, h.GetBackend())
+		}
+		parts = append(parts, part{i: i, h: h, hr: hr, in: in})
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	base := -1
+	for i, p := range parts {
+		if p.rocks() && (base < 0 || p.in.Len() > parts[base].in.Len()) {
+			base = i
+		}
+	}
+	var m *snapshotMeta
+	if base >= 0 {
+		// Check the database's handle before dropping the empty database.
+		var err error
+		if m, err = b.readMeta(ctx, parts[base], r); err != nil {
+			return err
+		}
+	}
+	b.closeDB()
+	dir := b.dbDir()
+	if err := os.RemoveAll(dir); err != nil {
+		return errorf("restore: %w", err)
+	}
+	var reuse map[string]*sluicev1.StateFile
+	if base < 0 {
+		if err := b.open(dir, nil, false, true); err != nil {
+			return err
+		}
+	} else {
+		p := parts[base]
+		if err := b.download(ctx, p, m, r, dir); err != nil {
+			return err
+		}
+		if err := b.open(dir, m.states, false, false); err != nil {
+			return err
+		}
+		if err := b.clip(p.hr); err != nil {
+			return err
+		}
+		if !b.cfg.NoClaim {
+			reuse = map[string]*sluicev1.StateFile{}
+			for i, name := range m.shared {
+				reuse[name] = p.h.GetSharedFiles()[i]
+			}
+		}
+	}
+	for i, p := range parts {
+		if i == base {
+			continue
+		}
+		var err error
+		if p.rocks() {
+			err = b.merge(ctx, p, r)
+		} else {
+			err = b.importFull(ctx, p, r)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := b.timers.init(b); err != nil {
+		return err
+	}
+	b.inc.restored(reuse)
+	return nil
+}
+
+// readMeta reads and checks the meta file of a RocksDB handle.
+func (b *Backend) readMeta(ctx context.Context, p part, r state.StateReader) (*snapshotMeta, error) {
+	h := p.h
+	if len(h.GetPrivateFiles()) == 0 {
+		return nil, errorf("restore key groups %v: %w: RocksDB handle without a meta file", p.hr, state.ErrCorrupt)
+	}
+	f := h.GetPrivateFiles()[0]
+	var buf bytes.Buffer
+	if err := fetch(ctx, f, r, &buf); err != nil {
+		return nil, errorf("restore: %w", err)
+	}
+	label := state.FileLabel(f)
+	m, err := decodeMeta(buf.Bytes(), label)
+	if err != nil {
+		return nil, errorf("restore: %w", err)
+	}
+	if m.maxP != b.maxP {
+		return nil, errorf("restore: state file %s was written with max parallelism %d, the backend has %d (max parallelism is fixed for the life of keyed state)",
+			label, m.maxP, b.maxP)
+	}
+	if m.kgs != p.hr {
+		return nil, errorf("restore: state file %s: %w: it covers key groups %v, the handle says %v", label, state.ErrCorrupt, m.kgs, p.hr)
+	}
+	if len(m.shared) != len(h.GetSharedFiles()) || len(m.private) != len(h.GetPrivateFiles())-1 {
+		return nil, errorf("restore: state file %s: %w: it names %d shared and %d private files, the handle has %d and %d",
+			label, state.ErrCorrupt, len(m.shared), len(m.private), len(h.GetSharedFiles()), len(h.GetPrivateFiles())-1)
+	}
+	return m, nil
+}
+
+// download writes the files of p but its meta file m into dir, at most TransferThreads
+// at a time.
+func (b *Backend) download(ctx context.Context, p part, m *snapshotMeta, r state.StateReader, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return errorf("restore: %w", err)
+	}
+	type file struct {
+		name string
+		f    *sluicev1.StateFile
+	}
+	var files []file
+	for i, name := range m.shared {
+		files = append(files, file{name, p.h.GetSharedFiles()[i]})
+	}
+	for i, name := range m.private {
+		files = append(files, file{name, p.h.GetPrivateFiles()[i+1]})
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(b.cfg.TransferThreads)
+	for _, f := range files {
+		g.Go(func() error {
+			out, err := os.Create(filepath.Join(dir, f.name))
+			if err != nil {
+				return err
+			}
+			err = fetch(gctx, f.f, r, out)
+			if cerr := out.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return errorf("restore key groups %v: %w", p.hr, err)
+	}
+	return nil
+}
+
+// fetch copies f (inline or read through r) to w, verifying its size and SHA-256.
+func fetch(ctx context.Context, f *sluicev1.StateFile, r state.StateReader, w io.Writer) error {
+	var src io.Reader
+	switch so, ok := r.(state.StreamOpener); {
+	case f.GetPath() == "":
+		src = bytes.NewReader(f.GetInlineData())
+	case r == nil:
+		return fmt.Errorf("state file %s: no StateReader to open it", f.GetPath())
+	case ok:
+		rc, err := so.OpenStream(ctx, f)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		src = rc
+	default:
+		fr, err := r.Open(ctx, f)
+		if err != nil {
+			return err
+		}
+		defer fr.Close()
+		src = io.NewSectionReader(fr, 0, fr.Size())
+	}
+	_, err := io.Copy(w, state.NewVerifyingReader(f, ctxReader{ctx, src}))
+	return err
+}
+
+// clip deletes the key groups of hr outside the backend's range.
+func (b *Backend) clip(hr keygroup.Range) error {
+	var ranges [][2][]byte
+	if hr.Start < b.kgs.Start {
+		ranges = append(ranges, [2][]byte{{}, keyGroupBound(b.kgs.Start, b.plen)})
+	}
+	if hr.End > b.kgs.End {
+		ranges = append(ranges, [2][]byte{keyGroupBound(b.kgs.End+1, b.plen), keyGroupBound(b.maxP, b.plen)})
+	}
+	for _, c := range b.columns() {
+		for _, rg := range ranges {
+			if err := b.db.DeleteRangeCF(b.o.wo, c.h, rg[0], rg[1]); err != nil {
+				return errorf("restore: clip column family %s to %v: %w", c.name, b.kgs, err)
+			}
+		}
+	}
+	return nil
+}
+
+// batch writes into the backend's database in chunks.
+type batch struct {
+	b  *Backend
+	wb *grocksdb.WriteBatch
+}
+
+func (w *batch) put(c *column, k, v []byte) error {
+	w.wb.PutCF(c.h, k, v)
+	if w.wb.Count() >= 4096 {
+		return w.flush()
+	}
+	return nil
+}
+
+func (w *batch) flush() error {
+	if w.wb.Count() == 0 {
+		return nil
+	}
+	err := w.b.db.Write(w.b.o.wo, w.wb)
+	w.wb.Clear()
+	if err != nil {
+		return errorf("restore: write: %w", err)
+	}
+	return nil
+}
+
+// merge copies the key groups p.in of a RocksDB handle into the database.
+func (b *Backend) merge(ctx context.Context, p part, r state.StateReader) error {
+	dir := filepath.Join(b.inst.dir, fmt.Sprintf("restore-%d", p.i))
+	defer os.RemoveAll(dir)
+	m, err := b.readMeta(ctx, p, r)
+	if err != nil {
+		return err
+	}
+	if err := b.download(ctx, p, m, r, dir); err != nil {
+		return err
+	}
+	names := []string{defaultColumn, eventColumn, processingColumn}
+	targets := []*column{nil, b.timerCols[0], b.timerCols[1]}
+	for _, s := range m.states {
+		id, err := b.register(s.desc)
+		if err != nil {
+			return errorf("restore: %w", err)
+		}
+		names = append(names, s.column)
+		targets = append(targets, b.states[id])
+	}
+	db, hs, err := openDB(b.o, dir, names, true, false)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, h := range hs {
+			h.Destroy()
+		}
+		db.Close()
+	}()
+	src := newNative(db, b.o.ro, b.o.wo)
+	lower, upper := keyGroupBound(p.in.Start, b.plen), keyGroupBound(p.in.End+1, b.plen)
+	w := &batch{b: b, wb: grocksdb.NewWriteBatch()}
+	defer w.wb.Destroy()
+	for i, h := range hs {
+		if targets[i] == nil {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		it := src.iter(cfPtr(h), lower, upper)
+		for it.Seek(lower); it.Valid(); it.Next() {
+			if err = w.put(targets[i], it.Key(), it.Value()); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = it.Err()
+		}
+		it.Close()
+		if err != nil {
+			return errorf("restore: copy column family %s: %w", names[i], err)
+		}
+	}
+	return w.flush()
+}
+
+// importFull decodes a full-snapshot file (pkg/state/fullsnap, the heap backend's
+// format) and writes the key groups p.in of it.
+func (b *Backend) importFull(ctx context.Context, p part, r state.StateReader) error {
+	h := p.h
+	label := state.FileLabel(h.GetFile())
+	if len(h.GetKeyGroupOffsets()) != p.hr.Len() {
+		return errorf("restore: state file %s: %w: handle has %d key-group offsets for %d key groups",
+			label, state.ErrCorrupt, len(h.GetKeyGroupOffsets()), p.hr.Len())
+	}
+	fr, err := state.OpenStateFile(ctx, h.GetFile(), r)
+	if err != nil {
+		return errorf("restore key groups %v: %w", p.in, err)
+	}
+	defer fr.Close()
+	f, err := fullsnap.Open(fr, fr.Size())
+	if err != nil {
+		return errorf("restore: state file %s: %w", label, err)
+	}
+	if f.Header.MaxParallelism != b.maxP {
+		return errorf("restore: state file %s was written with max parallelism %d, the backend has %d (max parallelism is fixed for the life of keyed state)",
+			label, f.Header.MaxParallelism, b.maxP)
+	}
+	if f.Header.KeyGroups != p.hr {
+		return errorf("restore: state file %s: %w: file covers key groups %v, handle says %v", label, state.ErrCorrupt, f.Header.KeyGroups, p.hr)
+	}
+	if err := f.CheckOffsets(h.GetKeyGroupOffsets()); err != nil {
+		return errorf("restore: state file %s: %w", label, err)
+	}
+	v := &importer{b: b, w: &batch{b: b, wb: grocksdb.NewWriteBatch()}}
+	defer v.w.wb.Destroy()
+	for _, d := range f.Header.States {
+		id, err := b.register(d)
+		if err != nil {
+			return errorf("restore: state file %s: %w", label, err)
+		}
+		v.cols = append(v.cols, b.states[id])
+	}
+	for kg := p.in.Start; kg <= p.in.End; kg++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		v.kg = kg
+		if err := f.ReadKeyGroup(kg, v); err != nil {
+			return errorf("restore: state file %s: %w", label, err)
+		}
+	}
+	return v.w.flush()
+}
+
+// importer writes the records of a full-snapshot file.
+type importer struct {
+	b    *Backend
+	w    *batch
+	cols []*column
+	kg   int
+	k    []byte
+}
+
+func (v *importer) stateKey(key, ns []byte) []byte {
+	v.k = appendKeyGroup(v.k[:0], v.kg, v.b.plen)
+	v.k = binary.AppendUvarint(v.k, uint64(len(key)))
+	v.k = append(v.k, key...)
+	v.k = binary.AppendUvarint(v.k, uint64(len(ns)))
+	return append(v.k, ns...)
+}
+
+func (v *importer) Value(st int, key, ns, val []byte) error {
+	return v.w.put(v.cols[st], v.stateKey(key, ns), val)
+}
+
+func (v *importer) List(st int, key, ns, list []byte) error {
+	return v.w.put(v.cols[st], v.stateKey(key, ns), list)
+}
+
+func (v *importer) MapEntry(st int, key, ns, uk, uv []byte) error {
+	return v.w.put(v.cols[st], append(v.stateKey(key, ns), uk...), uv)
+}
+
+func (v *importer) Timer(d state.TimeDomain, ts int64, key, ns []byte) error {
+	c := v.b.timerCols[0]
+	if d == state.ProcessingTime {
+		c = v.b.timerCols[1]
+	}
+	v.k = appendTimerID(appendKeyGroup(v.k[:0], v.kg, v.b.plen), ts, key, ns)
+	return v.w.put(c, v.k, nil)
+}

@@ -1,0 +1,120 @@
+//go:build cgo
+
+// The RocksDB C API (7.8) has no way to give a database a WriteBufferManager, a cache
+// with a high-priority pool, or a merge operator that does not call back into Go. The
+// functions here do it in C++ on the objects behind the C API's handles.
+
+#include "shim.h"
+
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "rocksdb/cache.h"
+#include "rocksdb/merge_operator.h"
+#include "rocksdb/options.h"
+#include "rocksdb/table.h"
+#include "rocksdb/write_buffer_manager.h"
+
+using ROCKSDB_NAMESPACE::BlockBasedTableOptions;
+using ROCKSDB_NAMESPACE::Cache;
+using ROCKSDB_NAMESPACE::Logger;
+using ROCKSDB_NAMESPACE::LRUCacheOptions;
+using ROCKSDB_NAMESPACE::MergeOperator;
+using ROCKSDB_NAMESPACE::Options;
+using ROCKSDB_NAMESPACE::Slice;
+using ROCKSDB_NAMESPACE::WriteBufferManager;
+
+// These are the C API's own definitions of its handle types (db/c.cc, unchanged since
+// RocksDB 5): each handle wraps the C++ object as its only member `rep`. The package
+// links exactly the RocksDB it was written for (Debian's librocksdb-dev 7.8.3).
+struct rocksdb_options_t {
+  Options rep;
+};
+struct rocksdb_block_based_table_options_t {
+  BlockBasedTableOptions rep;
+};
+
+struct sluice_memory {
+  std::shared_ptr<Cache> cache;
+  std::shared_ptr<WriteBufferManager> wbm;
+};
+
+namespace {
+
+// ListAppend concatenates: a list value is its elements' encodings one after the other
+// (state.AppendListElem), so appending an element is a merge of its encoding.
+class ListAppend : public MergeOperator {
+ public:
+  bool FullMergeV2(const MergeOperationInput& in, MergeOperationOutput* out) const override {
+    size_t n = in.existing_value != nullptr ? in.existing_value->size() : 0;
+    for (const Slice& op : in.operand_list) n += op.size();
+    out->new_value.clear();
+    out->new_value.reserve(n);
+    if (in.existing_value != nullptr) {
+      out->new_value.append(in.existing_value->data(), in.existing_value->size());
+    }
+    for (const Slice& op : in.operand_list) out->new_value.append(op.data(), op.size());
+    return true;
+  }
+
+  bool PartialMergeMulti(const Slice& /*key*/, const std::deque<Slice>& operands,
+                         std::string* new_value, Logger* /*logger*/) const override {
+    size_t n = 0;
+    for (const Slice& op : operands) n += op.size();
+    new_value->clear();
+    new_value->reserve(n);
+    for (const Slice& op : operands) new_value->append(op.data(), op.size());
+    return true;
+  }
+
+  const char* Name() const override { return "sluice.ListAppend"; }
+};
+
+}  // namespace
+
+extern "C" {
+
+sluice_memory* sluice_memory_create(size_t cache_capacity, double high_pri_pool_ratio,
+                                    size_t write_buffer_limit) {
+  LRUCacheOptions co;
+  co.capacity = cache_capacity;
+  co.num_shard_bits = -1;
+  co.strict_capacity_limit = false;
+  co.high_pri_pool_ratio = high_pri_pool_ratio;
+  auto* m = new sluice_memory;
+  m->cache = ROCKSDB_NAMESPACE::NewLRUCache(co);
+  if (write_buffer_limit > 0) {
+    m->wbm = std::make_shared<WriteBufferManager>(write_buffer_limit, m->cache, false);
+  }
+  return m;
+}
+
+void sluice_memory_destroy(sluice_memory* m) { delete m; }
+
+size_t sluice_memory_cache_capacity(sluice_memory* m) { return m->cache->GetCapacity(); }
+size_t sluice_memory_cache_usage(sluice_memory* m) { return m->cache->GetUsage(); }
+size_t sluice_memory_cache_pinned_usage(sluice_memory* m) { return m->cache->GetPinnedUsage(); }
+
+size_t sluice_memory_write_buffer_limit(sluice_memory* m) {
+  return m->wbm ? m->wbm->buffer_size() : 0;
+}
+
+size_t sluice_memory_write_buffer_usage(sluice_memory* m) {
+  return m->wbm ? m->wbm->memory_usage() : 0;
+}
+
+void sluice_table_set_cache(rocksdb_block_based_table_options_t* t, sluice_memory* m) {
+  t->rep.block_cache = m->cache;
+  t->rep.no_block_cache = false;
+}
+
+void sluice_options_set_write_buffer_manager(rocksdb_options_t* o, sluice_memory* m) {
+  o->rep.write_buffer_manager = m->wbm;
+}
+
+void sluice_options_set_list_merge(rocksdb_options_t* o) {
+  o->rep.merge_operator = std::make_shared<ListAppend>();
+}
+
+}  // extern "C"

@@ -1,0 +1,44 @@
+// The C++ parts of the RocksDB backend that RocksDB's C API does not offer: a block
+// cache with a high-priority pool, a WriteBufferManager charging memtables to that
+// cache (one pair per task manager bounds the memory of every RocksDB instance in it),
+// and a built-in merge operator for list state. See shim.cc.
+#ifndef SLUICE_ROCKSDB_SHIM_H
+#define SLUICE_ROCKSDB_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rocksdb/c.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// sluice_memory holds a shared block cache and, when write_buffer_limit > 0, a
+// WriteBufferManager charging its memtables to the cache. Destroying it drops this
+// handle's references only: databases opened with it keep theirs until they close.
+typedef struct sluice_memory sluice_memory;
+
+sluice_memory* sluice_memory_create(size_t cache_capacity, double high_pri_pool_ratio,
+                                    size_t write_buffer_limit);
+void sluice_memory_destroy(sluice_memory* m);
+size_t sluice_memory_cache_capacity(sluice_memory* m);
+size_t sluice_memory_cache_usage(sluice_memory* m);
+size_t sluice_memory_cache_pinned_usage(sluice_memory* m);
+size_t sluice_memory_write_buffer_limit(sluice_memory* m);
+size_t sluice_memory_write_buffer_usage(sluice_memory* m);
+
+// sluice_table_set_cache makes t use m's block cache.
+void sluice_table_set_cache(rocksdb_block_based_table_options_t* t, sluice_memory* m);
+// sluice_options_set_write_buffer_manager makes o (DB options) use m's
+// WriteBufferManager, if it has one.
+void sluice_options_set_write_buffer_manager(rocksdb_options_t* o, sluice_memory* m);
+// sluice_options_set_list_merge sets the list-append merge operator ("sluice.ListAppend":
+// operands and values are concatenated) on o (column family options).
+void sluice_options_set_list_merge(rocksdb_options_t* o);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
