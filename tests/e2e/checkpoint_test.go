@@ -58,6 +58,7 @@ type chaos struct {
 type chaosRun struct {
 	c        *cluster
 	id, out  string
+	cpDir    string // the checkpoint directory
 	final    jobStatus
 	seen     committedSnapshot // visible files seen while the job ran
 	killedAt []time.Duration
@@ -70,9 +71,10 @@ func runWithKills(t *testing.T, ch chaos) chaosRun {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(testSeed(t), 0x5eed))
 	const slots = 2
+	cpDir := t.TempDir()
 	c := startCluster(t, clusterOptions{taskManagers: 3, slots: slots, restartAttempts: 20,
-		jobManagerArgs: checkpointArgs(t.TempDir(), "200ms", append([]string{"--execution.checkpointing.mode=" + ch.mode}, ch.jmArgs...)...)})
-	run := chaosRun{c: c, out: filepath.Join(t.TempDir(), "out"), seen: committedSnapshot{}}
+		jobManagerArgs: checkpointArgs(cpDir, "200ms", append([]string{"--execution.checkpointing.mode=" + ch.mode}, ch.jmArgs...)...)})
+	run := chaosRun{c: c, out: filepath.Join(t.TempDir(), "out"), cpDir: cpDir, seen: committedSnapshot{}}
 	start := time.Now()
 	run.id = c.submit("keyed-count", "-p", "2", "--arg", "keys="+strconv.Itoa(ch.keys), "--arg", "per-key="+strconv.Itoa(ch.perKey),
 		"--arg", "rate="+strconv.Itoa(ch.rate), "--arg", "out="+run.out, "--arg", "source-parallelism=2", "--arg", "guarantee="+ch.guarantee)
@@ -186,6 +188,30 @@ func TestUnalignedExactlyOnceUnderSIGKILL(t *testing.T) {
 	}
 	t.Logf("output exactly once: %s", r)
 	verifyCommittedUnchanged(t, run.out, run.seen)
+}
+
+// TestRocksDBIncrementalExactlyOnceUnderSIGKILL is the exactly-once ITCase on the
+// RocksDB backend with incremental checkpoints: every restore downloads the shared SST
+// files of the latest checkpoint; the committed output must be exact.
+func TestRocksDBIncrementalExactlyOnceUnderSIGKILL(t *testing.T) {
+	ch := chaos{mode: "EXACTLY_ONCE", guarantee: "exactly-once", keys: 20, perKey: 1200, rate: 2000, kills: 3, maxPause: 800 * time.Millisecond,
+		jmArgs: []string{"--state.backend.type=rocksdb", "--state.backend.incremental=true"}}
+	run := runWithKills(t, ch)
+	if run.final.Restores < num(ch.kills) {
+		t.Errorf("status shows %d restores after %d kills, want >= %d: %s", run.final.Restores, ch.kills, ch.kills, run.final)
+	}
+	r := checkCommittedOutput(t, run.out, ch.keys, ch.perKey)
+	if !r.exactlyOnce(ch.keys, ch.perKey) {
+		t.Fatalf("committed output in %s is not exactly once (want %d lines = %d keys x %d): %s", run.out, ch.keys*ch.perKey, ch.keys, ch.perKey, r)
+	}
+	t.Logf("output exactly once: %s", r)
+	verifyCommittedUnchanged(t, run.out, run.seen)
+	// The state really was in RocksDB, checkpointed incrementally: shared SST files.
+	ssts, _ := filepath.Glob(filepath.Join(run.cpDir, run.id, "shared", "*"))
+	if len(ssts) == 0 {
+		t.Fatalf("no shared files under %s: the checkpoints were not incremental RocksDB ones", filepath.Join(run.cpDir, run.id))
+	}
+	t.Logf("%d shared files retained", len(ssts))
 }
 
 // TestAtLeastOnceUnderSIGKILL: non-blocking (AT_LEAST_ONCE) checkpoints and the sink's
