@@ -210,17 +210,7 @@ func TestTaskManagerLossRestartsOnSurvivors(t *testing.T) {
 	_ = st
 	// Stop one task manager that runs a task of the job.
 	time.Sleep(300 * time.Millisecond)
-	tms, _ := js.ListTaskManagers(context.Background(), &sluicev1.ListTaskManagersRequest{})
-	victim := ""
-	for _, tm := range tms.GetTaskManagers() {
-		if tm.GetFreeSlots() == 0 {
-			victim = tm.GetId()
-			break
-		}
-	}
-	if err := c.StopTaskManager(victim); err != nil {
-		t.Fatal(err)
-	}
+	stopBusyTaskManager(t, c, js)
 	st = waitState(t, js, id, sluicev1.JobState_JOB_STATE_FINISHED, 60*time.Second)
 	if st.GetRestarts() < 1 {
 		t.Errorf("restarts = %d, want >= 1", st.GetRestarts())
@@ -380,18 +370,29 @@ func TestCheckpointedRestartIsExactlyOnce(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	tms, _ := js.ListTaskManagers(context.Background(), &sluicev1.ListTaskManagersRequest{})
-	for _, tm := range tms.GetTaskManagers() {
-		if tm.GetFreeSlots() == 0 {
-			if err := c.StopTaskManager(tm.GetId()); err != nil {
-				t.Fatal(err)
-			}
-			break
-		}
-	}
+	stopBusyTaskManager(t, c, js)
 	st := waitState(t, js, id, sluicev1.JobState_JOB_STATE_FINISHED, 60*time.Second)
 	if st.GetRestores() < 1 {
 		t.Errorf("restores = %d, want >= 1 (restarted from a checkpoint)", st.GetRestores())
 	}
 	verifyCounts(t, out, 20, 300)
+}
+
+// stopBusyTaskManager stops a task manager whose slots are all in use (one that runs
+// tasks of the job under test).
+func stopBusyTaskManager(t *testing.T, c *cluster.Cluster, js sluicev1.JobServiceClient) {
+	t.Helper()
+	tms, err := js.ListTaskManagers(context.Background(), &sluicev1.ListTaskManagersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tm := range tms.GetTaskManagers() {
+		if tm.GetFreeSlots() == 0 {
+			if err := c.StopTaskManager(tm.GetId()); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatalf("no task manager runs tasks: %v", tms.GetTaskManagers())
 }

@@ -167,15 +167,7 @@ func TestRocksDBTaskManagerLoss(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	tms, _ := js.ListTaskManagers(context.Background(), &sluicev1.ListTaskManagersRequest{})
-	for _, tm := range tms.GetTaskManagers() {
-		if tm.GetFreeSlots() == 0 {
-			if err := c.StopTaskManager(tm.GetId()); err != nil {
-				t.Fatal(err)
-			}
-			break
-		}
-	}
+	stopBusyTaskManager(t, c, js)
 	st := waitState(t, js, id, sluicev1.JobState_JOB_STATE_FINISHED, 60*time.Second)
 	if st.GetRestores() < 1 {
 		t.Errorf("restores = %d, want >= 1", st.GetRestores())
