@@ -259,7 +259,7 @@ func (c *Chain) openKeyed(ctx context.Context, rc *RuntimeContext, restore *slui
 	}
 	b, err := c.spec.State.NewKeyed(state.KeyedOptions{
 		OperatorUID: rc.OperatorUID, KeyGroups: rc.KeyGroups, MaxParallelism: rc.MaxParallelism,
-		Subtask: rc.Subtask, LocalDir: c.spec.LocalDir,
+		Subtask: rc.Subtask, LocalDir: c.spec.LocalDir, RestoreCheckpointID: c.spec.RestoredCheckpoint,
 	})
 	if err != nil {
 		return fmt.Errorf("create %s state backend: %w", c.spec.State.Name(), err)

@@ -278,6 +278,10 @@ type KeyedOptions struct {
 	// InlineThreshold: snapshot files smaller than this are inlined into the handle.
 	// 0 means DefaultInlineThreshold; a negative value disables inlining.
 	InlineThreshold int
+	// RestoreCheckpointID is the checkpoint a following Restore reads, 0 if unknown or
+	// none. Backends that keep local copies of their snapshots (local recovery) use a
+	// copy only when it is of this checkpoint.
+	RestoreCheckpointID int64
 }
 
 // Validate checks the options.

@@ -3,6 +3,7 @@ package rocksdb
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/sluice-stream/sluice/pkg/config"
@@ -94,6 +95,23 @@ type Config struct {
 	NoClaim bool
 	// OptionsFactory, if set, adjusts RocksDB's options last (see OptionsFactory).
 	OptionsFactory OptionsFactory
+	// LocalRecovery, when its Dir is set, keeps the native checkpoint of the latest
+	// confirmed snapshot on local disk so that a restore on this machine reads it
+	// instead of the checkpoint storage (state.backend.local-recovery).
+	LocalRecovery LocalRecovery
+	// Log receives what the backend reports on its own (local recovery falling back to
+	// the checkpoint storage, for one); nil discards it.
+	Log *slog.Logger
+}
+
+// LocalRecovery configures local recovery (see Config.LocalRecovery).
+type LocalRecovery struct {
+	// Dir is the task manager's local recovery root; empty turns local recovery off.
+	// Copies live under <Dir>/<JobID>/, which survives the process: a task manager
+	// restarted with the same Dir finds them.
+	Dir string
+	// JobID names the job's directory under Dir.
+	JobID string
 }
 
 // MemoryConfig sizes the memory that all RocksDB instances of a task manager share (see
