@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/sluice-stream/sluice/pkg/exchange"
@@ -135,6 +137,10 @@ type ChainSpec struct {
 	// AutoWatermarkInterval is pipeline.auto-watermark-interval of the deployment, nil
 	// when it sent none. A job that set its own (Env.SetAutoWatermarkInterval) keeps it.
 	AutoWatermarkInterval *time.Duration
+	// OnRestore, if set, is called on the task goroutine at the end of a successful Open
+	// with what the keyed backends read at their restore (see Chain.RestoreStats), when
+	// one restored state and reported it.
+	OnRestore func(state.RestoreStats)
 }
 
 var _ runtime.Chain = (*Chain)(nil)
@@ -158,6 +164,20 @@ type Chain struct {
 	outIdle  bool             // the outputs were told the chain is idle
 	ended    bool             // the source's input ended
 	eventBuf []byte
+
+	reports stateReports
+}
+
+// stateReports is what the chain's keyed backends report to other goroutines (the
+// task manager's heartbeat). Unlike the rest of a chain it is guarded by its own lock.
+type stateReports struct {
+	mu sync.Mutex
+	// metrics are the open keyed backends with native metrics.
+	metrics []state.MetricsReporter
+	// restore sums what the keyed backends read at their restore; restored: one
+	// restored and reported it.
+	restore  state.RestoreStats
+	restored bool
 }
 
 // NewChain instantiates the operators of spec.Vertex for one subtask.
@@ -250,6 +270,9 @@ func (c *Chain) Open(ctx context.Context) error {
 		}
 		c.opened++
 	}
+	if rs, ok := c.RestoreStats(); ok && c.spec.OnRestore != nil {
+		c.spec.OnRestore(rs)
+	}
 	return nil
 }
 
@@ -265,12 +288,60 @@ func (c *Chain) openKeyed(ctx context.Context, rc *RuntimeContext, restore *slui
 		return fmt.Errorf("create %s state backend: %w", c.spec.State.Name(), err)
 	}
 	rc.keyed = b
+	if mr, ok := b.(state.MetricsReporter); ok {
+		c.reports.mu.Lock()
+		c.reports.metrics = append(c.reports.metrics, mr)
+		c.reports.mu.Unlock()
+	}
 	if len(restore.GetKeyed()) > 0 {
 		if err := b.Restore(ctx, restore.GetKeyed(), c.spec.Files); err != nil {
 			return fmt.Errorf("restore keyed state of checkpoint %d: %w", c.spec.RestoredCheckpoint, err)
 		}
+		if rr, ok := b.(state.RestoreReporter); ok {
+			rs := rr.LastRestore()
+			c.reports.mu.Lock()
+			c.reports.restore, c.reports.restored = addRestore(c.reports.restore, rs), true
+			c.reports.mu.Unlock()
+		}
 	}
 	return nil
+}
+
+// addRestore sums what two backends read at their restore; the fallback reason is the
+// first one given, the local checkpoint the newest.
+func addRestore(a, b state.RestoreStats) state.RestoreStats {
+	a.LocalBytes += b.LocalBytes
+	a.RemoteBytes += b.RemoteBytes
+	a.LocalCheckpointID = max(a.LocalCheckpointID, b.LocalCheckpointID)
+	if a.Fallback == "" {
+		a.Fallback = b.Fallback
+	}
+	return a
+}
+
+// StateMetrics sums the native metrics of the chain's open keyed backends (see
+// state.NativeMetrics.Add); ok is false when none has any (no keyed operator, backends
+// without native metrics, or the chain is closed). It may be called on any goroutine.
+func (c *Chain) StateMetrics() (m state.NativeMetrics, ok bool) {
+	c.reports.mu.Lock()
+	rs := slices.Clone(c.reports.metrics)
+	c.reports.mu.Unlock()
+	// Outside the lock: a backend reads its properties under its own lock and answers
+	// zero once closed, so a Close racing this call is harmless.
+	for _, r := range rs {
+		m = m.Add(r.NativeMetrics())
+	}
+	return m, m.Backends > 0
+}
+
+// RestoreStats sums what the chain's keyed backends read at their restore (the first
+// fallback reason given); ok is false when none restored state and reported it (see
+// state.RestoreReporter). It may be called on any goroutine; the stats stay after
+// Close.
+func (c *Chain) RestoreStats() (state.RestoreStats, bool) {
+	c.reports.mu.Lock()
+	defer c.reports.mu.Unlock()
+	return c.reports.restore, c.reports.restored
 }
 
 // ChainSnapshot is the synchronous part of a checkpoint of every operator of a chain;
@@ -456,6 +527,9 @@ func (c *Chain) Close() error {
 		}
 	}
 	c.opened = 0
+	c.reports.mu.Lock()
+	c.reports.metrics = nil
+	c.reports.mu.Unlock()
 	for _, rc := range c.rcs {
 		if rc != nil && rc.keyed != nil {
 			if err := rc.keyed.Close(); err != nil {

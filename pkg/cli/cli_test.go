@@ -63,6 +63,8 @@ func TestBadInputIsOneLine(t *testing.T) {
 		{"checkpoints", "verify"},
 		{"checkpoints", "verify", "a", "b"},
 		{"checkpoints", "verify", "-o", "yaml", "abcd"},
+		{"state"},
+		{"state", "-o", "yaml", "abcd"},
 	}
 	for _, args := range tests {
 		var out, errOut bytes.Buffer

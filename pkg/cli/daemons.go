@@ -110,7 +110,7 @@ func JobManagerConfig(c *config.Config) (jobmanager.Config, error) {
 // keep theirs otherwise). Memory and local directories are each task manager's own.
 func taskStateConfig(c *config.Config, m map[string]string) map[string]string {
 	set := c.Map()
-	for _, k := range []string{config.StateBackendType, config.StateBackendIncremental, config.RocksDBPredefined, config.RocksDBTransferThreads} {
+	for _, k := range []string{config.StateBackendType, config.StateBackendIncremental, config.StateBackendLocalRecovery, config.RocksDBPredefined, config.RocksDBTransferThreads} {
 		if v, ok := set[k]; ok {
 			m[k] = v
 		} else if key, ok := config.Lookup(k); ok {
@@ -231,6 +231,20 @@ func TaskManagerCmd(errOut io.Writer) *cobra.Command {
 			// Others reach this task manager at taskmanager.host and the port it got.
 			tcfg := TaskManagerConfig(c, jm)
 			tcfg.AdvertiseAddress = hostPort(c.String(config.TaskManagerHost), lis.Addr().(*net.TCPAddr).Port)
+			if dir := c.String(config.TaskManagerLocalStateDir); dir != "" {
+				// Local recovery copies outlive this process: the directory keeps the
+				// identity they belong to, so a restart finds its subtasks again.
+				ls, err := taskmanager.ClaimLocalState(dir, tcfg.ID)
+				if err != nil {
+					lis.Close()
+					return err
+				}
+				defer ls.Release()
+				if ls.Warning != "" {
+					log.Warn(ls.Warning)
+				}
+				tcfg.ID, tcfg.LocalStateDir = ls.ID, ls.Dir
+			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
 			if o := metaOptions(c); len(o.Endpoints) > 0 {

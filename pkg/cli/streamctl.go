@@ -82,7 +82,7 @@ func Streamctl(out, errOut io.Writer) *cobra.Command {
 		"configuration file whose parallelism.default and pipeline.max-parallelism apply to submitted jobs (env "+EnvConfig+")")
 	root.PersistentFlags().VarP(config.DefineValue(c.overrides), config.DefineFlag, "D", "set a configuration `key=value` (repeatable)")
 	root.AddCommand(c.submitCmd(), c.listCmd(), c.statusCmd(), c.cancelCmd(), c.taskManagersCmd(), c.jobsCmd(),
-		c.checkpointCmd(), c.checkpointsCmd(), localCmd(out, errOut))
+		c.checkpointCmd(), c.checkpointsCmd(), c.stateCmd(), localCmd(out, errOut))
 	return root
 }
 
@@ -376,7 +376,12 @@ func printStatus(w io.Writer, st *sluicev1.JobStatus) {
 	}
 	fmt.Fprintf(w, "Restores:     %d\n", st.GetRestores())
 	if id := st.GetRestoredCheckpointId(); id > 0 {
-		fmt.Fprintf(w, "Restored:     checkpoint %d\n", id)
+		if len(st.GetRestoredSubtasks()) > 0 {
+			fmt.Fprintf(w, "Restored:     checkpoint %d (local %s, remote %s)\n", id,
+				config.FormatBytes(st.GetRestoredLocalBytes()), config.FormatBytes(st.GetRestoredRemoteBytes()))
+		} else {
+			fmt.Fprintf(w, "Restored:     checkpoint %d\n", id)
+		}
 	}
 	if note := st.GetRestoreNote(); note != "" {
 		fmt.Fprintf(w, "Fallback:     %s\n", note)
@@ -395,6 +400,13 @@ func printStatus(w io.Writer, st *sluicev1.JobStatus) {
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\n", v.GetName(), v.GetParallelism(), strings.Join(states, ", "), v.GetRecordsIn(), v.GetRecordsOut())
+	}
+	if rs := st.GetRestoredSubtasks(); len(rs) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "SUBTASK\tTASK MANAGER\tRESTORED")
+		for _, s := range rs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", subtaskName(s), s.GetTaskManager(), restoredString(s.GetRestore(), true))
+		}
 	}
 	tw.Flush()
 }
@@ -475,7 +487,7 @@ func (c *ctl) checkpointCmd() *cobra.Command {
 			if err != nil {
 				return c.rpcErr(err)
 			}
-			fmt.Fprintf(c.out, "checkpoint %d completed in %s (%s)\n", st.GetId(), time.Duration(st.GetDurationMs())*time.Millisecond, humanBytes(st.GetSizeBytes()))
+			fmt.Fprintf(c.out, "checkpoint %d completed in %s (%s)\n", st.GetId(), time.Duration(st.GetDurationMs())*time.Millisecond, config.FormatBytes(st.GetSizeBytes()))
 			return nil
 		},
 	}
@@ -488,7 +500,7 @@ func (c *ctl) checkpointsCmd() *cobra.Command {
 	var chain bool
 	cmd := &cobra.Command{
 		Use:   "checkpoints JOB",
-		Short: "List a job's recent checkpoints (status, trigger time, duration, size, alignment, failure); --chain: the shared files each retained checkpoint references",
+		Short: "List a job's recent checkpoints (status, trigger time, durations, sizes, alignment, failure) under a warning while RocksDB compaction falls behind; --chain: the shared files each retained checkpoint references",
 		Args:  exactArgs(1, "a job ID (streamctl list shows them)"),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if chain {
@@ -498,20 +510,7 @@ func (c *ctl) checkpointsCmd() *cobra.Command {
 			}
 			return show(c, o, func(ctx context.Context, js sluicev1.JobServiceClient) (*sluicev1.ListCheckpointsResponse, error) {
 				return js.ListCheckpoints(ctx, &sluicev1.ListCheckpointsRequest{JobId: a[0]})
-			}, func(tw *tabwriter.Writer, resp *sluicev1.ListCheckpointsResponse) {
-				fmt.Fprintln(tw, "ID\tSTATUS\tTRIGGERED\tDURATION\tSIZE\tTASKS\tALIGNMENT\tSTART DELAY\tFULL\tFAILURE")
-				for _, cp := range resp.GetCheckpoints() {
-					full := "-"
-					if cp.GetFull() {
-						full = "full"
-					}
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", cp.GetId(), cp.GetStatus(),
-						time.UnixMilli(cp.GetTriggerTimeUnixMs()).Format("15:04:05.000"),
-						time.Duration(cp.GetDurationMs())*time.Millisecond, humanBytes(cp.GetSizeBytes()),
-						cp.GetAckedTasks(), cp.GetTotalTasks(), time.Duration(cp.GetMaxAlignmentMs())*time.Millisecond,
-						time.Duration(cp.GetMaxStartDelayMs())*time.Millisecond, full, cp.GetFailure())
-				}
-			})
+			}, printCheckpoints)
 		},
 	}
 	addOutputFlag(cmd, &o)
@@ -520,12 +519,31 @@ func (c *ctl) checkpointsCmd() *cobra.Command {
 	return cmd
 }
 
+// printCheckpoints renders the checkpoint history, newest first, under the compaction
+// warning while it holds. SIZE is what a checkpoint wrote, STATE SIZE the state it
+// references in all; SYNC, ASYNC and ALIGNMENT are the longest among its subtasks.
+func printCheckpoints(tw *tabwriter.Writer, resp *sluicev1.ListCheckpointsResponse) {
+	printCompactionWarning(tw, resp.GetCompactionWarning())
+	ms := func(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
+	fmt.Fprintln(tw, "ID\tSTATUS\tTRIGGERED\tDURATION\tSYNC\tASYNC\tALIGNMENT\tSTART DELAY\tSIZE\tSTATE SIZE\tTASKS\tFULL\tFAILURE")
+	for _, cp := range resp.GetCheckpoints() {
+		full := "-"
+		if cp.GetFull() {
+			full = "full"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", cp.GetId(), cp.GetStatus(),
+			time.UnixMilli(cp.GetTriggerTimeUnixMs()).Format("15:04:05.000"), ms(cp.GetDurationMs()),
+			ms(cp.GetMaxSyncMs()), ms(cp.GetMaxAsyncMs()), ms(cp.GetMaxAlignmentMs()), ms(cp.GetMaxStartDelayMs()),
+			config.FormatBytes(cp.GetSizeBytes()), config.FormatBytes(cp.GetFullSizeBytes()), cp.GetAckedTasks(), cp.GetTotalTasks(), full, cp.GetFailure())
+	}
+}
+
 // printChain renders the chain: a line per retained checkpoint, then its shared files.
 func printChain(tw *tabwriter.Writer, resp *sluicev1.CheckpointChain) {
 	fmt.Fprintln(tw, "CHECKPOINT\tSHARED FILES\tSHARED\tPRIVATE\tPINNED\tPROBLEM")
 	for _, cc := range resp.GetCheckpoints() {
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\n", cc.GetId(), len(cc.GetSharedFiles()), humanBytes(cc.GetSharedBytes()),
-			humanBytes(cc.GetPrivateBytes()), humanBytes(cc.GetPinnedBytes()), cc.GetProblem())
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\n", cc.GetId(), len(cc.GetSharedFiles()), config.FormatBytes(cc.GetSharedBytes()),
+			config.FormatBytes(cc.GetPrivateBytes()), config.FormatBytes(cc.GetPinnedBytes()), cc.GetProblem())
 	}
 	for _, cc := range resp.GetCheckpoints() {
 		if len(cc.GetSharedFiles()) == 0 {
@@ -533,7 +551,7 @@ func printChain(tw *tabwriter.Writer, resp *sluicev1.CheckpointChain) {
 		}
 		fmt.Fprintf(tw, "\ncheckpoint %d:\t\t\t\t\t\n", cc.GetId())
 		for _, f := range cc.GetSharedFiles() {
-			fmt.Fprintf(tw, "  %s\t%s\tsince %d\t\t\t\n", f.GetPath(), humanBytes(f.GetSize()), f.GetFirstCheckpointId())
+			fmt.Fprintf(tw, "  %s\t%s\tsince %d\t\t\t\n", f.GetPath(), config.FormatBytes(f.GetSize()), f.GetFirstCheckpointId())
 		}
 	}
 }
@@ -579,7 +597,7 @@ func (c *ctl) verifyCmd() *cobra.Command {
 					if !v.GetIntact() {
 						result = "broken"
 					}
-					fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\n", v.GetId(), result, v.GetFiles(), humanBytes(v.GetBytes()), v.GetProblem())
+					fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\n", v.GetId(), result, v.GetFiles(), config.FormatBytes(v.GetBytes()), v.GetProblem())
 				}
 				tw.Flush()
 				if len(resp.GetCheckpoints()) == 0 {
@@ -597,17 +615,4 @@ func (c *ctl) verifyCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&quick, "quick", false, "check presence and sizes only, not the SHA-256 (which reads every byte)")
 	cmd.Flags().DurationVar(&wait, "wait", 30*time.Minute, "how long to wait for the verification")
 	return cmd
-}
-
-// humanBytes renders a byte count with a binary unit.
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -23,7 +24,8 @@ import (
 type Options struct {
 	TaskManagers int
 	JobManager   jobmanager.Config
-	// TaskManager is the template for every task manager (ID and addresses are set).
+	// TaskManager is the template for every task manager (ID and addresses are set;
+	// a LocalStateDir becomes <LocalStateDir>/<ID>).
 	TaskManager taskmanager.Config
 	// JobManagerAddress to listen on (default 127.0.0.1:0).
 	JobManagerAddress string
@@ -181,6 +183,10 @@ func (c *Cluster) AddTaskManager(id string) (string, error) {
 	}
 	cfg := c.opts.TaskManager
 	cfg.ID = id
+	if cfg.LocalStateDir != "" {
+		// Each task manager has its own local recovery root, as separate processes would.
+		cfg.LocalStateDir = filepath.Join(cfg.LocalStateDir, id)
+	}
 	cfg.JobManager = c.JobManagerAddr
 	tm := taskmanager.New(cfg, c.log.With("component", "taskmanager"))
 	ctx, cancel := context.WithCancel(context.Background())

@@ -25,12 +25,26 @@ import (
 // RocksDB instances in a test directory and share a small memory budget.
 func startRocksDB(t *testing.T, tms, slots int, cps jobmanager.CheckpointConfig, attempts int) (*cluster.Cluster, sluicev1.JobServiceClient) {
 	t.Helper()
+	return startRocksDBWith(t, tms, slots, cps, attempts, "")
+}
+
+// startRocksDBWith is startRocksDB, with local recovery when localState is set: the
+// task managers keep their local recovery copies under <localState>/<tm ID>.
+func startRocksDBWith(t *testing.T, tms, slots int, cps jobmanager.CheckpointConfig, attempts int, localState string) (*cluster.Cluster, sluicev1.JobServiceClient) {
+	t.Helper()
 	tmState, err := config.FromMap(map[string]string{
 		config.RocksDBLocalDir:         t.TempDir(),
 		config.RocksDBMemoryFixedPerTM: "64 mb",
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	taskConfig := map[string]string{
+		config.StateBackendType:        "rocksdb",
+		config.StateBackendIncremental: "true",
+	}
+	if localState != "" {
+		taskConfig[config.StateBackendLocalRecovery] = "true"
 	}
 	c, err := cluster.Start(cluster.Options{
 		TaskManagers: tms,
@@ -41,12 +55,9 @@ func startRocksDB(t *testing.T, tms, slots int, cps jobmanager.CheckpointConfig,
 				return s
 			},
 			Checkpoints: cps,
-			TaskConfig: map[string]string{
-				config.StateBackendType:        "rocksdb",
-				config.StateBackendIncremental: "true",
-			},
+			TaskConfig:  taskConfig,
 		},
-		TaskManager: taskmanager.Config{Slots: slots, BufferTimeout: 10 * time.Millisecond, State: tmState},
+		TaskManager: taskmanager.Config{Slots: slots, BufferTimeout: 10 * time.Millisecond, State: tmState, LocalStateDir: localState},
 		Log:         testLog(t),
 	})
 	if err != nil {

@@ -171,3 +171,17 @@ func nonEmpty(v any) error {
 	}
 	return nil
 }
+
+// FormatBytes renders a byte count for people, with one decimal and a binary unit
+// ("1.5 MiB", "512 B").
+func FormatBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

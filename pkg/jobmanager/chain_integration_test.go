@@ -522,6 +522,8 @@ type fakeTM struct {
 	sizes      map[string]int64
 	stateFiles map[string]*sluicev1.StateFile // the shared files uploaded
 	restores   map[string]int64
+	// ackMetrics, if set, gives the metrics of each task's acknowledgement.
+	ackMetrics func(id int64, task *sluicev1.ExecutionId) *sluicev1.CheckpointTaskMetrics
 }
 
 func startFakeTM(t *testing.T, jm, storage string) *fakeTM {
@@ -782,8 +784,14 @@ func (f *fakeTM) ackAll(job string, id int64, ck *fakeCheckpoint, tasks []*fakeT
 	if err != nil {
 		return err
 	}
+	f.mu.Lock()
+	ackMetrics := f.ackMetrics
+	f.mu.Unlock()
 	for _, t := range tasks {
 		req := &sluicev1.AcknowledgeCheckpointRequest{TaskManagerId: f.id, Execution: t.id, CheckpointId: id}
+		if ackMetrics != nil {
+			req.Metrics = ackMetrics(id, t.id)
+		}
 		if t.id.GetVertex() == 1 {
 			h, err := f.snapshot(ctx, store, job, id, ck, t)
 			if err != nil {

@@ -38,6 +38,9 @@ type CheckpointConfig struct {
 	// directory is swept (default 5 minutes; the first sweep runs when the job starts).
 	OrphanGrace   time.Duration
 	SweepInterval time.Duration
+	// Starvation tunes the warning that RocksDB compaction falls behind (zero fields:
+	// the defaults of checkpoint.StarvationConfig).
+	Starvation checkpoint.StarvationConfig
 }
 
 func (c CheckpointConfig) orphanGrace() time.Duration {
@@ -102,6 +105,12 @@ type jobCheckpoints struct {
 	resyncing  bool
 	resyncAt   time.Time
 	resyncWarn time.Time
+	// acks aggregates what the acknowledgements of the checkpoints in the coordinator's
+	// history reported beyond its Stats (state.go).
+	acks map[int64]*ackStats
+	// starvation watches the pending compaction bytes of the completed checkpoints of
+	// the current attempt.
+	starvation *checkpoint.StarvationDetector
 }
 
 type checkpointResult struct {
@@ -130,7 +139,8 @@ func (jm *JobManager) initCheckpoints(j *job, lastID int64) error {
 	}
 	chain := checkpoint.NewChain(checkpoint.ChainConfig{FullEvery: jm.cfg.Checkpoints.FullEvery, OrphanGrace: jm.cfg.Checkpoints.orphanGrace()})
 	j.cp = &jobCheckpoints{coord: coord, store: store, waiters: map[checkpoint.RequestID]chan checkpointResult{}, discarded: map[int64]bool{},
-		chain: chain, full: map[int64]bool{}, broken: map[int64]string{}, sweepAt: jm.now()}
+		chain: chain, full: map[int64]bool{}, broken: map[int64]string{}, sweepAt: jm.now(),
+		acks: map[int64]*ackStats{}, starvation: checkpoint.NewStarvationDetector(jm.cfg.Checkpoints.Starvation)}
 	return nil
 }
 
@@ -185,6 +195,8 @@ func (jm *JobManager) syncCheckpoints(j *job) {
 			jm.log.Error("cannot start checkpointing", "job", j.id, "err", err)
 			return
 		}
+		// The attempt's backends are new instances: their compaction starts anew.
+		j.cp.starvation.Reset()
 		j.cp.started = true
 		j.cp.startedAttempt = j.attempt
 	case !running && j.cp.started && (j.state != sluicev1.JobState_JOB_STATE_RUNNING || len(j.tasks) == 0 || anyEnded(j)):
@@ -243,6 +255,7 @@ func (jm *JobManager) performCheckpoint(j *job, acts []checkpoint.Action) {
 			jm.finalize(j, a)
 		case checkpoint.NotifyComplete:
 			jm.notifyTasks(j, a.ID, true, "")
+			jm.observeCompaction(j, a)
 			if w := j.cp.waiters[a.Request]; w != nil {
 				w <- checkpointResult{id: a.ID}
 				delete(j.cp.waiters, a.Request)
@@ -627,7 +640,13 @@ func (jm *JobManager) ack(j *job, req *sluicev1.AcknowledgeCheckpointRequest) {
 	// shared files the task reported (the ack may finalize it at once).
 	j.cp.chain.Ack(req.GetCheckpointId(), shared)
 	task := checkpoint.TaskID{Vertex: req.GetExecution().GetVertex(), Subtask: req.GetExecution().GetSubtask()}
-	jm.performCheckpoint(j, j.cp.coord.Ack(jm.now(), req.GetCheckpointId(), task, ack))
+	now := jm.now()
+	if t := j.find(req.GetExecution()); t != nil {
+		t.setStateMetrics(m.GetState(), now)
+	}
+	j.cp.addAck(req.GetCheckpointId(), task, m)
+	jm.performCheckpoint(j, j.cp.coord.Ack(now, req.GetCheckpointId(), task, ack))
+	j.cp.pruneAcks()
 }
 
 // AcknowledgeCheckpoint takes a task's part of a checkpoint.
@@ -696,7 +715,7 @@ func (jm *JobManager) TriggerCheckpoint(ctx context.Context, req *sluicev1.Trigg
 		_ = jm.do(ctx, func() {
 			for _, s := range j.cp.coord.Summary().History {
 				if s.ID == res.id {
-					st = statsProto(s)
+					st = j.cp.statsProto(s)
 				}
 			}
 		})
@@ -722,8 +741,9 @@ func (jm *JobManager) ListCheckpoints(ctx context.Context, req *sluicev1.ListChe
 		if j.cp == nil {
 			return
 		}
+		resp.CompactionWarning = j.cp.compactionWarning()
 		for _, s := range j.cp.coord.Summary().History {
-			p := statsProto(s)
+			p := j.cp.statsProto(s)
 			p.Full = j.cp.full[s.ID]
 			switch {
 			case s.Status == checkpoint.StatusCompleted && j.cp.discarded[s.ID]:

@@ -33,6 +33,10 @@ type task struct {
 	state   sluicev1.TaskState
 	metrics *sluicev1.TaskMetrics
 	failure string
+	// stateMetrics are the latest native metrics of the task's keyed state (from a
+	// heartbeat, a state report or a checkpoint acknowledgement), received at stateAt.
+	stateMetrics *sluicev1.StateMetrics
+	stateAt      time.Time
 }
 
 func (t *task) terminal() bool {
@@ -181,7 +185,7 @@ func (j *job) taskUpdate(pool *scheduler.Pool, id *sluicev1.ExecutionId, state s
 		return nil
 	}
 	if m != nil {
-		t.metrics = m
+		t.setMetrics(m, now)
 	}
 	if t.state == sluicev1.TaskState_TASK_STATE_CANCELING {
 		switch state {
@@ -410,6 +414,7 @@ func (j *job) status() *sluicev1.JobStatus {
 		st.Restores = int32(j.cp.restores)
 		st.RestoredCheckpointId, st.RestoreNote = j.cp.restoredID, j.cp.restoreNote
 	}
+	st.RestoredLocalBytes, st.RestoredRemoteBytes, st.RestoredSubtasks = j.restoredState()
 	tasks := j.visibleTasks()
 	for vi, v := range j.plan.Vertices {
 		vs := &sluicev1.VertexStatus{Name: v.Name, OperatorUids: v.Operators, Parallelism: int32(v.Parallelism), TaskStates: map[string]int32{}}

@@ -522,7 +522,12 @@ func (jm *JobManager) Heartbeat(ctx context.Context, req *sluicev1.HeartbeatRequ
 				resp.Cancel = append(resp.Cancel, id)
 				continue
 			}
-			t.metrics = m
+			t.setMetrics(m, jm.now())
+		}
+		for _, id := range req.GetLocalStateJobs() {
+			if j := jm.jobs[id]; j != nil && j.terminal() {
+				resp.EndedJobs = append(resp.EndedJobs, id)
+			}
 		}
 	})
 	return resp, err

@@ -112,6 +112,8 @@ func (c *taskCheckpoints) Snapshot(b runtime.Barrier, al runtime.Alignment) erro
 			SyncMs: snap.Stats().Sync.Milliseconds(), AsyncMs: time.Since(start).Milliseconds(),
 			AlignmentMs: al.Duration.Milliseconds(), StartDelayMs: al.StartDelay.Milliseconds(),
 			Bytes: bytes, FullBytes: full,
+			// The jobmanager's series of pending compaction bytes per checkpoint.
+			State: stateMetricsProto(c.chain.StateMetrics()),
 		})
 	}()
 	return nil

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -51,6 +53,11 @@ type Config struct {
 	HeartbeatTimeout time.Duration
 	// LocalDir is where state backends keep working files.
 	LocalDir string
+	// LocalStateDir is the root of the local recovery copies of snapshots
+	// (state.backend.local-recovery), <LocalStateDir>/<job>/...: a task manager
+	// restarted with the same directory and ID restores from the copies it left there
+	// (see ClaimLocalState). Empty uses a temporary directory removed at shutdown.
+	LocalStateDir string
 	// State is the task manager's configuration of keyed state (the state.backend.*
 	// keys): the backend and its tuning when a deployment does not set them (the
 	// jobmanager sends its own), and what only the task manager decides: the memory all
@@ -114,6 +121,12 @@ type TaskManager struct {
 	// rocksMem is the memory every RocksDB backend here shares (managed memory),
 	// created with the first one and closed at shutdown.
 	rocksMem *rocksdb.Memory
+	// localState is the local recovery root in use (Config.LocalStateDir or a
+	// temporary one), set by Serve; removeLocalState: the temporary one, removed at
+	// shutdown.
+	localState       string
+	removeLocalState bool
+	local            localJobs
 }
 
 type runningTask struct {
@@ -122,6 +135,9 @@ type runningTask struct {
 	metrics *runtime.Metrics
 	task    *runtime.Task
 	cps     *taskCheckpoints
+	// chain is the task's chain once built, read by the heartbeat for the state
+	// metrics and restore statistics.
+	chain atomic.Pointer[api.Chain]
 }
 
 func execKey(id *sluicev1.ExecutionId) string {
@@ -149,6 +165,20 @@ func (tm *TaskManager) Serve(ctx context.Context, lis net.Listener) error {
 	if tm.addr == "" {
 		tm.addr = lis.Addr().String()
 	}
+	tm.localState = tm.cfg.LocalStateDir
+	if tm.localState == "" {
+		dir, err := os.MkdirTemp("", "sluice-localstate-")
+		if err != nil {
+			return fmt.Errorf("local state directory: %w", err)
+		}
+		tm.localState, tm.removeLocalState = dir, true
+	}
+	tm.local.root = tm.localState
+	defer func() {
+		if tm.removeLocalState {
+			os.RemoveAll(tm.localState)
+		}
+	}()
 	base, cancelBase := context.WithCancel(context.Background())
 	tm.base = base
 	defer cancelBase()
@@ -292,7 +322,7 @@ func (tm *TaskManager) heartbeatLoop(ctx context.Context) {
 			continue
 		}
 		hctx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
-		resp, err := tm.jm.Heartbeat(hctx, &sluicev1.HeartbeatRequest{TaskManagerId: tm.cfg.ID, Tasks: tm.metrics()})
+		resp, err := tm.jm.Heartbeat(hctx, &sluicev1.HeartbeatRequest{TaskManagerId: tm.cfg.ID, Tasks: tm.metrics(), LocalStateJobs: tm.local.list()})
 		cancel()
 		switch {
 		case err != nil:
@@ -314,6 +344,7 @@ func (tm *TaskManager) heartbeatLoop(ctx context.Context) {
 			for _, id := range resp.GetCancel() {
 				tm.cancelTask(id)
 			}
+			tm.dropLocalState(resp.GetEndedJobs())
 		}
 		timer.Reset(interval)
 	}
@@ -451,16 +482,55 @@ func (tm *TaskManager) metrics() []*sluicev1.TaskMetrics {
 	defer tm.mu.Unlock()
 	out := make([]*sluicev1.TaskMetrics, 0, len(tm.tasks))
 	for _, t := range tm.tasks {
-		out = append(out, taskMetrics(t.id, t.metrics))
+		out = append(out, taskMetrics(t))
 	}
 	return out
 }
 
-func taskMetrics(id *sluicev1.ExecutionId, m *runtime.Metrics) *sluicev1.TaskMetrics {
-	return &sluicev1.TaskMetrics{
-		Execution: id, RecordsIn: m.RecordsIn.Load(), RecordsOut: m.RecordsOut.Load(),
+// taskMetrics reads a task's counters, and, once its chain is built, the native
+// metrics of its keyed state and what its restore read.
+func taskMetrics(rt *runningTask) *sluicev1.TaskMetrics {
+	m := rt.metrics
+	out := &sluicev1.TaskMetrics{
+		Execution: rt.id, RecordsIn: m.RecordsIn.Load(), RecordsOut: m.RecordsOut.Load(),
 		SourceRecords: m.SourceRecords.Load(), SinkRecords: m.SinkRecords.Load(),
 	}
+	chain := rt.chain.Load()
+	if chain == nil {
+		return out
+	}
+	out.State = stateMetricsProto(chain.StateMetrics())
+	if rs, ok := chain.RestoreStats(); ok {
+		out.Restored, out.RestoredLocalBytes, out.RestoredRemoteBytes = true, rs.LocalBytes, rs.RemoteBytes
+		out.RestoredFromLocalCheckpoint, out.RestoreFallback = rs.LocalCheckpointID, rs.Fallback
+	}
+	return out
+}
+
+// stateMetricsProto renders a chain's state metrics (nil when it has none).
+func stateMetricsProto(m state.NativeMetrics, ok bool) *sluicev1.StateMetrics {
+	if !ok {
+		return nil
+	}
+	return &sluicev1.StateMetrics{
+		Backends: int32(m.Backends), EstimatedKeys: m.EstimatedKeys, PendingCompactionBytes: m.PendingCompactionBytes,
+		RunningCompactions: m.RunningCompactions, RunningFlushes: m.RunningFlushes, L0Files: m.L0Files,
+		DelayedWriteRate: m.DelayedWriteRate, WriteStopped: m.WriteStopped,
+		LiveSstBytes: m.LiveSSTBytes, TotalSstBytes: m.TotalSSTBytes, MemtableBytes: m.MemTableBytes,
+		BlockCacheUsageBytes: m.BlockCacheUsage, BlockCachePinnedBytes: m.BlockCachePinnedUsage, BlockCacheCapacityBytes: m.BlockCacheCapacity,
+	}
+}
+
+// logRestore logs what a subtask's keyed state backends read to restore checkpoint id.
+func logRestore(log *slog.Logger, id int64, rs state.RestoreStats) {
+	attrs := []any{"checkpoint", id, "local_bytes", rs.LocalBytes, "remote_bytes", rs.RemoteBytes}
+	if rs.LocalCheckpointID > 0 {
+		attrs = append(attrs, "local_checkpoint", rs.LocalCheckpointID)
+	}
+	if rs.Fallback != "" {
+		attrs = append(attrs, "fallback", rs.Fallback)
+	}
+	log.Info("keyed state restored", attrs...)
 }
 
 func (tm *TaskManager) cancelAll(reason string) {
@@ -551,6 +621,7 @@ func (tm *TaskManager) DeployTask(_ context.Context, req *sluicev1.DeployTaskReq
 		return nil, err
 	}
 	task.Metrics = rt.metrics
+	rt.chain.Store(rt.cps.chain)
 	tm.wg.Add(1)
 	go tm.run(ctx, rt, task, log)
 	return &sluicev1.DeployTaskResponse{}, nil
@@ -664,6 +735,7 @@ func (tm *TaskManager) buildTask(ctx context.Context, req *sluicev1.DeployTaskRe
 		Vertex:                v, Subtask: subtask, Attempt: id.GetAttempt(), Outputs: outputs, ConsumerParallelism: consumerP, Log: log,
 		State: backend, Restore: restore, RestoredCheckpoint: req.GetRestoreCheckpointId(),
 		Files: files, LocalDir: tm.cfg.LocalDir,
+		OnRestore: func(rs state.RestoreStats) { logRestore(log, req.GetRestoreCheckpointId(), rs) },
 	})
 	if err != nil {
 		abort(err)
@@ -722,6 +794,10 @@ func (tm *TaskManager) stateBackend(req *sluicev1.DeployTaskRequest) (state.Fact
 	// first incremental checkpoint after the restore uploads everything.
 	cfg.NoClaim = req.GetRestoreStorage() != ""
 	cfg.OptionsFactory = tm.cfg.RocksDBOptions
+	cfg.Log = tm.log.With("job", req.GetExecution().GetJobId())
+	if c.Bool(config.StateBackendLocalRecovery) {
+		cfg.LocalRecovery = rocksdb.LocalRecovery{Dir: tm.localState, JobID: req.GetExecution().GetJobId()}
+	}
 	f := rocksdb.Factory{Config: cfg}
 	// The memory budget is the task manager's own: deployments do not change it.
 	if mc, managed := rocksdb.MemoryConfigFrom(tm.cfg.State); managed {
@@ -858,7 +934,7 @@ func (tm *TaskManager) run(ctx context.Context, rt *runningTask, task *runtime.T
 // repaired by the jobmanager's failure detection.
 func (tm *TaskManager) report(rt *runningTask, state sluicev1.TaskState, failure string) {
 	req := &sluicev1.UpdateTaskStateRequest{
-		TaskManagerId: tm.cfg.ID, Execution: rt.id, State: state, Failure: failure, Metrics: taskMetrics(rt.id, rt.metrics),
+		TaskManagerId: tm.cfg.ID, Execution: rt.id, State: state, Failure: failure, Metrics: taskMetrics(rt),
 	}
 	for i := 0; i < 5; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

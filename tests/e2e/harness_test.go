@@ -249,6 +249,9 @@ type clusterOptions struct {
 	restartAttempts int
 	// jobManagerArgs are extra jobmanager flags (e.g. checkpointing settings).
 	jobManagerArgs []string
+	// localState gives each task manager its own local recovery root,
+	// <cluster dir>/local-<id>, which a restart of that ID finds again.
+	localState bool
 }
 
 // cluster is a jobmanager and task managers, each its own process, on loopback.
@@ -262,6 +265,8 @@ type cluster struct {
 	tms  map[string]*proc
 	ids  []string // task manager IDs in start order
 	opts clusterOptions
+	// tmArgs are each task manager's arguments, for restartTaskManager.
+	tmArgs map[string][]string
 }
 
 // startCluster starts a jobmanager and opts.taskManagers task managers (tm-1, tm-2,
@@ -337,15 +342,39 @@ func (c *cluster) waitJobManager() bool {
 // startTaskManager starts a task manager process with the given ID.
 func (c *cluster) startTaskManager(id string, slots int, heartbeatTimeout string) *proc {
 	c.t.Helper()
-	p := startProc(c.t, c.ctx, c.dir, id, bin(c.t, "taskmanager"),
-		"--jobmanager.rpc.port="+strconv.Itoa(c.port),
-		"--taskmanager.numberOfTaskSlots="+strconv.Itoa(slots),
-		"--taskmanager.resource-id="+id,
-		"--heartbeat.timeout="+heartbeatTimeout,
+	args := []string{
+		"--jobmanager.rpc.port=" + strconv.Itoa(c.port),
+		"--taskmanager.numberOfTaskSlots=" + strconv.Itoa(slots),
+		"--taskmanager.resource-id=" + id,
+		"--heartbeat.timeout=" + heartbeatTimeout,
 		"--log-format=json",
-	)
+	}
+	if c.opts.localState {
+		args = append(args, "--taskmanager.state.local.root-dirs="+c.localStateDir(id))
+	}
+	if c.tmArgs == nil {
+		c.tmArgs = map[string][]string{}
+	}
+	c.tmArgs[id] = args
+	p := startProc(c.t, c.ctx, c.dir, id, bin(c.t, "taskmanager"), args...)
 	c.tms[id] = p
 	c.ids = append(c.ids, id)
+	return p
+}
+
+// localStateDir is task manager id's local recovery root (clusterOptions.localState).
+func (c *cluster) localStateDir(id string) string { return filepath.Join(c.dir, "local-"+id) }
+
+// restartTaskManager starts task manager id again, with the same arguments (and so the
+// same local recovery root), after its process exited; its log continues in the same
+// file.
+func (c *cluster) restartTaskManager(id string) *proc {
+	c.t.Helper()
+	if old := c.tms[id]; old == nil || !old.exited() {
+		c.t.Fatalf("restart %s: it is not a task manager that exited", id)
+	}
+	p := startProc(c.t, c.ctx, c.dir, id, bin(c.t, "taskmanager"), c.tmArgs[id]...)
+	c.tms[id] = p
 	return p
 }
 
@@ -398,6 +427,10 @@ type jobStatus struct {
 	LatestCheckpointID num `json:"latest_checkpoint_id"`
 	// Restores counts the restarts that restored state from a checkpoint.
 	Restores num `json:"restores"`
+	// RestoredLocalBytes and RestoredRemoteBytes: what the current attempt's keyed
+	// state backends read from local recovery copies and from the checkpoint storage.
+	RestoredLocalBytes  num `json:"restored_local_bytes"`
+	RestoredRemoteBytes num `json:"restored_remote_bytes"`
 }
 
 type vertexStatus struct {

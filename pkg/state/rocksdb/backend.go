@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -114,12 +115,17 @@ type Backend struct {
 	seq      int64 // snapshot directories
 	closed   bool  // closed, or broken by a failed restore: every call fails
 	released bool  // Close ran
+
+	log         *slog.Logger
+	local       *localCopies // nil: local recovery is off
+	lastRestore state.RestoreStats
 }
 
 var (
 	_ state.KeyedBackend       = (*Backend)(nil)
 	_ state.CheckpointListener = (*Backend)(nil)
 	_ state.FullSnapshotForcer = (*Backend)(nil)
+	_ state.RestoreReporter    = (*Backend)(nil)
 )
 
 // New creates an empty backend in a new instance directory under cfg.LocalDir (else
@@ -152,6 +158,14 @@ func New(opts state.KeyedOptions, cfg Config, mem *Memory) (*Backend, error) {
 		opts: opts, cfg: cfg, mem: mem, kgs: opts.KeyGroups, maxP: opts.MaxParallelism,
 		plen: keygroup.PrefixLen(opts.MaxParallelism), inst: &instance{dir: dir, refs: 1},
 		id: hex.EncodeToString(rnd[:]), byName: map[string]state.StateID{}, keyErr: state.ErrNoCurrentKey,
+		log: cfg.Log,
+	}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	b.log = b.log.With("operator", opts.OperatorUID, "subtask", opts.Subtask, "keyGroups", opts.KeyGroups.String())
+	if cfg.LocalRecovery.Dir != "" {
+		b.local = newLocalCopies(cfg.LocalRecovery, opts.OperatorUID, opts.KeyGroups, b.log)
 	}
 	if b.o, err = newOptions(cfg, mem); err != nil {
 		b.inst.release()
@@ -619,7 +633,9 @@ func (b *Backend) Keys(id state.StateID, ns []byte, fn func(key []byte, keyGroup
 func (b *Backend) Timers() state.TimerService { return &b.timers }
 
 // Close implements state.KeyedBackend: it closes the database and removes the instance
-// directory once no snapshot still uploads from it.
+// directory once no snapshot still uploads from it. With local recovery the confirmed
+// local copy stays (a restore, also by another process, may use it); unconfirmed ones
+// are removed, those still being uploaded when their upload ends.
 func (b *Backend) Close() error {
 	if b.released {
 		return nil
@@ -629,5 +645,8 @@ func (b *Backend) Close() error {
 	b.closeDB()
 	b.o.destroy()
 	b.inst.release()
+	if b.local != nil {
+		b.local.close()
+	}
 	return nil
 }

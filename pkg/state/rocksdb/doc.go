@@ -33,8 +33,9 @@
 //
 // The synchronous phase is a native RocksDB checkpoint: memtables are flushed, SST
 // files hard-linked and the small metadata files copied into a directory of the
-// instance, whatever the backend does afterwards. The asynchronous phase uploads it,
-// TransferThreads files at a time:
+// instance (with local recovery, the local copy's directory, below), whatever the
+// backend does afterwards. The asynchronous phase uploads it, TransferThreads files at
+// a time:
 //
 //   - full mode: every file is a private file of the checkpoint (inlined into the
 //     handle below the inline threshold);
@@ -58,6 +59,55 @@
 // rescaling (clipping, merging several handles) and for the heap backend's full
 // snapshots, which restore too. After a restore the restored shared files count as
 // uploaded, unless Config.NoClaim.
+//
+// # Local recovery
+//
+// With Config.LocalRecovery.Dir set (state.backend.local-recovery), the native
+// checkpoint of every snapshot is taken into a directory that outlives the backend and
+// the process:
+//
+//	<Dir>/<job>/<uid>/kg-<first>-<last>/chk-<checkpoint>/
+//	    000012.sst ...  MANIFEST-000005  CURRENT  OPTIONS-000007   the native checkpoint
+//	    sluice-local.manifest                                       written after the upload
+//
+// <job> and <uid> are the job ID and operator UID with characters other than
+// [A-Za-z0-9._-] replaced by '_' (as in file names of the checkpoint storage); the
+// key-group range names the subtask. On the same file system the SST files are hard
+// links to the database's, so a copy costs no disk space until compaction replaces
+// them; on another one RocksDB copies them. When the directory cannot be created or
+// the native checkpoint fails there (disk full, permissions, a broken mount), the
+// backend logs a warning (at debug level while it keeps failing) and takes the native
+// checkpoint in the instance directory as without local recovery: local recovery never
+// fails a snapshot.
+//
+// Once the upload succeeded, the manifest is written atomically (temporary file,
+// fsync, rename): the checkpoint, max parallelism and key groups, the SHA-256 of the
+// snapshot's meta file, and for every file of the handle its local name, size, the
+// SHA-256 the handle records and the CRC-32C of the local file (computed while
+// uploading; for a reused shared file, remembered from its upload or restore). A copy
+// whose upload failed, or whose manifest could not be written, is removed. See
+// docs/formats.md.
+//
+// A confirmed checkpoint (NotifyCheckpointComplete) removes the copies of earlier
+// checkpoints of the key-group directory, and the directories of key-group ranges
+// that overlap the backend's without being it (an earlier parallelism); copies of later
+// checkpoints stay pending, at most 16. Close removes the pending copies and keeps the
+// confirmed one for the next restore, by this process or the next. The task manager
+// removes <Dir>/<job> (LocalRecoveryJobDir) when the job is gone.
+//
+// Restore uses the copy of checkpoint KeyedOptions.RestoreCheckpointID for the handle
+// that becomes the database when its manifest is intact and matches the handle:
+// checkpoint, max parallelism, key groups, meta file SHA-256, and size and SHA-256 of
+// every file the handle and the manifest both name. Otherwise every file is downloaded.
+// From a matching copy, SST files are hard-linked into the new database (copied when
+// linking fails) and the others copied (RocksDB appends to MANIFEST), each checked
+// against its size and CRC-32C in the manifest, TransferThreads at a time; a file that
+// is missing or fails is downloaded instead. Other handles (rescaling) and the heap
+// backend's format are always downloaded. Backend.LastRestore (state.RestoreReporter)
+// reports the bytes taken locally and downloaded, the copy's checkpoint, and why
+// anything was downloaded that could have been local. After restoring from its own
+// range's copy the backend keeps that copy as the confirmed one and removes the
+// others of the directory.
 //
 // # Memory
 //

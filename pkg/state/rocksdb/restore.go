@@ -7,9 +7,13 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync/atomic"
 
 	"github.com/linxGnu/grocksdb"
 	"golang.org/x/sync/errgroup"
@@ -39,6 +43,14 @@ func (p part) rocks() bool { return p.h.GetBackend() == Name }
 // format) are decoded and written the same way. (Ingesting SST files cut to the range
 // would be faster for the merged handles; not built yet.)
 //
+// With local recovery (Config.LocalRecovery) the database's handle is restored from
+// this machine's copy of checkpoint KeyedOptions.RestoreCheckpointID when there is one
+// that matches it (see findLocalCopy): SST files are hard-linked (copied across file
+// systems), the others copied, each verified against the size and CRC-32C of the
+// copy's manifest; a file that fails is downloaded instead, and so is every file when
+// the copy does not match. LastRestore reports what came from where, and why not
+// locally.
+//
 // In incremental mode the shared files of the database's handle count as uploaded:
 // the first snapshot references them instead of uploading them again (unless
 // Config.NoClaim). Private files are never reused.
@@ -46,7 +58,9 @@ func (b *Backend) Restore(ctx context.Context, handles []*sluicev1.KeyedStateHan
 	if b.closed {
 		return state.ErrClosed
 	}
-	err := b.restore(ctx, handles, r)
+	cnt := &restoreCount{}
+	err := b.restore(ctx, handles, r, cnt)
+	b.lastRestore = cnt.stats()
 	if err != nil && b.db == nil {
 		// The database is gone: the backend is unusable (as the contract allows), and
 		// says so rather than crash.
@@ -56,7 +70,7 @@ func (b *Backend) Restore(ctx context.Context, handles []*sluicev1.KeyedStateHan
 	return err
 }
 
-func (b *Backend) restore(ctx context.Context, handles []*sluicev1.KeyedStateHandle, r state.StateReader) error {
+func (b *Backend) restore(ctx context.Context, handles []*sluicev1.KeyedStateHandle, r state.StateReader, cnt *restoreCount) error {
 	var parts []part
 	covered := make([]int, b.kgs.Len()) // 1 + index of the handle restoring the key group
 	for i, h := range handles {
@@ -91,27 +105,39 @@ func (b *Backend) restore(ctx context.Context, handles []*sluicev1.KeyedStateHan
 			base = i
 		}
 	}
-	var m *snapshotMeta
+	var (
+		m   *snapshotMeta
+		src *localSource
+	)
 	if base >= 0 {
 		// Check the database's handle before dropping the empty database.
 		var err error
-		if m, err = b.readMeta(ctx, parts[base], r); err != nil {
+		if m, err = b.readMeta(ctx, parts[base], r, cnt); err != nil {
 			return err
 		}
+		if b.local != nil {
+			var why string
+			if src, why = b.findLocalCopy(parts[base], m); src == nil {
+				cnt.fallback("%s", why)
+			}
+		}
+	} else if b.local != nil {
+		cnt.fallback("no RocksDB handle (the heap backend's format is read from the checkpoint storage)")
 	}
 	b.closeDB()
 	dir := b.dbDir()
 	if err := os.RemoveAll(dir); err != nil {
 		return errorf("restore: %w", err)
 	}
-	var reuse map[string]*sluicev1.StateFile
+	var reuse map[string]sharedFile
 	if base < 0 {
 		if err := b.open(dir, nil, false, true); err != nil {
 			return err
 		}
 	} else {
 		p := parts[base]
-		if err := b.download(ctx, p, m, r, dir); err != nil {
+		crcs, err := b.download(ctx, p, m, r, dir, src, cnt)
+		if err != nil {
 			return err
 		}
 		if err := b.open(dir, m.states, false, false); err != nil {
@@ -121,9 +147,9 @@ func (b *Backend) restore(ctx context.Context, handles []*sluicev1.KeyedStateHan
 			return err
 		}
 		if !b.cfg.NoClaim {
-			reuse = map[string]*sluicev1.StateFile{}
+			reuse = map[string]sharedFile{}
 			for i, name := range m.shared {
-				reuse[name] = p.h.GetSharedFiles()[i]
+				reuse[name] = sharedFile{f: p.h.GetSharedFiles()[i], crc: crcs[name], hasCRC: true}
 			}
 		}
 	}
@@ -131,11 +157,14 @@ func (b *Backend) restore(ctx context.Context, handles []*sluicev1.KeyedStateHan
 		if i == base {
 			continue
 		}
+		if b.local != nil && base >= 0 {
+			cnt.fallback("key groups %v of another handle are read from the checkpoint storage", p.in)
+		}
 		var err error
 		if p.rocks() {
-			err = b.merge(ctx, p, r)
+			err = b.merge(ctx, p, r, cnt)
 		} else {
-			err = b.importFull(ctx, p, r)
+			err = b.importFull(ctx, p, r, cnt)
 		}
 		if err != nil {
 			return err
@@ -145,18 +174,22 @@ func (b *Backend) restore(ctx context.Context, handles []*sluicev1.KeyedStateHan
 		return err
 	}
 	b.inc.restored(reuse)
+	if src != nil && parts[base].hr == b.kgs && cnt.local.Load() > 0 {
+		// The copy restored from is this backend's own: it stays as the confirmed one.
+		b.local.restoredFrom(src.id)
+	}
 	return nil
 }
 
 // readMeta reads and checks the meta file of a RocksDB handle.
-func (b *Backend) readMeta(ctx context.Context, p part, r state.StateReader) (*snapshotMeta, error) {
+func (b *Backend) readMeta(ctx context.Context, p part, r state.StateReader, cnt *restoreCount) (*snapshotMeta, error) {
 	h := p.h
 	if len(h.GetPrivateFiles()) == 0 {
 		return nil, errorf("restore key groups %v: %w: RocksDB handle without a meta file", p.hr, state.ErrCorrupt)
 	}
 	f := h.GetPrivateFiles()[0]
 	var buf bytes.Buffer
-	if err := fetch(ctx, f, r, &buf); err != nil {
+	if err := fetch(ctx, f, r, &buf, &cnt.remote); err != nil {
 		return nil, errorf("restore: %w", err)
 	}
 	label := state.FileLabel(f)
@@ -179,45 +212,65 @@ func (b *Backend) readMeta(ctx context.Context, p part, r state.StateReader) (*s
 }
 
 // download writes the files of p but its meta file m into dir, at most TransferThreads
-// at a time.
-func (b *Backend) download(ctx context.Context, p part, m *snapshotMeta, r state.StateReader, dir string) error {
+// at a time, taking those it can from the local copy src (nil: none), and returns the
+// CRC-32C of every file by local name.
+func (b *Backend) download(ctx context.Context, p part, m *snapshotMeta, r state.StateReader, dir string, src *localSource, cnt *restoreCount) (map[string]uint32, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return errorf("restore: %w", err)
+		return nil, errorf("restore: %w", err)
 	}
-	type file struct {
-		name string
-		f    *sluicev1.StateFile
-	}
-	var files []file
-	for i, name := range m.shared {
-		files = append(files, file{name, p.h.GetSharedFiles()[i]})
-	}
-	for i, name := range m.private {
-		files = append(files, file{name, p.h.GetPrivateFiles()[i+1]})
-	}
+	files := handleFiles(p.h, m)
+	names := slices.Sorted(maps.Keys(files))
+	crcs := make([]uint32, len(names))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(b.cfg.TransferThreads)
-	for _, f := range files {
+	for i, name := range names {
+		f := files[name]
+		path := filepath.Join(dir, name)
 		g.Go(func() error {
-			out, err := os.Create(filepath.Join(dir, f.name))
+			if src != nil {
+				e, ok := src.files[name]
+				if !ok {
+					cnt.fallback("%s: not in the local copy", name)
+				} else if err := restoreLocalFile(gctx, filepath.Join(src.dir, name), path, e); err != nil {
+					if gctx.Err() != nil {
+						return gctx.Err()
+					}
+					cnt.fallback("%s: %v", name, err)
+				} else {
+					crcs[i] = e.crc
+					cnt.local.Add(e.size)
+					return nil
+				}
+			}
+			out, err := os.Create(path)
 			if err != nil {
 				return err
 			}
-			err = fetch(gctx, f.f, r, out)
+			h := crc32.New(castagnoli)
+			err = fetch(gctx, f, r, io.MultiWriter(out, h), &cnt.remote)
 			if cerr := out.Close(); err == nil {
 				err = cerr
 			}
+			crcs[i] = h.Sum32()
 			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return errorf("restore key groups %v: %w", p.hr, err)
+		return nil, errorf("restore key groups %v: %w", p.hr, err)
 	}
-	return nil
+	if src != nil && cnt.local.Load() > 0 {
+		cnt.localID = src.id
+	}
+	byName := make(map[string]uint32, len(names))
+	for i, name := range names {
+		byName[name] = crcs[i]
+	}
+	return byName, nil
 }
 
-// fetch copies f (inline or read through r) to w, verifying its size and SHA-256.
-func fetch(ctx context.Context, f *sluicev1.StateFile, r state.StateReader, w io.Writer) error {
+// fetch copies f (inline or read through r) to w, verifying its size and SHA-256, and
+// adds the bytes read through r to remote.
+func fetch(ctx context.Context, f *sluicev1.StateFile, r state.StateReader, w io.Writer, remote *atomic.Int64) error {
 	var src io.Reader
 	switch so, ok := r.(state.StreamOpener); {
 	case f.GetPath() == "":
@@ -239,8 +292,23 @@ func fetch(ctx context.Context, f *sluicev1.StateFile, r state.StateReader, w io
 		defer fr.Close()
 		src = io.NewSectionReader(fr, 0, fr.Size())
 	}
+	if f.GetPath() != "" {
+		src = countingReader{src, remote}
+	}
 	_, err := io.Copy(w, state.NewVerifyingReader(f, ctxReader{ctx, src}))
 	return err
+}
+
+// countingReader adds the bytes read to n.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(int64(k))
+	return k, err
 }
 
 // clip deletes the key groups of hr outside the backend's range.
@@ -289,14 +357,14 @@ func (w *batch) flush() error {
 }
 
 // merge copies the key groups p.in of a RocksDB handle into the database.
-func (b *Backend) merge(ctx context.Context, p part, r state.StateReader) error {
+func (b *Backend) merge(ctx context.Context, p part, r state.StateReader, cnt *restoreCount) error {
 	dir := filepath.Join(b.inst.dir, fmt.Sprintf("restore-%d", p.i))
 	defer os.RemoveAll(dir)
-	m, err := b.readMeta(ctx, p, r)
+	m, err := b.readMeta(ctx, p, r, cnt)
 	if err != nil {
 		return err
 	}
-	if err := b.download(ctx, p, m, r, dir); err != nil {
+	if _, err := b.download(ctx, p, m, r, dir, nil, cnt); err != nil {
 		return err
 	}
 	names := []string{defaultColumn, eventColumn, processingColumn}
@@ -348,8 +416,8 @@ func (b *Backend) merge(ctx context.Context, p part, r state.StateReader) error 
 }
 
 // importFull decodes a full-snapshot file (pkg/state/fullsnap, the heap backend's
-// format) and writes the key groups p.in of it.
-func (b *Backend) importFull(ctx context.Context, p part, r state.StateReader) error {
+// format) and writes the key groups p.in of it. The StateReader reads the whole file.
+func (b *Backend) importFull(ctx context.Context, p part, r state.StateReader, cnt *restoreCount) error {
 	h := p.h
 	label := state.FileLabel(h.GetFile())
 	if len(h.GetKeyGroupOffsets()) != p.hr.Len() {
@@ -361,6 +429,9 @@ func (b *Backend) importFull(ctx context.Context, p part, r state.StateReader) e
 		return errorf("restore key groups %v: %w", p.in, err)
 	}
 	defer fr.Close()
+	if h.GetFile().GetPath() != "" {
+		cnt.remote.Add(fr.Size())
+	}
 	f, err := fullsnap.Open(fr, fr.Size())
 	if err != nil {
 		return errorf("restore: state file %s: %w", label, err)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"maps"
 	"os"
@@ -28,9 +29,17 @@ import (
 type incremental struct {
 	mu          sync.Mutex
 	confirmedID int64
-	confirmed   map[string]*sluicev1.StateFile // local SST name -> its shared file
-	pending     map[int64]map[string]*sluicev1.StateFile
+	confirmed   map[string]sharedFile // local SST name -> its shared file
+	pending     map[int64]map[string]sharedFile
 	forceFull   bool
+}
+
+// sharedFile is a shared file and, when known, the CRC-32C of the local SST file it
+// was uploaded from (what the manifest of a local recovery copy records).
+type sharedFile struct {
+	f      *sluicev1.StateFile
+	crc    uint32
+	hasCRC bool
 }
 
 // maxPending bounds the unconfirmed snapshots remembered (notifications may be lost);
@@ -39,7 +48,7 @@ const maxPending = 16
 
 // base is the set of files a new snapshot may reference, nil when it must be full. The
 // maps are never modified once published, so snapshots share them.
-func (i *incremental) base() map[string]*sluicev1.StateFile {
+func (i *incremental) base() map[string]sharedFile {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if i.forceFull {
@@ -50,14 +59,14 @@ func (i *incremental) base() map[string]*sluicev1.StateFile {
 }
 
 // uploaded records the shared files of snapshot id (all it references).
-func (i *incremental) uploaded(id int64, files map[string]*sluicev1.StateFile) {
+func (i *incremental) uploaded(id int64, files map[string]sharedFile) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if id <= i.confirmedID {
 		return
 	}
 	if i.pending == nil {
-		i.pending = map[int64]map[string]*sluicev1.StateFile{}
+		i.pending = map[int64]map[string]sharedFile{}
 	}
 	i.pending[id] = files
 	for len(i.pending) > maxPending {
@@ -85,15 +94,21 @@ func (i *incremental) complete(id int64) {
 }
 
 // restored sets the confirmed files to those of a restored snapshot.
-func (i *incremental) restored(files map[string]*sluicev1.StateFile) {
+func (i *incremental) restored(files map[string]sharedFile) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.confirmedID, i.confirmed, i.pending = 0, files, nil
 }
 
 // NotifyCheckpointComplete implements state.CheckpointListener: the files of checkpoint
-// id may be referenced by later incremental snapshots.
-func (b *Backend) NotifyCheckpointComplete(id int64) { b.inc.complete(id) }
+// id may be referenced by later incremental snapshots, and with local recovery the
+// local copies of earlier checkpoints are removed.
+func (b *Backend) NotifyCheckpointComplete(id int64) {
+	b.inc.complete(id)
+	if b.local != nil {
+		b.local.complete(id)
+	}
+}
 
 // ForceFullSnapshot implements state.FullSnapshotForcer: the next snapshot uploads
 // every file (as shared files in incremental mode, so later ones may reference them).
@@ -112,7 +127,9 @@ type localFile struct {
 
 // snapshot is the asynchronous phase: it uploads the files of a native checkpoint (a
 // directory of hard links to the SST files and copies of the small ones), which nothing
-// modifies, and removes it when done. It holds nothing else of the backend.
+// modifies, and removes it when done, unless it is a local recovery copy: then it
+// writes the copy's manifest once the upload succeeded and keeps it. It holds nothing
+// else of the backend.
 type snapshot struct {
 	id          int64
 	opts        state.KeyedOptions
@@ -123,15 +140,17 @@ type snapshot struct {
 	files       []localFile // sorted by name
 	states      []metaState
 	incremental bool
-	reuse       map[string]*sluicev1.StateFile // nil: upload everything
+	reuse       map[string]sharedFile // nil: upload everything
 	inc         *incremental
 	inst        *instance
 	transfer    int
 	stats       state.SnapshotStats
 	empty       bool
+	local       *localCopies // non-nil: dir is a local recovery copy
 
 	mu    sync.Mutex
 	phase int
+	kept  bool // the local copy has its manifest
 }
 
 const (
@@ -143,32 +162,45 @@ const (
 // Snapshot implements state.KeyedBackend. The synchronous phase is a native RocksDB
 // checkpoint: the memtables are flushed (the cost is writing them as SST files: up to
 // writebuffer.size per state and timer domain that has unflushed writes), then the SST
-// files are hard-linked and the small metadata files copied into a directory of the
-// instance. The asynchronous phase uploads that directory.
+// files are hard-linked and the small metadata files copied into a directory: the
+// local recovery copy's with local recovery (copied rather than linked if it is on
+// another file system), else, or when that fails, one of the instance. The
+// asynchronous phase uploads that directory.
 func (b *Backend) Snapshot(checkpointID int64) (state.AsyncSnapshot, error) {
 	if b.closed {
 		return nil, state.ErrClosed
 	}
-	b.seq++
-	dir := filepath.Join(b.inst.dir, fmt.Sprintf("snap-%d", b.seq))
-	if err := b.cp.CreateCheckpoint(dir, 0); err != nil {
-		os.RemoveAll(dir)
-		return nil, errorf("snapshot %d: native checkpoint: %w", checkpointID, err)
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, errorf("snapshot %d: %w", checkpointID, err)
+	dir, ents, local := b.localCheckpoint(checkpointID)
+	if dir == "" {
+		b.seq++
+		dir = filepath.Join(b.inst.dir, fmt.Sprintf("snap-%d", b.seq))
+		if err := b.cp.CreateCheckpoint(dir, 0); err != nil {
+			os.RemoveAll(dir)
+			return nil, errorf("snapshot %d: native checkpoint: %w", checkpointID, err)
+		}
+		var err error
+		if ents, err = os.ReadDir(dir); err != nil {
+			os.RemoveAll(dir)
+			return nil, errorf("snapshot %d: %w", checkpointID, err)
+		}
 	}
 	s := &snapshot{
 		id: checkpointID, opts: b.opts, kgs: b.kgs, maxP: b.maxP, instanceID: b.id, dir: dir,
 		incremental: b.cfg.Incremental, inc: &b.inc, inst: b.inst, transfer: b.cfg.TransferThreads, empty: true,
+		local: local,
+	}
+	fail := func(err error) (state.AsyncSnapshot, error) {
+		if local != nil {
+			local.finish(checkpointID, false)
+		} else {
+			os.RemoveAll(dir)
+		}
+		return nil, err
 	}
 	for _, e := range ents {
 		info, err := e.Info()
 		if err != nil || !info.Mode().IsRegular() {
-			os.RemoveAll(dir)
-			return nil, errorf("snapshot %d: native checkpoint file %s: not a regular file (%v)", checkpointID, e.Name(), err)
+			return fail(errorf("snapshot %d: native checkpoint file %s: not a regular file (%v)", checkpointID, e.Name(), err))
 		}
 		if strings.HasPrefix(e.Name(), "OPTIONS-") {
 			// RocksDB opens a database without its OPTIONS file (the options come from
@@ -194,6 +226,28 @@ func (b *Backend) Snapshot(checkpointID int64) (state.AsyncSnapshot, error) {
 	return s, nil
 }
 
+// localCheckpoint takes the native checkpoint into the local recovery copy's directory
+// and lists it; dir is empty when local recovery is off or that failed (logged).
+func (b *Backend) localCheckpoint(id int64) (string, []os.DirEntry, *localCopies) {
+	if b.local == nil {
+		return "", nil, nil
+	}
+	dir, ok := b.local.begin(id)
+	if !ok {
+		return "", nil, nil
+	}
+	if err := b.cp.CreateCheckpoint(dir, 0); err != nil {
+		b.local.failed(id, "native checkpoint", err)
+		return "", nil, nil
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		b.local.failed(id, "list the native checkpoint", err)
+		return "", nil, nil
+	}
+	return dir, ents, b.local
+}
+
 // estimateEntries is RocksDB's estimate of the state entries (not exact: deletions and
 // overwrites not yet compacted distort it).
 func (b *Backend) estimateEntries() uint64 {
@@ -217,10 +271,15 @@ func (s *snapshot) Release() {
 	}
 }
 
-// done removes the native checkpoint; s.mu is held.
+// done removes the native checkpoint, unless it became a local recovery copy; s.mu is
+// held.
 func (s *snapshot) done() {
 	s.phase = phaseDone
-	os.RemoveAll(s.dir)
+	if s.local != nil {
+		s.local.finish(s.id, s.kept)
+	} else {
+		os.RemoveAll(s.dir)
+	}
 	s.inst.release()
 }
 
@@ -256,17 +315,45 @@ func (s *snapshot) Run(ctx context.Context, w state.StateWriter) (*sluicev1.Keye
 	if w == nil {
 		return nil, errors.New("rocksdb: nil StateWriter")
 	}
-	h, shared, err := s.write(ctx, w)
+	h, shared, crcs, err := s.write(ctx, w)
 	if err != nil {
 		return nil, errorf("snapshot %d: %w", s.id, err)
 	}
 	if s.incremental {
 		s.inc.uploaded(s.id, shared)
 	}
+	if s.local != nil {
+		s.keepLocal(h, crcs)
+	}
 	return h, nil
 }
 
-func (s *snapshot) write(ctx context.Context, w state.StateWriter) (*sluicev1.KeyedStateHandle, map[string]*sluicev1.StateFile, error) {
+// keepLocal writes the manifest of the local recovery copy of the uploaded snapshot h;
+// crcs are those of s.files. A failure is logged (the copy is then removed).
+func (s *snapshot) keepLocal(h *sluicev1.KeyedStateHandle, crcs []uint32) {
+	m := &localManifest{checkpointID: s.id, maxP: s.maxP, kgs: s.kgs, metaSHA256: h.GetPrivateFiles()[0].GetSha256()}
+	shared, private := h.GetSharedFiles(), h.GetPrivateFiles()[1:]
+	for i, f := range s.files {
+		var sf *sluicev1.StateFile
+		if s.incremental && f.sst {
+			sf, shared = shared[0], shared[1:]
+		} else {
+			sf, private = private[0], private[1:]
+		}
+		m.files = append(m.files, manifestFile{name: f.name, size: f.size, sha256: sf.GetSha256(), crc: crcs[i]})
+	}
+	if err := writeLocalManifest(s.dir, m); err != nil {
+		s.local.failed(s.id, "write the manifest", err)
+		return
+	}
+	s.mu.Lock()
+	s.kept = true
+	s.mu.Unlock()
+}
+
+// write uploads the files and returns the handle, the shared files by local name and
+// the CRC-32C of every file of s.files.
+func (s *snapshot) write(ctx context.Context, w state.StateWriter) (*sluicev1.KeyedStateHandle, map[string]sharedFile, []uint32, error) {
 	var sharedIdx, privateIdx []int // into s.files
 	for i, f := range s.files {
 		if s.incremental && f.sst {
@@ -276,18 +363,31 @@ func (s *snapshot) write(ctx context.Context, w state.StateWriter) (*sluicev1.Ke
 		}
 	}
 	out := make([]*sluicev1.StateFile, len(s.files))
+	crcs := make([]uint32, len(s.files))
 	uploaded := make([]bool, len(s.files))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.transfer)
 	for _, i := range sharedIdx {
 		f := s.files[i]
-		if r := s.reuse[f.name]; r != nil && r.GetSize() == f.size {
-			out[i] = r
+		if r, ok := s.reuse[f.name]; ok && r.f.GetSize() == f.size {
+			out[i], crcs[i] = r.f, r.crc
+			if !r.hasCRC && s.local != nil {
+				// Reused from a snapshot whose CRC is unknown: the local copy's manifest
+				// needs it.
+				g.Go(func() error {
+					crc, n, err := fileCRC(gctx, filepath.Join(s.dir, f.name))
+					if err == nil && n != f.size {
+						err = fmt.Errorf("native checkpoint file %s changed size (%d, then %d bytes)", f.name, f.size, n)
+					}
+					crcs[i] = crc
+					return err
+				})
+			}
 			continue
 		}
 		uploaded[i] = true
 		g.Go(func() (err error) {
-			out[i], err = s.upload(gctx, w, f, true)
+			out[i], crcs[i], err = s.upload(gctx, w, f, true)
 			return err
 		})
 	}
@@ -295,27 +395,28 @@ func (s *snapshot) write(ctx context.Context, w state.StateWriter) (*sluicev1.Ke
 		f := s.files[i]
 		uploaded[i] = true
 		g.Go(func() (err error) {
-			out[i], err = s.private(gctx, w, f)
+			out[i], crcs[i], err = s.private(gctx, w, f)
 			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	m := &snapshotMeta{maxP: s.maxP, kgs: s.kgs, states: s.states}
 	h := &sluicev1.KeyedStateHandle{KeyGroupStart: int32(s.kgs.Start), KeyGroupEnd: int32(s.kgs.End), Backend: Name}
-	shared := map[string]*sluicev1.StateFile{}
+	shared := map[string]sharedFile{}
 	for _, i := range sharedIdx {
 		m.shared = append(m.shared, s.files[i].name)
 		h.SharedFiles = append(h.SharedFiles, out[i])
-		shared[s.files[i].name] = out[i]
+		r, reused := s.reuse[s.files[i].name]
+		shared[s.files[i].name] = sharedFile{f: out[i], crc: crcs[i], hasCRC: !reused || r.hasCRC || s.local != nil}
 	}
 	for _, i := range privateIdx {
 		m.private = append(m.private, s.files[i].name)
 	}
 	metaFile, err := s.writeBytes(ctx, w, s.opts.FileName(s.id, "rocksdb.meta"), m.encode())
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	h.PrivateFiles = append(h.PrivateFiles, metaFile)
 	h.IncrementalSize, h.FullSize = metaFile.GetSize(), metaFile.GetSize()
@@ -328,7 +429,7 @@ func (s *snapshot) write(ctx context.Context, w state.StateWriter) (*sluicev1.Ke
 			h.IncrementalSize += f.GetSize()
 		}
 	}
-	return h, shared, nil
+	return h, shared, crcs, nil
 }
 
 // sharedName names an SST file in shared/: unique across the job because it carries
@@ -338,19 +439,21 @@ func (s *snapshot) sharedName(local string) string {
 	return s.opts.FileName(s.id, s.instanceID+"-"+local)
 }
 
-// private writes a private file, inlined below the inline threshold.
-func (s *snapshot) private(ctx context.Context, w state.StateWriter, f localFile) (*sluicev1.StateFile, error) {
+// private writes a private file, inlined below the inline threshold, and returns it
+// with the CRC-32C of its bytes.
+func (s *snapshot) private(ctx context.Context, w state.StateWriter, f localFile) (*sluicev1.StateFile, uint32, error) {
 	if f.size >= int64(s.opts.InlineLimit()) {
 		return s.upload(ctx, w, f, false)
 	}
 	b, err := os.ReadFile(filepath.Join(s.dir, f.name))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if int64(len(b)) != f.size {
-		return nil, fmt.Errorf("native checkpoint file %s changed size (%d, then %d bytes)", f.name, f.size, len(b))
+		return nil, 0, fmt.Errorf("native checkpoint file %s changed size (%d, then %d bytes)", f.name, f.size, len(b))
 	}
-	return s.writeBytes(ctx, w, s.opts.FileName(s.id, f.name), b)
+	sf, err := s.writeBytes(ctx, w, s.opts.FileName(s.id, f.name), b)
+	return sf, crc32.Checksum(b, castagnoli), err
 }
 
 // writeBytes writes a private file from memory, inlined below the inline threshold.
@@ -363,38 +466,40 @@ func (s *snapshot) writeBytes(ctx context.Context, w state.StateWriter, name str
 	return sw.Close()
 }
 
-// upload copies a file of the native checkpoint to a new shared or private file.
-func (s *snapshot) upload(ctx context.Context, w state.StateWriter, f localFile, shared bool) (*sluicev1.StateFile, error) {
+// upload copies a file of the native checkpoint to a new shared or private file and
+// returns it with the CRC-32C of the bytes read.
+func (s *snapshot) upload(ctx context.Context, w state.StateWriter, f localFile, shared bool) (*sluicev1.StateFile, uint32, error) {
 	in, err := os.Open(filepath.Join(s.dir, f.name))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer in.Close()
 	var fw state.FileWriter
 	if shared {
 		name := s.sharedName(f.name)
 		if fw, err = w.CreateShared(ctx, name); err != nil {
-			return nil, fmt.Errorf("create shared file %s: %w", name, err)
+			return nil, 0, fmt.Errorf("create shared file %s: %w", name, err)
 		}
 	} else {
 		name := s.opts.FileName(s.id, f.name)
 		if fw, err = w.Create(ctx, name); err != nil {
-			return nil, fmt.Errorf("create %s: %w", name, err)
+			return nil, 0, fmt.Errorf("create %s: %w", name, err)
 		}
 	}
-	n, err := io.Copy(fw, ctxReader{ctx, in})
+	h := crc32.New(castagnoli)
+	n, err := io.Copy(fw, io.TeeReader(ctxReader{ctx, in}, h))
 	if err == nil && n != f.size {
 		err = fmt.Errorf("native checkpoint file %s changed size (%d, then %d bytes)", f.name, f.size, n)
 	}
 	if err != nil {
 		fw.Abort()
-		return nil, fmt.Errorf("upload %s: %w", f.name, err)
+		return nil, 0, fmt.Errorf("upload %s: %w", f.name, err)
 	}
 	sf, err := fw.Close()
 	if err != nil {
-		return nil, fmt.Errorf("upload %s: %w", f.name, err)
+		return nil, 0, fmt.Errorf("upload %s: %w", f.name, err)
 	}
-	return sf, nil
+	return sf, h.Sum32(), nil
 }
 
 // ctxReader stops reading once ctx ends.

@@ -638,8 +638,15 @@ type JobStatus struct {
 	// the newest retained one when the newest was broken (a fallback).
 	RestoredCheckpointId int64  `protobuf:"varint,16,opt,name=restored_checkpoint_id,json=restoredCheckpointId,proto3" json:"restored_checkpoint_id,omitempty"`
 	RestoreNote          string `protobuf:"bytes,17,opt,name=restore_note,json=restoreNote,proto3" json:"restore_note,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// What the subtasks of the current (or last) attempt read to restore their keyed
+	// state, summed over those whose backends report it (RocksDB): bytes from local
+	// recovery copies and from the checkpoint storage.
+	RestoredLocalBytes  int64 `protobuf:"varint,18,opt,name=restored_local_bytes,json=restoredLocalBytes,proto3" json:"restored_local_bytes,omitempty"`
+	RestoredRemoteBytes int64 `protobuf:"varint,19,opt,name=restored_remote_bytes,json=restoredRemoteBytes,proto3" json:"restored_remote_bytes,omitempty"`
+	// Those subtasks, by vertex then subtask, with their restore only (no metrics).
+	RestoredSubtasks []*SubtaskStateStatus `protobuf:"bytes,20,rep,name=restored_subtasks,json=restoredSubtasks,proto3" json:"restored_subtasks,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *JobStatus) Reset() {
@@ -789,6 +796,27 @@ func (x *JobStatus) GetRestoreNote() string {
 		return x.RestoreNote
 	}
 	return ""
+}
+
+func (x *JobStatus) GetRestoredLocalBytes() int64 {
+	if x != nil {
+		return x.RestoredLocalBytes
+	}
+	return 0
+}
+
+func (x *JobStatus) GetRestoredRemoteBytes() int64 {
+	if x != nil {
+		return x.RestoredRemoteBytes
+	}
+	return 0
+}
+
+func (x *JobStatus) GetRestoredSubtasks() []*SubtaskStateStatus {
+	if x != nil {
+		return x.RestoredSubtasks
+	}
+	return nil
 }
 
 // JobRecord is a job's record in etcd (key jobs/<job-id>, protobuf binary encoding):
@@ -1014,10 +1042,12 @@ func (x *ListCheckpointsRequest) GetJobId() string {
 }
 
 type ListCheckpointsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Checkpoints   []*CheckpointStats     `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoints []*CheckpointStats     `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	// Set while RocksDB compaction of the job falls behind its writes.
+	CompactionWarning *CompactionWarning `protobuf:"bytes,2,opt,name=compaction_warning,json=compactionWarning,proto3" json:"compaction_warning,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ListCheckpointsResponse) Reset() {
@@ -1057,6 +1087,121 @@ func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointStats {
 	return nil
 }
 
+func (x *ListCheckpointsResponse) GetCompactionWarning() *CompactionWarning {
+	if x != nil {
+		return x.CompactionWarning
+	}
+	return nil
+}
+
+// CompactionWarning: the pending compaction bytes of the job's keyed state grew over
+// its recent completed incremental checkpoints while their sizes grew too (the
+// jobmanager's rule is checkpoint.StarvationDetector's): compaction falls behind and
+// RocksDB will stall writes. The fields describe the window of checkpoints judged.
+type CompactionWarning struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint whose completion raised the warning.
+	SinceCheckpointId int64 `protobuf:"varint,1,opt,name=since_checkpoint_id,json=sinceCheckpointId,proto3" json:"since_checkpoint_id,omitempty"`
+	// The oldest and newest checkpoint of the window, with the pending compaction bytes
+	// summed over the subtasks and the incremental size of each.
+	FirstCheckpointId           int64 `protobuf:"varint,2,opt,name=first_checkpoint_id,json=firstCheckpointId,proto3" json:"first_checkpoint_id,omitempty"`
+	LastCheckpointId            int64 `protobuf:"varint,3,opt,name=last_checkpoint_id,json=lastCheckpointId,proto3" json:"last_checkpoint_id,omitempty"`
+	FirstPendingCompactionBytes int64 `protobuf:"varint,4,opt,name=first_pending_compaction_bytes,json=firstPendingCompactionBytes,proto3" json:"first_pending_compaction_bytes,omitempty"`
+	LastPendingCompactionBytes  int64 `protobuf:"varint,5,opt,name=last_pending_compaction_bytes,json=lastPendingCompactionBytes,proto3" json:"last_pending_compaction_bytes,omitempty"`
+	FirstIncrementalBytes       int64 `protobuf:"varint,6,opt,name=first_incremental_bytes,json=firstIncrementalBytes,proto3" json:"first_incremental_bytes,omitempty"`
+	LastIncrementalBytes        int64 `protobuf:"varint,7,opt,name=last_incremental_bytes,json=lastIncrementalBytes,proto3" json:"last_incremental_bytes,omitempty"`
+	// What was seen and what to do, in one line.
+	Message       string `protobuf:"bytes,8,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactionWarning) Reset() {
+	*x = CompactionWarning{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactionWarning) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactionWarning) ProtoMessage() {}
+
+func (x *CompactionWarning) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactionWarning.ProtoReflect.Descriptor instead.
+func (*CompactionWarning) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CompactionWarning) GetSinceCheckpointId() int64 {
+	if x != nil {
+		return x.SinceCheckpointId
+	}
+	return 0
+}
+
+func (x *CompactionWarning) GetFirstCheckpointId() int64 {
+	if x != nil {
+		return x.FirstCheckpointId
+	}
+	return 0
+}
+
+func (x *CompactionWarning) GetLastCheckpointId() int64 {
+	if x != nil {
+		return x.LastCheckpointId
+	}
+	return 0
+}
+
+func (x *CompactionWarning) GetFirstPendingCompactionBytes() int64 {
+	if x != nil {
+		return x.FirstPendingCompactionBytes
+	}
+	return 0
+}
+
+func (x *CompactionWarning) GetLastPendingCompactionBytes() int64 {
+	if x != nil {
+		return x.LastPendingCompactionBytes
+	}
+	return 0
+}
+
+func (x *CompactionWarning) GetFirstIncrementalBytes() int64 {
+	if x != nil {
+		return x.FirstIncrementalBytes
+	}
+	return 0
+}
+
+func (x *CompactionWarning) GetLastIncrementalBytes() int64 {
+	if x != nil {
+		return x.LastIncrementalBytes
+	}
+	return 0
+}
+
+func (x *CompactionWarning) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type CheckpointStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1078,14 +1223,20 @@ type CheckpointStats struct {
 	// Where its metadata lives (completed checkpoints).
 	ExternalPath string `protobuf:"bytes,14,opt,name=external_path,json=externalPath,proto3" json:"external_path,omitempty"`
 	// The tasks were asked for a full snapshot (no reuse of earlier checkpoints' files).
-	Full          bool `protobuf:"varint,15,opt,name=full,proto3" json:"full,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Full bool `protobuf:"varint,15,opt,name=full,proto3" json:"full,omitempty"`
+	// The longest synchronous and asynchronous snapshot phases among the acknowledgements.
+	MaxSyncMs  int64 `protobuf:"varint,16,opt,name=max_sync_ms,json=maxSyncMs,proto3" json:"max_sync_ms,omitempty"`
+	MaxAsyncMs int64 `protobuf:"varint,17,opt,name=max_async_ms,json=maxAsyncMs,proto3" json:"max_async_ms,omitempty"`
+	// RocksDB's pending compaction bytes summed over the subtasks, as their
+	// acknowledgements reported them (0: no backend reports them).
+	PendingCompactionBytes int64 `protobuf:"varint,18,opt,name=pending_compaction_bytes,json=pendingCompactionBytes,proto3" json:"pending_compaction_bytes,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *CheckpointStats) Reset() {
 	*x = CheckpointStats{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1248,7 @@ func (x *CheckpointStats) String() string {
 func (*CheckpointStats) ProtoMessage() {}
 
 func (x *CheckpointStats) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1261,7 @@ func (x *CheckpointStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointStats.ProtoReflect.Descriptor instead.
 func (*CheckpointStats) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CheckpointStats) GetId() int64 {
@@ -1218,6 +1369,27 @@ func (x *CheckpointStats) GetFull() bool {
 	return false
 }
 
+func (x *CheckpointStats) GetMaxSyncMs() int64 {
+	if x != nil {
+		return x.MaxSyncMs
+	}
+	return 0
+}
+
+func (x *CheckpointStats) GetMaxAsyncMs() int64 {
+	if x != nil {
+		return x.MaxAsyncMs
+	}
+	return 0
+}
+
+func (x *CheckpointStats) GetPendingCompactionBytes() int64 {
+	if x != nil {
+		return x.PendingCompactionBytes
+	}
+	return 0
+}
+
 type VerifyCheckpointsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -1229,7 +1401,7 @@ type VerifyCheckpointsRequest struct {
 
 func (x *VerifyCheckpointsRequest) Reset() {
 	*x = VerifyCheckpointsRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1413,7 @@ func (x *VerifyCheckpointsRequest) String() string {
 func (*VerifyCheckpointsRequest) ProtoMessage() {}
 
 func (x *VerifyCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1426,7 @@ func (x *VerifyCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*VerifyCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *VerifyCheckpointsRequest) GetJobId() string {
@@ -1281,7 +1453,7 @@ type VerifyCheckpointsResponse struct {
 
 func (x *VerifyCheckpointsResponse) Reset() {
 	*x = VerifyCheckpointsResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1465,7 @@ func (x *VerifyCheckpointsResponse) String() string {
 func (*VerifyCheckpointsResponse) ProtoMessage() {}
 
 func (x *VerifyCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1478,7 @@ func (x *VerifyCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*VerifyCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *VerifyCheckpointsResponse) GetCheckpoints() []*CheckpointVerification {
@@ -1335,7 +1507,7 @@ type CheckpointVerification struct {
 
 func (x *CheckpointVerification) Reset() {
 	*x = CheckpointVerification{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1519,7 @@ func (x *CheckpointVerification) String() string {
 func (*CheckpointVerification) ProtoMessage() {}
 
 func (x *CheckpointVerification) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1532,7 @@ func (x *CheckpointVerification) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointVerification.ProtoReflect.Descriptor instead.
 func (*CheckpointVerification) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CheckpointVerification) GetId() int64 {
@@ -1414,7 +1586,7 @@ type GetCheckpointChainRequest struct {
 
 func (x *GetCheckpointChainRequest) Reset() {
 	*x = GetCheckpointChainRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1598,7 @@ func (x *GetCheckpointChainRequest) String() string {
 func (*GetCheckpointChainRequest) ProtoMessage() {}
 
 func (x *GetCheckpointChainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1611,7 @@ func (x *GetCheckpointChainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointChainRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointChainRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetCheckpointChainRequest) GetJobId() string {
@@ -1459,7 +1631,7 @@ type CheckpointChain struct {
 
 func (x *CheckpointChain) Reset() {
 	*x = CheckpointChain{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1643,7 @@ func (x *CheckpointChain) String() string {
 func (*CheckpointChain) ProtoMessage() {}
 
 func (x *CheckpointChain) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1656,7 @@ func (x *CheckpointChain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointChain.ProtoReflect.Descriptor instead.
 func (*CheckpointChain) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CheckpointChain) GetCheckpoints() []*ChainCheckpoint {
@@ -1512,7 +1684,7 @@ type ChainCheckpoint struct {
 
 func (x *ChainCheckpoint) Reset() {
 	*x = ChainCheckpoint{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1696,7 @@ func (x *ChainCheckpoint) String() string {
 func (*ChainCheckpoint) ProtoMessage() {}
 
 func (x *ChainCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1709,7 @@ func (x *ChainCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChainCheckpoint.ProtoReflect.Descriptor instead.
 func (*ChainCheckpoint) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ChainCheckpoint) GetId() int64 {
@@ -1595,7 +1767,7 @@ type SharedFileRef struct {
 
 func (x *SharedFileRef) Reset() {
 	*x = SharedFileRef{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1779,7 @@ func (x *SharedFileRef) String() string {
 func (*SharedFileRef) ProtoMessage() {}
 
 func (x *SharedFileRef) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1792,7 @@ func (x *SharedFileRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedFileRef.ProtoReflect.Descriptor instead.
 func (*SharedFileRef) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SharedFileRef) GetPath() string {
@@ -1645,20 +1817,23 @@ func (x *SharedFileRef) GetFirstCheckpointId() int64 {
 }
 
 type CheckpointTaskMetrics struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SyncMs        int64                  `protobuf:"varint,1,opt,name=sync_ms,json=syncMs,proto3" json:"sync_ms,omitempty"`
-	AsyncMs       int64                  `protobuf:"varint,2,opt,name=async_ms,json=asyncMs,proto3" json:"async_ms,omitempty"`
-	AlignmentMs   int64                  `protobuf:"varint,3,opt,name=alignment_ms,json=alignmentMs,proto3" json:"alignment_ms,omitempty"`
-	StartDelayMs  int64                  `protobuf:"varint,4,opt,name=start_delay_ms,json=startDelayMs,proto3" json:"start_delay_ms,omitempty"`
-	Bytes         int64                  `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
-	FullBytes     int64                  `protobuf:"varint,6,opt,name=full_bytes,json=fullBytes,proto3" json:"full_bytes,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	SyncMs       int64                  `protobuf:"varint,1,opt,name=sync_ms,json=syncMs,proto3" json:"sync_ms,omitempty"`
+	AsyncMs      int64                  `protobuf:"varint,2,opt,name=async_ms,json=asyncMs,proto3" json:"async_ms,omitempty"`
+	AlignmentMs  int64                  `protobuf:"varint,3,opt,name=alignment_ms,json=alignmentMs,proto3" json:"alignment_ms,omitempty"`
+	StartDelayMs int64                  `protobuf:"varint,4,opt,name=start_delay_ms,json=startDelayMs,proto3" json:"start_delay_ms,omitempty"`
+	Bytes        int64                  `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	FullBytes    int64                  `protobuf:"varint,6,opt,name=full_bytes,json=fullBytes,proto3" json:"full_bytes,omitempty"`
+	// The native metrics of the task's keyed state when it acknowledged (absent when its
+	// backends have none).
+	State         *StateMetrics `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckpointTaskMetrics) Reset() {
 	*x = CheckpointTaskMetrics{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1845,7 @@ func (x *CheckpointTaskMetrics) String() string {
 func (*CheckpointTaskMetrics) ProtoMessage() {}
 
 func (x *CheckpointTaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1858,7 @@ func (x *CheckpointTaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointTaskMetrics.ProtoReflect.Descriptor instead.
 func (*CheckpointTaskMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CheckpointTaskMetrics) GetSyncMs() int64 {
@@ -1728,6 +1903,13 @@ func (x *CheckpointTaskMetrics) GetFullBytes() int64 {
 	return 0
 }
 
+func (x *CheckpointTaskMetrics) GetState() *StateMetrics {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
 type OperatorSubtaskState struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Uid           string                 `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
@@ -1738,7 +1920,7 @@ type OperatorSubtaskState struct {
 
 func (x *OperatorSubtaskState) Reset() {
 	*x = OperatorSubtaskState{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1932,7 @@ func (x *OperatorSubtaskState) String() string {
 func (*OperatorSubtaskState) ProtoMessage() {}
 
 func (x *OperatorSubtaskState) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1945,7 @@ func (x *OperatorSubtaskState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorSubtaskState.ProtoReflect.Descriptor instead.
 func (*OperatorSubtaskState) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *OperatorSubtaskState) GetUid() string {
@@ -1793,7 +1975,7 @@ type AcknowledgeCheckpointRequest struct {
 
 func (x *AcknowledgeCheckpointRequest) Reset() {
 	*x = AcknowledgeCheckpointRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +1987,7 @@ func (x *AcknowledgeCheckpointRequest) String() string {
 func (*AcknowledgeCheckpointRequest) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +2000,7 @@ func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AcknowledgeCheckpointRequest) GetTaskManagerId() string {
@@ -1864,7 +2046,7 @@ type AcknowledgeCheckpointResponse struct {
 
 func (x *AcknowledgeCheckpointResponse) Reset() {
 	*x = AcknowledgeCheckpointResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +2058,7 @@ func (x *AcknowledgeCheckpointResponse) String() string {
 func (*AcknowledgeCheckpointResponse) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +2071,7 @@ func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{25}
 }
 
 type DeclineCheckpointRequest struct {
@@ -1904,7 +2086,7 @@ type DeclineCheckpointRequest struct {
 
 func (x *DeclineCheckpointRequest) Reset() {
 	*x = DeclineCheckpointRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +2098,7 @@ func (x *DeclineCheckpointRequest) String() string {
 func (*DeclineCheckpointRequest) ProtoMessage() {}
 
 func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2111,7 @@ func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeclineCheckpointRequest) GetTaskManagerId() string {
@@ -1968,7 +2150,7 @@ type DeclineCheckpointResponse struct {
 
 func (x *DeclineCheckpointResponse) Reset() {
 	*x = DeclineCheckpointResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2162,7 @@ func (x *DeclineCheckpointResponse) String() string {
 func (*DeclineCheckpointResponse) ProtoMessage() {}
 
 func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2175,7 @@ func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{27}
 }
 
 type TaskManagerInfo struct {
@@ -2011,7 +2193,7 @@ type TaskManagerInfo struct {
 
 func (x *TaskManagerInfo) Reset() {
 	*x = TaskManagerInfo{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2205,7 @@ func (x *TaskManagerInfo) String() string {
 func (*TaskManagerInfo) ProtoMessage() {}
 
 func (x *TaskManagerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2218,7 @@ func (x *TaskManagerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskManagerInfo.ProtoReflect.Descriptor instead.
 func (*TaskManagerInfo) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TaskManagerInfo) GetId() string {
@@ -2096,7 +2278,7 @@ type ListTaskManagersRequest struct {
 
 func (x *ListTaskManagersRequest) Reset() {
 	*x = ListTaskManagersRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2290,7 @@ func (x *ListTaskManagersRequest) String() string {
 func (*ListTaskManagersRequest) ProtoMessage() {}
 
 func (x *ListTaskManagersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2303,7 @@ func (x *ListTaskManagersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTaskManagersRequest.ProtoReflect.Descriptor instead.
 func (*ListTaskManagersRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{28}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{29}
 }
 
 type ListTaskManagersResponse struct {
@@ -2133,7 +2315,7 @@ type ListTaskManagersResponse struct {
 
 func (x *ListTaskManagersResponse) Reset() {
 	*x = ListTaskManagersResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2145,7 +2327,7 @@ func (x *ListTaskManagersResponse) String() string {
 func (*ListTaskManagersResponse) ProtoMessage() {}
 
 func (x *ListTaskManagersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2158,7 +2340,7 @@ func (x *ListTaskManagersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTaskManagersResponse.ProtoReflect.Descriptor instead.
 func (*ListTaskManagersResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{29}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListTaskManagersResponse) GetTaskManagers() []*TaskManagerInfo {
@@ -2181,7 +2363,7 @@ type RegisterTaskManagerRequest struct {
 
 func (x *RegisterTaskManagerRequest) Reset() {
 	*x = RegisterTaskManagerRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2193,7 +2375,7 @@ func (x *RegisterTaskManagerRequest) String() string {
 func (*RegisterTaskManagerRequest) ProtoMessage() {}
 
 func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2206,7 +2388,7 @@ func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{30}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RegisterTaskManagerRequest) GetId() string {
@@ -2247,7 +2429,7 @@ type RegisterTaskManagerResponse struct {
 
 func (x *RegisterTaskManagerResponse) Reset() {
 	*x = RegisterTaskManagerResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2259,7 +2441,7 @@ func (x *RegisterTaskManagerResponse) String() string {
 func (*RegisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2272,7 +2454,7 @@ func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{31}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RegisterTaskManagerResponse) GetHeartbeatIntervalMs() int64 {
@@ -2290,13 +2472,25 @@ type TaskMetrics struct {
 	RecordsOut    int64                  `protobuf:"varint,3,opt,name=records_out,json=recordsOut,proto3" json:"records_out,omitempty"`
 	SourceRecords int64                  `protobuf:"varint,4,opt,name=source_records,json=sourceRecords,proto3" json:"source_records,omitempty"`
 	SinkRecords   int64                  `protobuf:"varint,5,opt,name=sink_records,json=sinkRecords,proto3" json:"sink_records,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The native metrics of the task's keyed state now (absent: no keyed operator, a
+	// backend without them such as the heap backend, or the task ended).
+	State *StateMetrics `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	// The task restored keyed state and its backends reported what they read (RocksDB):
+	// bytes from the local recovery copy and from the checkpoint storage, the checkpoint
+	// of the local copy used (0: none), and why a local copy was not used, or not in
+	// full (empty: local recovery off, or the copy served every file).
+	Restored                    bool   `protobuf:"varint,7,opt,name=restored,proto3" json:"restored,omitempty"`
+	RestoredLocalBytes          int64  `protobuf:"varint,8,opt,name=restored_local_bytes,json=restoredLocalBytes,proto3" json:"restored_local_bytes,omitempty"`
+	RestoredRemoteBytes         int64  `protobuf:"varint,9,opt,name=restored_remote_bytes,json=restoredRemoteBytes,proto3" json:"restored_remote_bytes,omitempty"`
+	RestoredFromLocalCheckpoint int64  `protobuf:"varint,10,opt,name=restored_from_local_checkpoint,json=restoredFromLocalCheckpoint,proto3" json:"restored_from_local_checkpoint,omitempty"`
+	RestoreFallback             string `protobuf:"bytes,11,opt,name=restore_fallback,json=restoreFallback,proto3" json:"restore_fallback,omitempty"`
+	unknownFields               protoimpl.UnknownFields
+	sizeCache                   protoimpl.SizeCache
 }
 
 func (x *TaskMetrics) Reset() {
 	*x = TaskMetrics{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[32]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2308,7 +2502,7 @@ func (x *TaskMetrics) String() string {
 func (*TaskMetrics) ProtoMessage() {}
 
 func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[32]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2321,7 +2515,7 @@ func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskMetrics.ProtoReflect.Descriptor instead.
 func (*TaskMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{32}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TaskMetrics) GetExecution() *ExecutionId {
@@ -2359,17 +2553,544 @@ func (x *TaskMetrics) GetSinkRecords() int64 {
 	return 0
 }
 
-type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskManagerId string                 `protobuf:"bytes,1,opt,name=task_manager_id,json=taskManagerId,proto3" json:"task_manager_id,omitempty"`
-	Tasks         []*TaskMetrics         `protobuf:"bytes,2,rep,name=tasks,proto3" json:"tasks,omitempty"`
+func (x *TaskMetrics) GetState() *StateMetrics {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *TaskMetrics) GetRestored() bool {
+	if x != nil {
+		return x.Restored
+	}
+	return false
+}
+
+func (x *TaskMetrics) GetRestoredLocalBytes() int64 {
+	if x != nil {
+		return x.RestoredLocalBytes
+	}
+	return 0
+}
+
+func (x *TaskMetrics) GetRestoredRemoteBytes() int64 {
+	if x != nil {
+		return x.RestoredRemoteBytes
+	}
+	return 0
+}
+
+func (x *TaskMetrics) GetRestoredFromLocalCheckpoint() int64 {
+	if x != nil {
+		return x.RestoredFromLocalCheckpoint
+	}
+	return 0
+}
+
+func (x *TaskMetrics) GetRestoreFallback() string {
+	if x != nil {
+		return x.RestoreFallback
+	}
+	return ""
+}
+
+// StateMetrics are the native metrics of a subtask's keyed state (RocksDB's
+// properties) over the keyed backends of its chain: sums, except where said. Sizes are
+// in bytes.
+type StateMetrics struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The backends reporting (one per keyed operator of the chain).
+	Backends int32 `protobuf:"varint,1,opt,name=backends,proto3" json:"backends,omitempty"`
+	// Estimated keys (rocksdb.estimate-num-keys): deletions and overwrites not yet
+	// compacted make it rough.
+	EstimatedKeys int64 `protobuf:"varint,2,opt,name=estimated_keys,json=estimatedKeys,proto3" json:"estimated_keys,omitempty"`
+	// What compaction must rewrite to bring every level under its target
+	// (rocksdb.estimate-pending-compaction-bytes); RocksDB slows, then stops, writes when
+	// it grows too large.
+	PendingCompactionBytes int64 `protobuf:"varint,3,opt,name=pending_compaction_bytes,json=pendingCompactionBytes,proto3" json:"pending_compaction_bytes,omitempty"`
+	RunningCompactions     int64 `protobuf:"varint,4,opt,name=running_compactions,json=runningCompactions,proto3" json:"running_compactions,omitempty"`
+	RunningFlushes         int64 `protobuf:"varint,5,opt,name=running_flushes,json=runningFlushes,proto3" json:"running_flushes,omitempty"`
+	// Level-0 SST files: many slow reads and eventually stall writes.
+	L0Files int64 `protobuf:"varint,6,opt,name=l0_files,json=l0Files,proto3" json:"l0_files,omitempty"`
+	// Write stalls: the lowest rate a backend's writes are delayed to (bytes/s; 0: none
+	// is delayed), and whether a backend's writes are stopped.
+	DelayedWriteRate int64 `protobuf:"varint,7,opt,name=delayed_write_rate,json=delayedWriteRate,proto3" json:"delayed_write_rate,omitempty"`
+	WriteStopped     bool  `protobuf:"varint,8,opt,name=write_stopped,json=writeStopped,proto3" json:"write_stopped,omitempty"`
+	// SST files of the current versions (live), and with the obsolete ones still held,
+	// e.g. by a snapshot being uploaded (total).
+	LiveSstBytes  int64 `protobuf:"varint,9,opt,name=live_sst_bytes,json=liveSstBytes,proto3" json:"live_sst_bytes,omitempty"`
+	TotalSstBytes int64 `protobuf:"varint,10,opt,name=total_sst_bytes,json=totalSstBytes,proto3" json:"total_sst_bytes,omitempty"`
+	MemtableBytes int64 `protobuf:"varint,11,opt,name=memtable_bytes,json=memtableBytes,proto3" json:"memtable_bytes,omitempty"`
+	// The block cache, the largest among the backends: under managed memory they all
+	// share the task manager's, which its other subtasks use too.
+	BlockCacheUsageBytes    int64 `protobuf:"varint,12,opt,name=block_cache_usage_bytes,json=blockCacheUsageBytes,proto3" json:"block_cache_usage_bytes,omitempty"`
+	BlockCachePinnedBytes   int64 `protobuf:"varint,13,opt,name=block_cache_pinned_bytes,json=blockCachePinnedBytes,proto3" json:"block_cache_pinned_bytes,omitempty"`
+	BlockCacheCapacityBytes int64 `protobuf:"varint,14,opt,name=block_cache_capacity_bytes,json=blockCacheCapacityBytes,proto3" json:"block_cache_capacity_bytes,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *StateMetrics) Reset() {
+	*x = StateMetrics{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateMetrics) ProtoMessage() {}
+
+func (x *StateMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateMetrics.ProtoReflect.Descriptor instead.
+func (*StateMetrics) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *StateMetrics) GetBackends() int32 {
+	if x != nil {
+		return x.Backends
+	}
+	return 0
+}
+
+func (x *StateMetrics) GetEstimatedKeys() int64 {
+	if x != nil {
+		return x.EstimatedKeys
+	}
+	return 0
+}
+
+func (x *StateMetrics) GetPendingCompactionBytes() int64 {
+	if x != nil {
+		return x.PendingCompactionBytes
+	}
+	return 0
+}
+
+func (x *StateMetrics) GetRunningCompactions() int64 {
+	if x != nil {
+		return x.RunningCompactions
+	}
+	return 0
+}
+
+func (x *StateMetrics) GetRunningFlushes() int64 {
+	if x != nil {
+		return x.RunningFlushes
+	}
+	return 0
+}
+
+func (x *StateMetrics) GetL0Files() int64 {
+	if x != nil {
+		return x.L0Files
+	}
+	return 0
+}
+
+func (x *StateMetrics) GetDelayedWriteRate() int64 {
+	if x != nil {
+		return x.DelayedWriteRate
+	}
+	return 0
+}
+
+func (x *StateMetrics) GetWriteStopped() bool {
+	if x != nil {
+		return x.WriteStopped
+	}
+	return false
+}
+
+func (x *StateMetrics) GetLiveSstBytes() int64 {
+	if x != nil {
+		return x.LiveSstBytes
+	}
+	return 0
+}
+
+func (x *StateMetrics) GetTotalSstBytes() int64 {
+	if x != nil {
+		return x.TotalSstBytes
+	}
+	return 0
+}
+
+func (x *StateMetrics) GetMemtableBytes() int64 {
+	if x != nil {
+		return x.MemtableBytes
+	}
+	return 0
+}
+
+func (x *StateMetrics) GetBlockCacheUsageBytes() int64 {
+	if x != nil {
+		return x.BlockCacheUsageBytes
+	}
+	return 0
+}
+
+func (x *StateMetrics) GetBlockCachePinnedBytes() int64 {
+	if x != nil {
+		return x.BlockCachePinnedBytes
+	}
+	return 0
+}
+
+func (x *StateMetrics) GetBlockCacheCapacityBytes() int64 {
+	if x != nil {
+		return x.BlockCacheCapacityBytes
+	}
+	return 0
+}
+
+// RestoreStats are what a subtask's keyed state backends read when they restored.
+type RestoreStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes read from the local recovery copy and from the checkpoint storage.
+	LocalBytes  int64 `protobuf:"varint,1,opt,name=local_bytes,json=localBytes,proto3" json:"local_bytes,omitempty"`
+	RemoteBytes int64 `protobuf:"varint,2,opt,name=remote_bytes,json=remoteBytes,proto3" json:"remote_bytes,omitempty"`
+	// The checkpoint of the local copy used (0: none).
+	LocalCheckpointId int64 `protobuf:"varint,3,opt,name=local_checkpoint_id,json=localCheckpointId,proto3" json:"local_checkpoint_id,omitempty"`
+	// Why a local copy was not used, or not in full (empty: none to say).
+	Fallback      string `protobuf:"bytes,4,opt,name=fallback,proto3" json:"fallback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *RestoreStats) Reset() {
+	*x = RestoreStats{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreStats) ProtoMessage() {}
+
+func (x *RestoreStats) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreStats.ProtoReflect.Descriptor instead.
+func (*RestoreStats) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RestoreStats) GetLocalBytes() int64 {
+	if x != nil {
+		return x.LocalBytes
+	}
+	return 0
+}
+
+func (x *RestoreStats) GetRemoteBytes() int64 {
+	if x != nil {
+		return x.RemoteBytes
+	}
+	return 0
+}
+
+func (x *RestoreStats) GetLocalCheckpointId() int64 {
+	if x != nil {
+		return x.LocalCheckpointId
+	}
+	return 0
+}
+
+func (x *RestoreStats) GetFallback() string {
+	if x != nil {
+		return x.Fallback
+	}
+	return ""
+}
+
+type GetStateMetricsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStateMetricsRequest) Reset() {
+	*x = GetStateMetricsRequest{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStateMetricsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStateMetricsRequest) ProtoMessage() {}
+
+func (x *GetStateMetricsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStateMetricsRequest.ProtoReflect.Descriptor instead.
+func (*GetStateMetricsRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *GetStateMetricsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type StateMetricsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The attempt the subtasks belong to.
+	Attempt int64 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Every subtask of the attempt, by vertex then subtask.
+	Subtasks []*SubtaskStateStatus `protobuf:"bytes,3,rep,name=subtasks,proto3" json:"subtasks,omitempty"`
+	// Totals of the subtasks' restores (see JobStatus).
+	RestoredLocalBytes  int64 `protobuf:"varint,4,opt,name=restored_local_bytes,json=restoredLocalBytes,proto3" json:"restored_local_bytes,omitempty"`
+	RestoredRemoteBytes int64 `protobuf:"varint,5,opt,name=restored_remote_bytes,json=restoredRemoteBytes,proto3" json:"restored_remote_bytes,omitempty"`
+	// Set while RocksDB compaction of the job falls behind its writes.
+	CompactionWarning *CompactionWarning `protobuf:"bytes,6,opt,name=compaction_warning,json=compactionWarning,proto3" json:"compaction_warning,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *StateMetricsResponse) Reset() {
+	*x = StateMetricsResponse{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateMetricsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateMetricsResponse) ProtoMessage() {}
+
+func (x *StateMetricsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateMetricsResponse.ProtoReflect.Descriptor instead.
+func (*StateMetricsResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *StateMetricsResponse) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *StateMetricsResponse) GetAttempt() int64 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *StateMetricsResponse) GetSubtasks() []*SubtaskStateStatus {
+	if x != nil {
+		return x.Subtasks
+	}
+	return nil
+}
+
+func (x *StateMetricsResponse) GetRestoredLocalBytes() int64 {
+	if x != nil {
+		return x.RestoredLocalBytes
+	}
+	return 0
+}
+
+func (x *StateMetricsResponse) GetRestoredRemoteBytes() int64 {
+	if x != nil {
+		return x.RestoredRemoteBytes
+	}
+	return 0
+}
+
+func (x *StateMetricsResponse) GetCompactionWarning() *CompactionWarning {
+	if x != nil {
+		return x.CompactionWarning
+	}
+	return nil
+}
+
+// SubtaskStateStatus is one subtask's keyed state as its task last reported it.
+type SubtaskStateStatus struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Vertex int32                  `protobuf:"varint,1,opt,name=vertex,proto3" json:"vertex,omitempty"`
+	// The chain's name, e.g. "count -> sink", and its parallelism.
+	VertexName  string `protobuf:"bytes,2,opt,name=vertex_name,json=vertexName,proto3" json:"vertex_name,omitempty"`
+	Subtask     int32  `protobuf:"varint,3,opt,name=subtask,proto3" json:"subtask,omitempty"`
+	Parallelism int32  `protobuf:"varint,4,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
+	TaskManager string `protobuf:"bytes,5,opt,name=task_manager,json=taskManager,proto3" json:"task_manager,omitempty"`
+	// The task's state, e.g. "running".
+	TaskState string `protobuf:"bytes,6,opt,name=task_state,json=taskState,proto3" json:"task_state,omitempty"`
+	// The latest native metrics the task reported, by heartbeat or with a checkpoint
+	// acknowledgement, and when they arrived (absent: none, e.g. no keyed operator or
+	// the heap backend).
+	Metrics       *StateMetrics `protobuf:"bytes,7,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	MetricsUnixMs int64         `protobuf:"varint,8,opt,name=metrics_unix_ms,json=metricsUnixMs,proto3" json:"metrics_unix_ms,omitempty"`
+	// What it read when it restored (absent: no restore reported).
+	Restore       *RestoreStats `protobuf:"bytes,9,opt,name=restore,proto3" json:"restore,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubtaskStateStatus) Reset() {
+	*x = SubtaskStateStatus{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubtaskStateStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubtaskStateStatus) ProtoMessage() {}
+
+func (x *SubtaskStateStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubtaskStateStatus.ProtoReflect.Descriptor instead.
+func (*SubtaskStateStatus) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *SubtaskStateStatus) GetVertex() int32 {
+	if x != nil {
+		return x.Vertex
+	}
+	return 0
+}
+
+func (x *SubtaskStateStatus) GetVertexName() string {
+	if x != nil {
+		return x.VertexName
+	}
+	return ""
+}
+
+func (x *SubtaskStateStatus) GetSubtask() int32 {
+	if x != nil {
+		return x.Subtask
+	}
+	return 0
+}
+
+func (x *SubtaskStateStatus) GetParallelism() int32 {
+	if x != nil {
+		return x.Parallelism
+	}
+	return 0
+}
+
+func (x *SubtaskStateStatus) GetTaskManager() string {
+	if x != nil {
+		return x.TaskManager
+	}
+	return ""
+}
+
+func (x *SubtaskStateStatus) GetTaskState() string {
+	if x != nil {
+		return x.TaskState
+	}
+	return ""
+}
+
+func (x *SubtaskStateStatus) GetMetrics() *StateMetrics {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+func (x *SubtaskStateStatus) GetMetricsUnixMs() int64 {
+	if x != nil {
+		return x.MetricsUnixMs
+	}
+	return 0
+}
+
+func (x *SubtaskStateStatus) GetRestore() *RestoreStats {
+	if x != nil {
+		return x.Restore
+	}
+	return nil
+}
+
+type HeartbeatRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskManagerId string                 `protobuf:"bytes,1,opt,name=task_manager_id,json=taskManagerId,proto3" json:"task_manager_id,omitempty"`
+	Tasks         []*TaskMetrics         `protobuf:"bytes,2,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// Jobs the task manager keeps local recovery copies of (state.backend.local-recovery).
+	LocalStateJobs []string `protobuf:"bytes,3,rep,name=local_state_jobs,json=localStateJobs,proto3" json:"local_state_jobs,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[33]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2381,7 +3102,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[33]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2394,7 +3115,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{33}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *HeartbeatRequest) GetTaskManagerId() string {
@@ -2411,20 +3132,30 @@ func (x *HeartbeatRequest) GetTasks() []*TaskMetrics {
 	return nil
 }
 
+func (x *HeartbeatRequest) GetLocalStateJobs() []string {
+	if x != nil {
+		return x.LocalStateJobs
+	}
+	return nil
+}
+
 type HeartbeatResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// False when the jobmanager does not know this task manager (it restarted or declared
 	// the task manager dead): the task manager cancels its tasks and registers again.
 	Known bool `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
 	// Tasks the task manager runs that the jobmanager no longer expects: cancel them.
-	Cancel        []*ExecutionId `protobuf:"bytes,2,rep,name=cancel,proto3" json:"cancel,omitempty"`
+	Cancel []*ExecutionId `protobuf:"bytes,2,rep,name=cancel,proto3" json:"cancel,omitempty"`
+	// Those of local_state_jobs that ended (finished, canceled or failed): their local
+	// recovery copies will never be restored, so the task manager deletes them.
+	EndedJobs     []string `protobuf:"bytes,3,rep,name=ended_jobs,json=endedJobs,proto3" json:"ended_jobs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[34]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2436,7 +3167,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[34]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2449,7 +3180,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{34}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *HeartbeatResponse) GetKnown() bool {
@@ -2466,6 +3197,13 @@ func (x *HeartbeatResponse) GetCancel() []*ExecutionId {
 	return nil
 }
 
+func (x *HeartbeatResponse) GetEndedJobs() []string {
+	if x != nil {
+		return x.EndedJobs
+	}
+	return nil
+}
+
 type UnregisterTaskManagerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskManagerId string                 `protobuf:"bytes,1,opt,name=task_manager_id,json=taskManagerId,proto3" json:"task_manager_id,omitempty"`
@@ -2476,7 +3214,7 @@ type UnregisterTaskManagerRequest struct {
 
 func (x *UnregisterTaskManagerRequest) Reset() {
 	*x = UnregisterTaskManagerRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[35]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2488,7 +3226,7 @@ func (x *UnregisterTaskManagerRequest) String() string {
 func (*UnregisterTaskManagerRequest) ProtoMessage() {}
 
 func (x *UnregisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[35]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2501,7 +3239,7 @@ func (x *UnregisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterTaskManagerRequest.ProtoReflect.Descriptor instead.
 func (*UnregisterTaskManagerRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{35}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *UnregisterTaskManagerRequest) GetTaskManagerId() string {
@@ -2526,7 +3264,7 @@ type UnregisterTaskManagerResponse struct {
 
 func (x *UnregisterTaskManagerResponse) Reset() {
 	*x = UnregisterTaskManagerResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[36]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2538,7 +3276,7 @@ func (x *UnregisterTaskManagerResponse) String() string {
 func (*UnregisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *UnregisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[36]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2551,7 +3289,7 @@ func (x *UnregisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*UnregisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{36}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{42}
 }
 
 type ExecutionId struct {
@@ -2567,7 +3305,7 @@ type ExecutionId struct {
 
 func (x *ExecutionId) Reset() {
 	*x = ExecutionId{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[37]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2579,7 +3317,7 @@ func (x *ExecutionId) String() string {
 func (*ExecutionId) ProtoMessage() {}
 
 func (x *ExecutionId) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[37]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2592,7 +3330,7 @@ func (x *ExecutionId) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutionId.ProtoReflect.Descriptor instead.
 func (*ExecutionId) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{37}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ExecutionId) GetJobId() string {
@@ -2636,7 +3374,7 @@ type UpdateTaskStateRequest struct {
 
 func (x *UpdateTaskStateRequest) Reset() {
 	*x = UpdateTaskStateRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[38]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2648,7 +3386,7 @@ func (x *UpdateTaskStateRequest) String() string {
 func (*UpdateTaskStateRequest) ProtoMessage() {}
 
 func (x *UpdateTaskStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[38]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2661,7 +3399,7 @@ func (x *UpdateTaskStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskStateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTaskStateRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{38}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UpdateTaskStateRequest) GetTaskManagerId() string {
@@ -2707,7 +3445,7 @@ type UpdateTaskStateResponse struct {
 
 func (x *UpdateTaskStateResponse) Reset() {
 	*x = UpdateTaskStateResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[39]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2719,7 +3457,7 @@ func (x *UpdateTaskStateResponse) String() string {
 func (*UpdateTaskStateResponse) ProtoMessage() {}
 
 func (x *UpdateTaskStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[39]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2732,7 +3470,7 @@ func (x *UpdateTaskStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskStateResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTaskStateResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{39}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{45}
 }
 
 var File_sluice_v1_jobmanager_proto protoreflect.FileDescriptor
@@ -2768,7 +3506,7 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"recordsOut\x1a=\n" +
 	"\x0fTaskStatesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\x87\x05\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xb9\x06\n" +
 	"\tJobStatus\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
@@ -2789,7 +3527,10 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\x19latest_checkpoint_unix_ms\x18\x0e \x01(\x03R\x16latestCheckpointUnixMs\x12\x1a\n" +
 	"\brestores\x18\x0f \x01(\x05R\brestores\x124\n" +
 	"\x16restored_checkpoint_id\x18\x10 \x01(\x03R\x14restoredCheckpointId\x12!\n" +
-	"\frestore_note\x18\x11 \x01(\tR\vrestoreNote\"\x82\x03\n" +
+	"\frestore_note\x18\x11 \x01(\tR\vrestoreNote\x120\n" +
+	"\x14restored_local_bytes\x18\x12 \x01(\x03R\x12restoredLocalBytes\x122\n" +
+	"\x15restored_remote_bytes\x18\x13 \x01(\x03R\x13restoredRemoteBytes\x12J\n" +
+	"\x11restored_subtasks\x18\x14 \x03(\v2\x1d.sluice.v1.SubtaskStateStatusR\x10restoredSubtasks\"\x82\x03\n" +
 	"\tJobRecord\x120\n" +
 	"\tjob_graph\x18\x01 \x01(\v2\x13.sluice.v1.JobGraphR\bjobGraph\x12!\n" +
 	"\frestore_path\x18\x02 \x01(\tR\vrestorePath\x12)\n" +
@@ -2806,9 +3547,19 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\x1bTriggerJobCheckpointRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"/\n" +
 	"\x16ListCheckpointsRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"W\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xa4\x01\n" +
 	"\x17ListCheckpointsResponse\x12<\n" +
-	"\vcheckpoints\x18\x01 \x03(\v2\x1a.sluice.v1.CheckpointStatsR\vcheckpoints\"\x85\x04\n" +
+	"\vcheckpoints\x18\x01 \x03(\v2\x1a.sluice.v1.CheckpointStatsR\vcheckpoints\x12K\n" +
+	"\x12compaction_warning\x18\x02 \x01(\v2\x1c.sluice.v1.CompactionWarningR\x11compactionWarning\"\xb1\x03\n" +
+	"\x11CompactionWarning\x12.\n" +
+	"\x13since_checkpoint_id\x18\x01 \x01(\x03R\x11sinceCheckpointId\x12.\n" +
+	"\x13first_checkpoint_id\x18\x02 \x01(\x03R\x11firstCheckpointId\x12,\n" +
+	"\x12last_checkpoint_id\x18\x03 \x01(\x03R\x10lastCheckpointId\x12C\n" +
+	"\x1efirst_pending_compaction_bytes\x18\x04 \x01(\x03R\x1bfirstPendingCompactionBytes\x12A\n" +
+	"\x1dlast_pending_compaction_bytes\x18\x05 \x01(\x03R\x1alastPendingCompactionBytes\x126\n" +
+	"\x17first_incremental_bytes\x18\x06 \x01(\x03R\x15firstIncrementalBytes\x124\n" +
+	"\x16last_incremental_bytes\x18\a \x01(\x03R\x14lastIncrementalBytes\x12\x18\n" +
+	"\amessage\x18\b \x01(\tR\amessage\"\x81\x05\n" +
 	"\x0fCheckpointStats\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x1c\n" +
@@ -2829,7 +3580,11 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\x12max_start_delay_ms\x18\f \x01(\x03R\x0fmaxStartDelayMs\x12\x18\n" +
 	"\afailure\x18\r \x01(\tR\afailure\x12#\n" +
 	"\rexternal_path\x18\x0e \x01(\tR\fexternalPath\x12\x12\n" +
-	"\x04full\x18\x0f \x01(\bR\x04full\"G\n" +
+	"\x04full\x18\x0f \x01(\bR\x04full\x12\x1e\n" +
+	"\vmax_sync_ms\x18\x10 \x01(\x03R\tmaxSyncMs\x12 \n" +
+	"\fmax_async_ms\x18\x11 \x01(\x03R\n" +
+	"maxAsyncMs\x128\n" +
+	"\x18pending_compaction_bytes\x18\x12 \x01(\x03R\x16pendingCompactionBytes\"G\n" +
 	"\x18VerifyCheckpointsRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05quick\x18\x02 \x01(\bR\x05quick\"`\n" +
@@ -2856,7 +3611,7 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\rSharedFileRef\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12.\n" +
-	"\x13first_checkpoint_id\x18\x03 \x01(\x03R\x11firstCheckpointId\"\xc9\x01\n" +
+	"\x13first_checkpoint_id\x18\x03 \x01(\x03R\x11firstCheckpointId\"\xf8\x01\n" +
 	"\x15CheckpointTaskMetrics\x12\x17\n" +
 	"\async_ms\x18\x01 \x01(\x03R\x06syncMs\x12\x19\n" +
 	"\basync_ms\x18\x02 \x01(\x03R\aasyncMs\x12!\n" +
@@ -2864,7 +3619,8 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\x0estart_delay_ms\x18\x04 \x01(\x03R\fstartDelayMs\x12\x14\n" +
 	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\x12\x1d\n" +
 	"\n" +
-	"full_bytes\x18\x06 \x01(\x03R\tfullBytes\"W\n" +
+	"full_bytes\x18\x06 \x01(\x03R\tfullBytes\x12-\n" +
+	"\x05state\x18\a \x01(\v2\x17.sluice.v1.StateMetricsR\x05state\"W\n" +
 	"\x14OperatorSubtaskState\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12-\n" +
 	"\x05state\x18\x02 \x01(\v2\x17.sluice.v1.SubtaskStateR\x05state\"\x9c\x02\n" +
@@ -2899,7 +3655,7 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12\x19\n" +
 	"\bbuild_id\x18\x04 \x01(\tR\abuildId\"Q\n" +
 	"\x1bRegisterTaskManagerResponse\x122\n" +
-	"\x15heartbeat_interval_ms\x18\x01 \x01(\x03R\x13heartbeatIntervalMs\"\xcd\x01\n" +
+	"\x15heartbeat_interval_ms\x18\x01 \x01(\x03R\x13heartbeatIntervalMs\"\xee\x03\n" +
 	"\vTaskMetrics\x124\n" +
 	"\texecution\x18\x01 \x01(\v2\x16.sluice.v1.ExecutionIdR\texecution\x12\x1d\n" +
 	"\n" +
@@ -2907,13 +3663,66 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\vrecords_out\x18\x03 \x01(\x03R\n" +
 	"recordsOut\x12%\n" +
 	"\x0esource_records\x18\x04 \x01(\x03R\rsourceRecords\x12!\n" +
-	"\fsink_records\x18\x05 \x01(\x03R\vsinkRecords\"h\n" +
+	"\fsink_records\x18\x05 \x01(\x03R\vsinkRecords\x12-\n" +
+	"\x05state\x18\x06 \x01(\v2\x17.sluice.v1.StateMetricsR\x05state\x12\x1a\n" +
+	"\brestored\x18\a \x01(\bR\brestored\x120\n" +
+	"\x14restored_local_bytes\x18\b \x01(\x03R\x12restoredLocalBytes\x122\n" +
+	"\x15restored_remote_bytes\x18\t \x01(\x03R\x13restoredRemoteBytes\x12C\n" +
+	"\x1erestored_from_local_checkpoint\x18\n" +
+	" \x01(\x03R\x1brestoredFromLocalCheckpoint\x12)\n" +
+	"\x10restore_fallback\x18\v \x01(\tR\x0frestoreFallback\"\xf5\x04\n" +
+	"\fStateMetrics\x12\x1a\n" +
+	"\bbackends\x18\x01 \x01(\x05R\bbackends\x12%\n" +
+	"\x0eestimated_keys\x18\x02 \x01(\x03R\restimatedKeys\x128\n" +
+	"\x18pending_compaction_bytes\x18\x03 \x01(\x03R\x16pendingCompactionBytes\x12/\n" +
+	"\x13running_compactions\x18\x04 \x01(\x03R\x12runningCompactions\x12'\n" +
+	"\x0frunning_flushes\x18\x05 \x01(\x03R\x0erunningFlushes\x12\x19\n" +
+	"\bl0_files\x18\x06 \x01(\x03R\al0Files\x12,\n" +
+	"\x12delayed_write_rate\x18\a \x01(\x03R\x10delayedWriteRate\x12#\n" +
+	"\rwrite_stopped\x18\b \x01(\bR\fwriteStopped\x12$\n" +
+	"\x0elive_sst_bytes\x18\t \x01(\x03R\fliveSstBytes\x12&\n" +
+	"\x0ftotal_sst_bytes\x18\n" +
+	" \x01(\x03R\rtotalSstBytes\x12%\n" +
+	"\x0ememtable_bytes\x18\v \x01(\x03R\rmemtableBytes\x125\n" +
+	"\x17block_cache_usage_bytes\x18\f \x01(\x03R\x14blockCacheUsageBytes\x127\n" +
+	"\x18block_cache_pinned_bytes\x18\r \x01(\x03R\x15blockCachePinnedBytes\x12;\n" +
+	"\x1ablock_cache_capacity_bytes\x18\x0e \x01(\x03R\x17blockCacheCapacityBytes\"\x9e\x01\n" +
+	"\fRestoreStats\x12\x1f\n" +
+	"\vlocal_bytes\x18\x01 \x01(\x03R\n" +
+	"localBytes\x12!\n" +
+	"\fremote_bytes\x18\x02 \x01(\x03R\vremoteBytes\x12.\n" +
+	"\x13local_checkpoint_id\x18\x03 \x01(\x03R\x11localCheckpointId\x12\x1a\n" +
+	"\bfallback\x18\x04 \x01(\tR\bfallback\"/\n" +
+	"\x16GetStateMetricsRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xb5\x02\n" +
+	"\x14StateMetricsResponse\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x03R\aattempt\x129\n" +
+	"\bsubtasks\x18\x03 \x03(\v2\x1d.sluice.v1.SubtaskStateStatusR\bsubtasks\x120\n" +
+	"\x14restored_local_bytes\x18\x04 \x01(\x03R\x12restoredLocalBytes\x122\n" +
+	"\x15restored_remote_bytes\x18\x05 \x01(\x03R\x13restoredRemoteBytes\x12K\n" +
+	"\x12compaction_warning\x18\x06 \x01(\v2\x1c.sluice.v1.CompactionWarningR\x11compactionWarning\"\xd9\x02\n" +
+	"\x12SubtaskStateStatus\x12\x16\n" +
+	"\x06vertex\x18\x01 \x01(\x05R\x06vertex\x12\x1f\n" +
+	"\vvertex_name\x18\x02 \x01(\tR\n" +
+	"vertexName\x12\x18\n" +
+	"\asubtask\x18\x03 \x01(\x05R\asubtask\x12 \n" +
+	"\vparallelism\x18\x04 \x01(\x05R\vparallelism\x12!\n" +
+	"\ftask_manager\x18\x05 \x01(\tR\vtaskManager\x12\x1d\n" +
+	"\n" +
+	"task_state\x18\x06 \x01(\tR\ttaskState\x121\n" +
+	"\ametrics\x18\a \x01(\v2\x17.sluice.v1.StateMetricsR\ametrics\x12&\n" +
+	"\x0fmetrics_unix_ms\x18\b \x01(\x03R\rmetricsUnixMs\x121\n" +
+	"\arestore\x18\t \x01(\v2\x17.sluice.v1.RestoreStatsR\arestore\"\x92\x01\n" +
 	"\x10HeartbeatRequest\x12&\n" +
 	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12,\n" +
-	"\x05tasks\x18\x02 \x03(\v2\x16.sluice.v1.TaskMetricsR\x05tasks\"Y\n" +
+	"\x05tasks\x18\x02 \x03(\v2\x16.sluice.v1.TaskMetricsR\x05tasks\x12(\n" +
+	"\x10local_state_jobs\x18\x03 \x03(\tR\x0elocalStateJobs\"x\n" +
 	"\x11HeartbeatResponse\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\x12.\n" +
-	"\x06cancel\x18\x02 \x03(\v2\x16.sluice.v1.ExecutionIdR\x06cancel\"^\n" +
+	"\x06cancel\x18\x02 \x03(\v2\x16.sluice.v1.ExecutionIdR\x06cancel\x12\x1d\n" +
+	"\n" +
+	"ended_jobs\x18\x03 \x03(\tR\tendedJobs\"^\n" +
 	"\x1cUnregisterTaskManagerRequest\x12&\n" +
 	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x1f\n" +
@@ -2951,7 +3760,7 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\tClaimMode\x12\x1a\n" +
 	"\x16CLAIM_MODE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CLAIM_MODE_NO_CLAIM\x10\x01\x12\x14\n" +
-	"\x10CLAIM_MODE_CLAIM\x10\x022\xe3\x05\n" +
+	"\x10CLAIM_MODE_CLAIM\x10\x022\xba\x06\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tSubmitJob\x12\x1b.sluice.v1.SubmitJobRequest\x1a\x1c.sluice.v1.SubmitJobResponse\x12C\n" +
@@ -2961,7 +3770,8 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\x11TriggerCheckpoint\x12&.sluice.v1.TriggerJobCheckpointRequest\x1a\x1a.sluice.v1.CheckpointStats\x12X\n" +
 	"\x0fListCheckpoints\x12!.sluice.v1.ListCheckpointsRequest\x1a\".sluice.v1.ListCheckpointsResponse\x12^\n" +
 	"\x11VerifyCheckpoints\x12#.sluice.v1.VerifyCheckpointsRequest\x1a$.sluice.v1.VerifyCheckpointsResponse\x12V\n" +
-	"\x12GetCheckpointChain\x12$.sluice.v1.GetCheckpointChainRequest\x1a\x1a.sluice.v1.CheckpointChain\x12[\n" +
+	"\x12GetCheckpointChain\x12$.sluice.v1.GetCheckpointChainRequest\x1a\x1a.sluice.v1.CheckpointChain\x12U\n" +
+	"\x0fGetStateMetrics\x12!.sluice.v1.GetStateMetricsRequest\x1a\x1f.sluice.v1.StateMetricsResponse\x12[\n" +
 	"\x10ListTaskManagers\x12\".sluice.v1.ListTaskManagersRequest\x1a#.sluice.v1.ListTaskManagersResponse2\xd1\x04\n" +
 	"\x0fResourceService\x12d\n" +
 	"\x13RegisterTaskManager\x12%.sluice.v1.RegisterTaskManagerRequest\x1a&.sluice.v1.RegisterTaskManagerResponse\x12F\n" +
@@ -2984,7 +3794,7 @@ func file_sluice_v1_jobmanager_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_jobmanager_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sluice_v1_jobmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_sluice_v1_jobmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_sluice_v1_jobmanager_proto_goTypes = []any{
 	(JobState)(0),                         // 0: sluice.v1.JobState
 	(TaskState)(0),                        // 1: sluice.v1.TaskState
@@ -3002,99 +3812,115 @@ var file_sluice_v1_jobmanager_proto_goTypes = []any{
 	(*TriggerJobCheckpointRequest)(nil),   // 13: sluice.v1.TriggerJobCheckpointRequest
 	(*ListCheckpointsRequest)(nil),        // 14: sluice.v1.ListCheckpointsRequest
 	(*ListCheckpointsResponse)(nil),       // 15: sluice.v1.ListCheckpointsResponse
-	(*CheckpointStats)(nil),               // 16: sluice.v1.CheckpointStats
-	(*VerifyCheckpointsRequest)(nil),      // 17: sluice.v1.VerifyCheckpointsRequest
-	(*VerifyCheckpointsResponse)(nil),     // 18: sluice.v1.VerifyCheckpointsResponse
-	(*CheckpointVerification)(nil),        // 19: sluice.v1.CheckpointVerification
-	(*GetCheckpointChainRequest)(nil),     // 20: sluice.v1.GetCheckpointChainRequest
-	(*CheckpointChain)(nil),               // 21: sluice.v1.CheckpointChain
-	(*ChainCheckpoint)(nil),               // 22: sluice.v1.ChainCheckpoint
-	(*SharedFileRef)(nil),                 // 23: sluice.v1.SharedFileRef
-	(*CheckpointTaskMetrics)(nil),         // 24: sluice.v1.CheckpointTaskMetrics
-	(*OperatorSubtaskState)(nil),          // 25: sluice.v1.OperatorSubtaskState
-	(*AcknowledgeCheckpointRequest)(nil),  // 26: sluice.v1.AcknowledgeCheckpointRequest
-	(*AcknowledgeCheckpointResponse)(nil), // 27: sluice.v1.AcknowledgeCheckpointResponse
-	(*DeclineCheckpointRequest)(nil),      // 28: sluice.v1.DeclineCheckpointRequest
-	(*DeclineCheckpointResponse)(nil),     // 29: sluice.v1.DeclineCheckpointResponse
-	(*TaskManagerInfo)(nil),               // 30: sluice.v1.TaskManagerInfo
-	(*ListTaskManagersRequest)(nil),       // 31: sluice.v1.ListTaskManagersRequest
-	(*ListTaskManagersResponse)(nil),      // 32: sluice.v1.ListTaskManagersResponse
-	(*RegisterTaskManagerRequest)(nil),    // 33: sluice.v1.RegisterTaskManagerRequest
-	(*RegisterTaskManagerResponse)(nil),   // 34: sluice.v1.RegisterTaskManagerResponse
-	(*TaskMetrics)(nil),                   // 35: sluice.v1.TaskMetrics
-	(*HeartbeatRequest)(nil),              // 36: sluice.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),             // 37: sluice.v1.HeartbeatResponse
-	(*UnregisterTaskManagerRequest)(nil),  // 38: sluice.v1.UnregisterTaskManagerRequest
-	(*UnregisterTaskManagerResponse)(nil), // 39: sluice.v1.UnregisterTaskManagerResponse
-	(*ExecutionId)(nil),                   // 40: sluice.v1.ExecutionId
-	(*UpdateTaskStateRequest)(nil),        // 41: sluice.v1.UpdateTaskStateRequest
-	(*UpdateTaskStateResponse)(nil),       // 42: sluice.v1.UpdateTaskStateResponse
-	nil,                                   // 43: sluice.v1.VertexStatus.TaskStatesEntry
-	(*JobGraph)(nil),                      // 44: sluice.v1.JobGraph
-	(*SubtaskState)(nil),                  // 45: sluice.v1.SubtaskState
+	(*CompactionWarning)(nil),             // 16: sluice.v1.CompactionWarning
+	(*CheckpointStats)(nil),               // 17: sluice.v1.CheckpointStats
+	(*VerifyCheckpointsRequest)(nil),      // 18: sluice.v1.VerifyCheckpointsRequest
+	(*VerifyCheckpointsResponse)(nil),     // 19: sluice.v1.VerifyCheckpointsResponse
+	(*CheckpointVerification)(nil),        // 20: sluice.v1.CheckpointVerification
+	(*GetCheckpointChainRequest)(nil),     // 21: sluice.v1.GetCheckpointChainRequest
+	(*CheckpointChain)(nil),               // 22: sluice.v1.CheckpointChain
+	(*ChainCheckpoint)(nil),               // 23: sluice.v1.ChainCheckpoint
+	(*SharedFileRef)(nil),                 // 24: sluice.v1.SharedFileRef
+	(*CheckpointTaskMetrics)(nil),         // 25: sluice.v1.CheckpointTaskMetrics
+	(*OperatorSubtaskState)(nil),          // 26: sluice.v1.OperatorSubtaskState
+	(*AcknowledgeCheckpointRequest)(nil),  // 27: sluice.v1.AcknowledgeCheckpointRequest
+	(*AcknowledgeCheckpointResponse)(nil), // 28: sluice.v1.AcknowledgeCheckpointResponse
+	(*DeclineCheckpointRequest)(nil),      // 29: sluice.v1.DeclineCheckpointRequest
+	(*DeclineCheckpointResponse)(nil),     // 30: sluice.v1.DeclineCheckpointResponse
+	(*TaskManagerInfo)(nil),               // 31: sluice.v1.TaskManagerInfo
+	(*ListTaskManagersRequest)(nil),       // 32: sluice.v1.ListTaskManagersRequest
+	(*ListTaskManagersResponse)(nil),      // 33: sluice.v1.ListTaskManagersResponse
+	(*RegisterTaskManagerRequest)(nil),    // 34: sluice.v1.RegisterTaskManagerRequest
+	(*RegisterTaskManagerResponse)(nil),   // 35: sluice.v1.RegisterTaskManagerResponse
+	(*TaskMetrics)(nil),                   // 36: sluice.v1.TaskMetrics
+	(*StateMetrics)(nil),                  // 37: sluice.v1.StateMetrics
+	(*RestoreStats)(nil),                  // 38: sluice.v1.RestoreStats
+	(*GetStateMetricsRequest)(nil),        // 39: sluice.v1.GetStateMetricsRequest
+	(*StateMetricsResponse)(nil),          // 40: sluice.v1.StateMetricsResponse
+	(*SubtaskStateStatus)(nil),            // 41: sluice.v1.SubtaskStateStatus
+	(*HeartbeatRequest)(nil),              // 42: sluice.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),             // 43: sluice.v1.HeartbeatResponse
+	(*UnregisterTaskManagerRequest)(nil),  // 44: sluice.v1.UnregisterTaskManagerRequest
+	(*UnregisterTaskManagerResponse)(nil), // 45: sluice.v1.UnregisterTaskManagerResponse
+	(*ExecutionId)(nil),                   // 46: sluice.v1.ExecutionId
+	(*UpdateTaskStateRequest)(nil),        // 47: sluice.v1.UpdateTaskStateRequest
+	(*UpdateTaskStateResponse)(nil),       // 48: sluice.v1.UpdateTaskStateResponse
+	nil,                                   // 49: sluice.v1.VertexStatus.TaskStatesEntry
+	(*JobGraph)(nil),                      // 50: sluice.v1.JobGraph
+	(*SubtaskState)(nil),                  // 51: sluice.v1.SubtaskState
 }
 var file_sluice_v1_jobmanager_proto_depIdxs = []int32{
-	44, // 0: sluice.v1.SubmitJobRequest.job_graph:type_name -> sluice.v1.JobGraph
+	50, // 0: sluice.v1.SubmitJobRequest.job_graph:type_name -> sluice.v1.JobGraph
 	2,  // 1: sluice.v1.SubmitJobRequest.claim_mode:type_name -> sluice.v1.ClaimMode
 	11, // 2: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.JobStatus
 	0,  // 3: sluice.v1.CancelJobResponse.state:type_name -> sluice.v1.JobState
-	43, // 4: sluice.v1.VertexStatus.task_states:type_name -> sluice.v1.VertexStatus.TaskStatesEntry
+	49, // 4: sluice.v1.VertexStatus.task_states:type_name -> sluice.v1.VertexStatus.TaskStatesEntry
 	0,  // 5: sluice.v1.JobStatus.state:type_name -> sluice.v1.JobState
 	10, // 6: sluice.v1.JobStatus.vertices:type_name -> sluice.v1.VertexStatus
-	44, // 7: sluice.v1.JobRecord.job_graph:type_name -> sluice.v1.JobGraph
-	0,  // 8: sluice.v1.JobRecord.state:type_name -> sluice.v1.JobState
-	2,  // 9: sluice.v1.JobRecord.claim_mode:type_name -> sluice.v1.ClaimMode
-	16, // 10: sluice.v1.ListCheckpointsResponse.checkpoints:type_name -> sluice.v1.CheckpointStats
-	19, // 11: sluice.v1.VerifyCheckpointsResponse.checkpoints:type_name -> sluice.v1.CheckpointVerification
-	22, // 12: sluice.v1.CheckpointChain.checkpoints:type_name -> sluice.v1.ChainCheckpoint
-	23, // 13: sluice.v1.ChainCheckpoint.shared_files:type_name -> sluice.v1.SharedFileRef
-	45, // 14: sluice.v1.OperatorSubtaskState.state:type_name -> sluice.v1.SubtaskState
-	40, // 15: sluice.v1.AcknowledgeCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
-	25, // 16: sluice.v1.AcknowledgeCheckpointRequest.operators:type_name -> sluice.v1.OperatorSubtaskState
-	24, // 17: sluice.v1.AcknowledgeCheckpointRequest.metrics:type_name -> sluice.v1.CheckpointTaskMetrics
-	40, // 18: sluice.v1.DeclineCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
-	30, // 19: sluice.v1.ListTaskManagersResponse.task_managers:type_name -> sluice.v1.TaskManagerInfo
-	40, // 20: sluice.v1.TaskMetrics.execution:type_name -> sluice.v1.ExecutionId
-	35, // 21: sluice.v1.HeartbeatRequest.tasks:type_name -> sluice.v1.TaskMetrics
-	40, // 22: sluice.v1.HeartbeatResponse.cancel:type_name -> sluice.v1.ExecutionId
-	40, // 23: sluice.v1.UpdateTaskStateRequest.execution:type_name -> sluice.v1.ExecutionId
-	1,  // 24: sluice.v1.UpdateTaskStateRequest.state:type_name -> sluice.v1.TaskState
-	35, // 25: sluice.v1.UpdateTaskStateRequest.metrics:type_name -> sluice.v1.TaskMetrics
-	3,  // 26: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
-	5,  // 27: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	7,  // 28: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
-	8,  // 29: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
-	13, // 30: sluice.v1.JobService.TriggerCheckpoint:input_type -> sluice.v1.TriggerJobCheckpointRequest
-	14, // 31: sluice.v1.JobService.ListCheckpoints:input_type -> sluice.v1.ListCheckpointsRequest
-	17, // 32: sluice.v1.JobService.VerifyCheckpoints:input_type -> sluice.v1.VerifyCheckpointsRequest
-	20, // 33: sluice.v1.JobService.GetCheckpointChain:input_type -> sluice.v1.GetCheckpointChainRequest
-	31, // 34: sluice.v1.JobService.ListTaskManagers:input_type -> sluice.v1.ListTaskManagersRequest
-	33, // 35: sluice.v1.ResourceService.RegisterTaskManager:input_type -> sluice.v1.RegisterTaskManagerRequest
-	36, // 36: sluice.v1.ResourceService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
-	38, // 37: sluice.v1.ResourceService.UnregisterTaskManager:input_type -> sluice.v1.UnregisterTaskManagerRequest
-	41, // 38: sluice.v1.ResourceService.UpdateTaskState:input_type -> sluice.v1.UpdateTaskStateRequest
-	26, // 39: sluice.v1.ResourceService.AcknowledgeCheckpoint:input_type -> sluice.v1.AcknowledgeCheckpointRequest
-	28, // 40: sluice.v1.ResourceService.DeclineCheckpoint:input_type -> sluice.v1.DeclineCheckpointRequest
-	4,  // 41: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
-	6,  // 42: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	11, // 43: sluice.v1.JobService.GetJob:output_type -> sluice.v1.JobStatus
-	9,  // 44: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
-	16, // 45: sluice.v1.JobService.TriggerCheckpoint:output_type -> sluice.v1.CheckpointStats
-	15, // 46: sluice.v1.JobService.ListCheckpoints:output_type -> sluice.v1.ListCheckpointsResponse
-	18, // 47: sluice.v1.JobService.VerifyCheckpoints:output_type -> sluice.v1.VerifyCheckpointsResponse
-	21, // 48: sluice.v1.JobService.GetCheckpointChain:output_type -> sluice.v1.CheckpointChain
-	32, // 49: sluice.v1.JobService.ListTaskManagers:output_type -> sluice.v1.ListTaskManagersResponse
-	34, // 50: sluice.v1.ResourceService.RegisterTaskManager:output_type -> sluice.v1.RegisterTaskManagerResponse
-	37, // 51: sluice.v1.ResourceService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
-	39, // 52: sluice.v1.ResourceService.UnregisterTaskManager:output_type -> sluice.v1.UnregisterTaskManagerResponse
-	42, // 53: sluice.v1.ResourceService.UpdateTaskState:output_type -> sluice.v1.UpdateTaskStateResponse
-	27, // 54: sluice.v1.ResourceService.AcknowledgeCheckpoint:output_type -> sluice.v1.AcknowledgeCheckpointResponse
-	29, // 55: sluice.v1.ResourceService.DeclineCheckpoint:output_type -> sluice.v1.DeclineCheckpointResponse
-	41, // [41:56] is the sub-list for method output_type
-	26, // [26:41] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	41, // 7: sluice.v1.JobStatus.restored_subtasks:type_name -> sluice.v1.SubtaskStateStatus
+	50, // 8: sluice.v1.JobRecord.job_graph:type_name -> sluice.v1.JobGraph
+	0,  // 9: sluice.v1.JobRecord.state:type_name -> sluice.v1.JobState
+	2,  // 10: sluice.v1.JobRecord.claim_mode:type_name -> sluice.v1.ClaimMode
+	17, // 11: sluice.v1.ListCheckpointsResponse.checkpoints:type_name -> sluice.v1.CheckpointStats
+	16, // 12: sluice.v1.ListCheckpointsResponse.compaction_warning:type_name -> sluice.v1.CompactionWarning
+	20, // 13: sluice.v1.VerifyCheckpointsResponse.checkpoints:type_name -> sluice.v1.CheckpointVerification
+	23, // 14: sluice.v1.CheckpointChain.checkpoints:type_name -> sluice.v1.ChainCheckpoint
+	24, // 15: sluice.v1.ChainCheckpoint.shared_files:type_name -> sluice.v1.SharedFileRef
+	37, // 16: sluice.v1.CheckpointTaskMetrics.state:type_name -> sluice.v1.StateMetrics
+	51, // 17: sluice.v1.OperatorSubtaskState.state:type_name -> sluice.v1.SubtaskState
+	46, // 18: sluice.v1.AcknowledgeCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
+	26, // 19: sluice.v1.AcknowledgeCheckpointRequest.operators:type_name -> sluice.v1.OperatorSubtaskState
+	25, // 20: sluice.v1.AcknowledgeCheckpointRequest.metrics:type_name -> sluice.v1.CheckpointTaskMetrics
+	46, // 21: sluice.v1.DeclineCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
+	31, // 22: sluice.v1.ListTaskManagersResponse.task_managers:type_name -> sluice.v1.TaskManagerInfo
+	46, // 23: sluice.v1.TaskMetrics.execution:type_name -> sluice.v1.ExecutionId
+	37, // 24: sluice.v1.TaskMetrics.state:type_name -> sluice.v1.StateMetrics
+	41, // 25: sluice.v1.StateMetricsResponse.subtasks:type_name -> sluice.v1.SubtaskStateStatus
+	16, // 26: sluice.v1.StateMetricsResponse.compaction_warning:type_name -> sluice.v1.CompactionWarning
+	37, // 27: sluice.v1.SubtaskStateStatus.metrics:type_name -> sluice.v1.StateMetrics
+	38, // 28: sluice.v1.SubtaskStateStatus.restore:type_name -> sluice.v1.RestoreStats
+	36, // 29: sluice.v1.HeartbeatRequest.tasks:type_name -> sluice.v1.TaskMetrics
+	46, // 30: sluice.v1.HeartbeatResponse.cancel:type_name -> sluice.v1.ExecutionId
+	46, // 31: sluice.v1.UpdateTaskStateRequest.execution:type_name -> sluice.v1.ExecutionId
+	1,  // 32: sluice.v1.UpdateTaskStateRequest.state:type_name -> sluice.v1.TaskState
+	36, // 33: sluice.v1.UpdateTaskStateRequest.metrics:type_name -> sluice.v1.TaskMetrics
+	3,  // 34: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
+	5,  // 35: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	7,  // 36: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
+	8,  // 37: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
+	13, // 38: sluice.v1.JobService.TriggerCheckpoint:input_type -> sluice.v1.TriggerJobCheckpointRequest
+	14, // 39: sluice.v1.JobService.ListCheckpoints:input_type -> sluice.v1.ListCheckpointsRequest
+	18, // 40: sluice.v1.JobService.VerifyCheckpoints:input_type -> sluice.v1.VerifyCheckpointsRequest
+	21, // 41: sluice.v1.JobService.GetCheckpointChain:input_type -> sluice.v1.GetCheckpointChainRequest
+	39, // 42: sluice.v1.JobService.GetStateMetrics:input_type -> sluice.v1.GetStateMetricsRequest
+	32, // 43: sluice.v1.JobService.ListTaskManagers:input_type -> sluice.v1.ListTaskManagersRequest
+	34, // 44: sluice.v1.ResourceService.RegisterTaskManager:input_type -> sluice.v1.RegisterTaskManagerRequest
+	42, // 45: sluice.v1.ResourceService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
+	44, // 46: sluice.v1.ResourceService.UnregisterTaskManager:input_type -> sluice.v1.UnregisterTaskManagerRequest
+	47, // 47: sluice.v1.ResourceService.UpdateTaskState:input_type -> sluice.v1.UpdateTaskStateRequest
+	27, // 48: sluice.v1.ResourceService.AcknowledgeCheckpoint:input_type -> sluice.v1.AcknowledgeCheckpointRequest
+	29, // 49: sluice.v1.ResourceService.DeclineCheckpoint:input_type -> sluice.v1.DeclineCheckpointRequest
+	4,  // 50: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
+	6,  // 51: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	11, // 52: sluice.v1.JobService.GetJob:output_type -> sluice.v1.JobStatus
+	9,  // 53: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
+	17, // 54: sluice.v1.JobService.TriggerCheckpoint:output_type -> sluice.v1.CheckpointStats
+	15, // 55: sluice.v1.JobService.ListCheckpoints:output_type -> sluice.v1.ListCheckpointsResponse
+	19, // 56: sluice.v1.JobService.VerifyCheckpoints:output_type -> sluice.v1.VerifyCheckpointsResponse
+	22, // 57: sluice.v1.JobService.GetCheckpointChain:output_type -> sluice.v1.CheckpointChain
+	40, // 58: sluice.v1.JobService.GetStateMetrics:output_type -> sluice.v1.StateMetricsResponse
+	33, // 59: sluice.v1.JobService.ListTaskManagers:output_type -> sluice.v1.ListTaskManagersResponse
+	35, // 60: sluice.v1.ResourceService.RegisterTaskManager:output_type -> sluice.v1.RegisterTaskManagerResponse
+	43, // 61: sluice.v1.ResourceService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
+	45, // 62: sluice.v1.ResourceService.UnregisterTaskManager:output_type -> sluice.v1.UnregisterTaskManagerResponse
+	48, // 63: sluice.v1.ResourceService.UpdateTaskState:output_type -> sluice.v1.UpdateTaskStateResponse
+	28, // 64: sluice.v1.ResourceService.AcknowledgeCheckpoint:output_type -> sluice.v1.AcknowledgeCheckpointResponse
+	30, // 65: sluice.v1.ResourceService.DeclineCheckpoint:output_type -> sluice.v1.DeclineCheckpointResponse
+	50, // [50:66] is the sub-list for method output_type
+	34, // [34:50] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_jobmanager_proto_init() }
@@ -3110,7 +3936,7 @@ func file_sluice_v1_jobmanager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_jobmanager_proto_rawDesc), len(file_sluice_v1_jobmanager_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   41,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -27,6 +27,7 @@ const (
 	JobService_ListCheckpoints_FullMethodName    = "/sluice.v1.JobService/ListCheckpoints"
 	JobService_VerifyCheckpoints_FullMethodName  = "/sluice.v1.JobService/VerifyCheckpoints"
 	JobService_GetCheckpointChain_FullMethodName = "/sluice.v1.JobService/GetCheckpointChain"
+	JobService_GetStateMetrics_FullMethodName    = "/sluice.v1.JobService/GetStateMetrics"
 	JobService_ListTaskManagers_FullMethodName   = "/sluice.v1.JobService/ListTaskManagers"
 )
 
@@ -49,6 +50,9 @@ type JobServiceClient interface {
 	VerifyCheckpoints(ctx context.Context, in *VerifyCheckpointsRequest, opts ...grpc.CallOption) (*VerifyCheckpointsResponse, error)
 	// The shared files each retained checkpoint references and the bytes each pins.
 	GetCheckpointChain(ctx context.Context, in *GetCheckpointChainRequest, opts ...grpc.CallOption) (*CheckpointChain, error)
+	// The keyed state of each subtask of the job's current (or last) attempt: the native
+	// metrics its backends last reported and what they read at their restore.
+	GetStateMetrics(ctx context.Context, in *GetStateMetricsRequest, opts ...grpc.CallOption) (*StateMetricsResponse, error)
 	ListTaskManagers(ctx context.Context, in *ListTaskManagersRequest, opts ...grpc.CallOption) (*ListTaskManagersResponse, error)
 }
 
@@ -140,6 +144,16 @@ func (c *jobServiceClient) GetCheckpointChain(ctx context.Context, in *GetCheckp
 	return out, nil
 }
 
+func (c *jobServiceClient) GetStateMetrics(ctx context.Context, in *GetStateMetricsRequest, opts ...grpc.CallOption) (*StateMetricsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StateMetricsResponse)
+	err := c.cc.Invoke(ctx, JobService_GetStateMetrics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *jobServiceClient) ListTaskManagers(ctx context.Context, in *ListTaskManagersRequest, opts ...grpc.CallOption) (*ListTaskManagersResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListTaskManagersResponse)
@@ -169,6 +183,9 @@ type JobServiceServer interface {
 	VerifyCheckpoints(context.Context, *VerifyCheckpointsRequest) (*VerifyCheckpointsResponse, error)
 	// The shared files each retained checkpoint references and the bytes each pins.
 	GetCheckpointChain(context.Context, *GetCheckpointChainRequest) (*CheckpointChain, error)
+	// The keyed state of each subtask of the job's current (or last) attempt: the native
+	// metrics its backends last reported and what they read at their restore.
+	GetStateMetrics(context.Context, *GetStateMetricsRequest) (*StateMetricsResponse, error)
 	ListTaskManagers(context.Context, *ListTaskManagersRequest) (*ListTaskManagersResponse, error)
 	mustEmbedUnimplementedJobServiceServer()
 }
@@ -203,6 +220,9 @@ func (UnimplementedJobServiceServer) VerifyCheckpoints(context.Context, *VerifyC
 }
 func (UnimplementedJobServiceServer) GetCheckpointChain(context.Context, *GetCheckpointChainRequest) (*CheckpointChain, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetCheckpointChain not implemented")
+}
+func (UnimplementedJobServiceServer) GetStateMetrics(context.Context, *GetStateMetricsRequest) (*StateMetricsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStateMetrics not implemented")
 }
 func (UnimplementedJobServiceServer) ListTaskManagers(context.Context, *ListTaskManagersRequest) (*ListTaskManagersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListTaskManagers not implemented")
@@ -372,6 +392,24 @@ func _JobService_GetCheckpointChain_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_GetStateMetrics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStateMetricsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).GetStateMetrics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_GetStateMetrics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).GetStateMetrics(ctx, req.(*GetStateMetricsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _JobService_ListTaskManagers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListTaskManagersRequest)
 	if err := dec(in); err != nil {
@@ -428,6 +466,10 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetCheckpointChain",
 			Handler:    _JobService_GetCheckpointChain_Handler,
+		},
+		{
+			MethodName: "GetStateMetrics",
+			Handler:    _JobService_GetStateMetrics_Handler,
 		},
 		{
 			MethodName: "ListTaskManagers",
