@@ -367,6 +367,24 @@ type SnapshotStats struct {
 // Snapshot takes the synchronous part of checkpoint id: user SnapshotState hooks run,
 // then every operator's keyed and operator state is captured as of now.
 func (c *Chain) Snapshot(id int64) (*ChainSnapshot, error) {
+	return c.snapshot(id, func(b state.KeyedBackend) (state.AsyncSnapshot, error) { return b.Snapshot(id) })
+}
+
+// SnapshotSavepoint takes the synchronous part of savepoint id like Snapshot, with the
+// keyed state in format: backends implementing state.SavepointSnapshotter take it with
+// SnapshotSavepoint (self-contained, in the format asked for), the others with
+// Snapshot, which is then self-contained and canonical (the heap backend's; it has no
+// other format, so it serves native too).
+func (c *Chain) SnapshotSavepoint(id int64, format state.SnapshotFormat) (*ChainSnapshot, error) {
+	return c.snapshot(id, func(b state.KeyedBackend) (state.AsyncSnapshot, error) {
+		if sp, ok := b.(state.SavepointSnapshotter); ok {
+			return sp.SnapshotSavepoint(id, format)
+		}
+		return b.Snapshot(id)
+	})
+}
+
+func (c *Chain) snapshot(id int64, keyed func(state.KeyedBackend) (state.AsyncSnapshot, error)) (*ChainSnapshot, error) {
 	start := time.Now()
 	s := &ChainSnapshot{id: id}
 	for i, inst := range c.insts {
@@ -378,7 +396,7 @@ func (c *Chain) Snapshot(id int64) (*ChainSnapshot, error) {
 		}
 		op := opSnapshot{uid: c.uids[i], opStates: c.rcs[i].operatorState.Snapshot()}
 		if b := c.rcs[i].keyed; b != nil {
-			as, err := b.Snapshot(id)
+			as, err := keyed(b)
 			if err != nil {
 				s.Release()
 				return nil, fmt.Errorf("operator %s: snapshot keyed state: %w", c.uids[i], err)

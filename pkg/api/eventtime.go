@@ -374,6 +374,18 @@ type watermarkInst interface {
 // ProcessWatermark advances the chain's event time to wm (the task's valve made it).
 func (c *Chain) ProcessWatermark(wm int64) error { return c.advanceWatermark(0, wm) }
 
+// EmitFinalWatermark gives the final watermark (the maximum) to the chain's operators
+// and outputs, so every event-time timer fires: what a source chain does when its input
+// ends, and when it drains for a savepoint that stops the job (a source itself takes no
+// watermark).
+func (c *Chain) EmitFinalWatermark() error {
+	from := 0
+	if c.source != nil {
+		from = 1
+	}
+	return c.advanceWatermark(from, runtime.MaxWatermark)
+}
+
 // ProcessWatermarkStatus passes the task's change of watermark status on.
 func (c *Chain) ProcessWatermarkStatus(idle bool) error { return c.advanceStatus(0, idle) }
 

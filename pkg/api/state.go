@@ -272,7 +272,9 @@ type Checkpointed interface {
 
 // CheckpointListener is implemented by functions that act when a checkpoint completed,
 // e.g. sinks committing transactions. Notifications may be lost: a notification for n
-// covers every checkpoint up to n.
+// covers every checkpoint up to n. A savepoint is not notified (what a function
+// prepared for it is covered by the next checkpoint's notification), except the one
+// that stops the job, after which the function's task ends.
 type CheckpointListener interface {
 	NotifyCheckpointComplete(checkpointID int64) error
 }

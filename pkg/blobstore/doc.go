@@ -54,12 +54,14 @@
 //
 // Under the savepoint store's root, each savepoint is one self-contained directory,
 // SavepointDir(jobID) = "savepoint-<first 6 of the job ID>-<12 random hex>/", holding
-// "_metadata" (SavepointMetadataKey) and copies of the files at the same job-relative
-// paths they had in the checkpoint ("chk-7/…", "shared/…"), so that the references in
-// _metadata are unchanged and relative to the savepoint directory: the directory can be
-// moved or copied anywhere, and restore reads it through Store.Sub(<its directory>)
-// exactly as it reads a checkpoint through the job view. Rel and Resolve convert between
-// keys and relative references; Resolve refuses references that leave their directory.
+// "_metadata" (SavepointMetadataKey) and the savepoint's state files, which the task
+// managers write there through a store opened at the directory (StateFiles with
+// Savepoint set): "chk-<n>/…" like a checkpoint's private files, never "shared/…".
+// The references in _metadata are relative to the savepoint directory: the directory
+// can be moved or copied anywhere, and restore reads it through a store opened at its
+// new URL exactly as it reads a checkpoint through the job view. Rel and Resolve convert
+// between keys and relative references; Resolve refuses references that leave their
+// directory.
 //
 // # Atomic commits
 //

@@ -197,10 +197,9 @@ func IsSavepointDir(name string) bool {
 }
 
 // SavepointMetadataKey returns "<dir>_metadata" for a savepoint directory dir (as
-// returned by SavepointDir). The savepoint's files live in dir too, at the same
-// job-relative paths they had in the checkpoint they were copied from ("chk-<n>/...",
-// "shared/..."), so the references in _metadata need no rewriting and the directory can
-// be moved anywhere.
+// returned by SavepointDir). The savepoint's files live in dir too, under "chk-<n>/"
+// like a checkpoint's private files, and the references in _metadata are relative to
+// dir, so the directory can be moved anywhere.
 func SavepointMetadataKey(dir string) string {
 	return ensureDir(dir) + MetadataName
 }

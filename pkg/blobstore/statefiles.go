@@ -12,10 +12,15 @@ import (
 // StateFiles is a state backend's view of one subtask's checkpoint files in a job's
 // directory: it implements state.StateWriter and state.StateReader. Files of checkpoint
 // ID go to chk-<ID>/<Prefix><name>, shared files to shared/<Prefix><name>.
+//
+// For a savepoint, Store is scoped to the savepoint's directory and Savepoint is set:
+// every file, shared ones included, goes to chk-<ID>/ there, so the savepoint is
+// self-contained and its references stay relative to its directory.
 type StateFiles struct {
-	Store  *Store // scoped to the job directory
-	ID     int64
-	Prefix string
+	Store     *Store // scoped to the job directory (or the savepoint's)
+	ID        int64
+	Prefix    string
+	Savepoint bool
 }
 
 // Create starts file name of the checkpoint.
@@ -30,9 +35,15 @@ func (f StateFiles) Create(ctx context.Context, name string) (state.FileWriter, 
 // CreateShared starts the shared file shared/<Prefix><name> (see state.StateWriter):
 // files that incremental checkpoints reference from later checkpoints, deleted by the
 // shared-file registry, not with the checkpoint.
+//
+// In a savepoint it is a private file of the savepoint, chk-<ID>/<Prefix>shared-<name>:
+// nothing may outlive the savepoint, nor be referenced by a later checkpoint.
 func (f StateFiles) CreateShared(ctx context.Context, name string) (state.FileWriter, error) {
 	if err := CheckName(f.Prefix + name); err != nil {
 		return nil, err
+	}
+	if f.Savepoint {
+		return f.Create(ctx, "shared-"+name)
 	}
 	w, err := f.Store.Create(ctx, SharedPath(f.Prefix+name))
 	if err != nil {

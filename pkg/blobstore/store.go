@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -238,6 +239,41 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	}
 	if err := s.bucket.Delete(ctx, bk); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
 		return s.wrap("delete", key, err)
+	}
+	return nil
+}
+
+// RemoveEmptyDirs removes, on file://, every empty directory under the store's
+// directory (a view's directory), that directory included once it is empty: what
+// deleting every key of a directory leaves behind (see Delete). Other schemes have no
+// directories; it does nothing there. A directory that is not empty stays.
+func (s *Store) RemoveEmptyDirs() error {
+	if s.scheme != SchemeFile || s.fileDir == "" {
+		return nil
+	}
+	root := filepath.Join(s.fileDir, filepath.FromSlash(strings.TrimSuffix(s.prefix, "/")))
+	var dirs []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("blobstore: remove empty directories of %s: %w", s.display, err)
+	}
+	for i := len(dirs) - 1; i >= 0; i-- { // children before their parents
+		if ents, err := os.ReadDir(dirs[i]); err == nil && len(ents) == 0 {
+			if err := os.Remove(dirs[i]); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("blobstore: remove empty directories of %s: %w", s.display, err)
+			}
+		}
 	}
 	return nil
 }

@@ -54,6 +54,7 @@ type Coordinator struct {
 
 	nextDue time.Time // when the next periodic checkpoint is due (zero: none scheduled)
 	lastEnd time.Time // when the last checkpoint ended (for MinPause)
+	paused  bool      // PausePeriodic: no periodic checkpoint is triggered
 
 	lastRequest RequestID
 	queue       []*request // waiting for an ID, oldest first; only queue[0] may be allocating
@@ -177,6 +178,7 @@ func (c *Coordinator) Start(now time.Time, tasks []TaskID) error {
 		return errors.New("checkpoint: Start: no tasks given")
 	}
 	c.running = true
+	c.paused = false
 	c.epoch++
 	c.nextDue = time.Time{}
 	if c.cfg.Interval > 0 {
@@ -265,12 +267,34 @@ func (c *Coordinator) Tick(now time.Time) []Action {
 			}
 		}
 	}
-	if !c.nextDue.IsZero() && !now.Before(c.nextDue) && c.periodicAllowed(now) {
+	if !c.paused && !c.nextDue.IsZero() && !now.Before(c.nextDue) && c.periodicAllowed(now) {
 		c.enqueue(KindCheckpoint, true)
 		c.nextDue = now.Add(c.cfg.Interval)
 	}
 	return c.allocate(acts, true)
 }
+
+// PausePeriodic stops triggering periodic checkpoints until ResumePeriodic or the next
+// Start; manual triggers still go and what is in progress goes on. The jobmanager
+// pauses them while a savepoint that stops the job is under way (its sources emit
+// nothing, and nothing may complete after it), or while a savepoint waits for
+// MaxConcurrent to let it in.
+func (c *Coordinator) PausePeriodic() { c.paused = true }
+
+// ResumePeriodic ends PausePeriodic: the next periodic checkpoint is due Interval after
+// now.
+func (c *Coordinator) ResumePeriodic(now time.Time) {
+	if !c.paused {
+		return
+	}
+	c.paused = false
+	if c.running && c.cfg.Interval > 0 {
+		c.nextDue = now.Add(c.cfg.Interval)
+	}
+}
+
+// PeriodicPaused reports whether PausePeriodic holds.
+func (c *Coordinator) PeriodicPaused() bool { return c.paused }
 
 func (c *Coordinator) periodicAllowed(now time.Time) bool {
 	if c.inProgress() >= c.cfg.MaxConcurrent {

@@ -93,8 +93,13 @@ func run(t *testing.T, cfg Config, steps []step) *harness {
 func start(tasks []TaskID) func(*harness) ([]Action, error) {
 	return func(h *harness) ([]Action, error) { return nil, h.c.Start(h.now, tasks) }
 }
-func stop(h *harness) ([]Action, error) { return h.c.Stop(h.now, "test"), nil }
-func tick(h *harness) ([]Action, error) { return h.c.Tick(h.now), nil }
+func stop(h *harness) ([]Action, error)  { return h.c.Stop(h.now, "test"), nil }
+func tick(h *harness) ([]Action, error)  { return h.c.Tick(h.now), nil }
+func pause(h *harness) ([]Action, error) { h.c.PausePeriodic(); return nil, nil }
+func resume(h *harness) ([]Action, error) {
+	h.c.ResumePeriodic(h.now)
+	return nil, nil
+}
 func manual(kind Kind) func(*harness) ([]Action, error) {
 	return func(h *harness) ([]Action, error) {
 		_, acts, err := h.c.TriggerManual(h.now, kind)
@@ -177,6 +182,24 @@ func TestCoordinatorRules(t *testing.T) {
 				{19999 * ms, tick, nil},
 				{20 * sec, tick, []string{"alloc r2"}},
 				{20 * sec, tick, nil},
+			},
+		)},
+		{"paused: no periodic checkpoint, manual ones go; resumed: the next Interval later; Start resumes", cfg(func(c *Config) { c.MaxConcurrent = 2 }), seq(
+			[]step{
+				{0, start(threeTasks), nil},
+				{sec, pause, nil},
+				{10 * sec, tick, nil},
+				{30 * sec, tick, nil},
+				{30 * sec, manual(KindSavepoint), []string{"alloc r1"}},
+				{30 * sec, alloc(1, 1), []string{"trigger savepoint 1"}},
+				{31 * sec, resume, nil},
+				{40 * sec, tick, nil},
+				{41 * sec, tick, []string{"alloc r2"}},
+				{42 * sec, pause, nil},
+				{42 * sec, stop, []string{"request aborted r2", "abort 1"}},
+				{42 * sec, alloc(2, 2), nil},
+				{43 * sec, start(threeTasks), nil},
+				{53 * sec, tick, []string{"alloc r3"}},
 			},
 		)},
 		{"interval 0: no periodic checkpoints, manual ones work", cfg(func(c *Config) { c.Interval = 0 }), seq(

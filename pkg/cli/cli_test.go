@@ -65,6 +65,18 @@ func TestBadInputIsOneLine(t *testing.T) {
 		{"checkpoints", "verify", "-o", "yaml", "abcd"},
 		{"state"},
 		{"state", "-o", "yaml", "abcd"},
+		{"savepoint"},
+		{"savepoint", "abcd", "file:///sp", "extra"},
+		{"savepoint", "abcd", "--format", "bogus"},
+		{"savepoint", "dispose"},
+		{"stop"},
+		{"stop", "abcd", "--format", "bogus"},
+		{"cancel", "abcd", "file:///sp"},
+		{"cancel", "abcd", "--format", "native"},
+		{"rescale", "abcd"},
+		{"rescale", "abcd", "-p", "2", "--claim-mode", "mine"},
+		{"submit", "keyed-count", "--allow-non-restored-state"},
+		{"submit", "keyed-count", "--from-savepoint", "file:///sp/x", "--from-checkpoint", "file:///c/j/chk-1"},
 	}
 	for _, args := range tests {
 		var out, errOut bytes.Buffer

@@ -87,7 +87,7 @@ func JobManagerConfig(c *config.Config) (jobmanager.Config, error) {
 	}
 	return jobmanager.Config{
 		Checkpoints: jobmanager.CheckpointConfig{
-			Storage: c.String(config.CheckpointingDir), Coordinator: cc, Retained: c.Int(config.CheckpointingNumRetained),
+			Storage: c.String(config.CheckpointingDir), SavepointDir: c.String(config.SavepointDir), Coordinator: cc, Retained: c.Int(config.CheckpointingNumRetained),
 			FullEvery: c.Int(config.CheckpointingIncrementalFullEvery),
 		},
 		HeartbeatInterval:  c.Duration(config.HeartbeatInterval),
@@ -117,7 +117,8 @@ func taskStateConfig(c *config.Config, m map[string]string) map[string]string {
 			m[k] = key.Default
 		}
 	}
-	for _, k := range []string{config.RocksDBBlockCacheSize, config.RocksDBWriteBufferSize, config.RocksDBWriteBufferCount, config.RocksDBThreads} {
+	for _, k := range []string{config.RocksDBBlockCacheSize, config.RocksDBWriteBufferSize, config.RocksDBWriteBufferCount, config.RocksDBThreads,
+		config.RocksDBCompactionStyle, config.RocksDBDynamicLevelSize, config.RocksDBTargetFileSizeBase, config.RocksDBMaxSizeLevelBase, config.RocksDBUniversalRuns} {
 		if v, ok := set[k]; ok {
 			m[k] = v
 		}

@@ -88,7 +88,11 @@ and keeps the cluster up for streamctl commands.`,
 				}
 				cc := checkpoint.DefaultConfig()
 				cc.Interval = interval
-				jmCfg.Checkpoints = jobmanager.CheckpointConfig{Storage: "file://" + abs, Coordinator: cc, Retained: 3}
+				sp, err := filepath.Abs(filepath.Join(dir, "savepoints"))
+				if err != nil {
+					return err
+				}
+				jmCfg.Checkpoints = jobmanager.CheckpointConfig{Storage: "file://" + abs, SavepointDir: "file://" + sp, Coordinator: cc, Retained: 3}
 			}
 			c, err := cluster.Start(cluster.Options{
 				TaskManagers:      tms,

@@ -82,7 +82,7 @@ func Streamctl(out, errOut io.Writer) *cobra.Command {
 		"configuration file whose parallelism.default and pipeline.max-parallelism apply to submitted jobs (env "+EnvConfig+")")
 	root.PersistentFlags().VarP(config.DefineValue(c.overrides), config.DefineFlag, "D", "set a configuration `key=value` (repeatable)")
 	root.AddCommand(c.submitCmd(), c.listCmd(), c.statusCmd(), c.cancelCmd(), c.taskManagersCmd(), c.jobsCmd(),
-		c.checkpointCmd(), c.checkpointsCmd(), c.stateCmd(), localCmd(out, errOut))
+		c.checkpointCmd(), c.checkpointsCmd(), c.stateCmd(), c.savepointCmd(), c.stopCmd(), c.rescaleCmd(), localCmd(out, errOut))
 	return root
 }
 
@@ -162,7 +162,8 @@ func (c *ctl) submitCmd() *cobra.Command {
 	var p int
 	var kv []string
 	var follow bool
-	var from, claimMode string
+	var from, fromSavepoint, claimMode string
+	var allowNonRestored bool
 	cmd := &cobra.Command{
 		Use:   "submit SPEC.yaml|JOB-NAME",
 		Short: "Submit a job (a YAML spec or a registered Go job) and print its ID",
@@ -174,6 +175,15 @@ func (c *ctl) submitCmd() *cobra.Command {
 			args, err := parseArgs(kv)
 			if err != nil {
 				return err
+			}
+			if from != "" && fromSavepoint != "" {
+				return errors.New("give --from-savepoint or --from-checkpoint, not both")
+			}
+			if fromSavepoint != "" {
+				from = fromSavepoint
+			}
+			if allowNonRestored && from == "" {
+				return errors.New("--allow-non-restored-state applies to a job started from a savepoint: give --from-savepoint (or --from-checkpoint)")
 			}
 			claim, err := parseClaimMode(claimMode, from)
 			if err != nil {
@@ -189,7 +199,7 @@ func (c *ctl) submitCmd() *cobra.Command {
 			}
 			var id string
 			if err := c.call(func(ctx context.Context, js sluicev1.JobServiceClient) error {
-				resp, err := js.SubmitJob(ctx, &sluicev1.SubmitJobRequest{JobGraph: g, RestorePath: from, ClaimMode: claim})
+				resp, err := js.SubmitJob(ctx, &sluicev1.SubmitJobRequest{JobGraph: g, RestorePath: from, ClaimMode: claim, AllowNonRestoredState: allowNonRestored})
 				id = resp.GetJobId()
 				return err
 			}); err != nil {
@@ -213,7 +223,9 @@ func (c *ctl) submitCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&kv, "arg", nil, "argument of a registered job, key=value (repeatable)")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "show the job's progress until it ends")
 	cmd.Flags().StringVar(&from, "from-checkpoint", "", "start from a retained checkpoint: URL of its chk-<n> directory (e.g. file:///ckpt/<job-id>/chk-42)")
-	cmd.Flags().StringVar(&claimMode, "claim-mode", "", "who owns the --from-checkpoint files: no-claim (default: they stay yours, the job never deletes them) or claim (the job deletes them once its own checkpoints subsume them)")
+	cmd.Flags().StringVar(&fromSavepoint, "from-savepoint", "", "start from a savepoint: URL of its directory (e.g. file:///savepoints/savepoint-3f2a1b-0123456789ab), as streamctl savepoint and stop print it")
+	cmd.Flags().BoolVar(&allowNonRestored, "allow-non-restored-state", false, "skip the savepoint's state of operators the job does not have (by UID) instead of refusing the submit")
+	cmd.Flags().StringVar(&claimMode, "claim-mode", "", "who owns the --from-savepoint or --from-checkpoint files: no-claim (default: they stay yours, the job never deletes them) or claim (the job deletes them once its own checkpoints subsume them)")
 	return cmd
 }
 
@@ -231,7 +243,7 @@ func parseClaimMode(mode, from string) (sluicev1.ClaimMode, error) {
 		return 0, fmt.Errorf("--claim-mode %q: use claim or no-claim", mode)
 	}
 	if from == "" {
-		return 0, errors.New("--claim-mode applies to a job started from a retained checkpoint: give --from-checkpoint")
+		return 0, errors.New("--claim-mode applies to a job started from a savepoint or retained checkpoint: give --from-savepoint or --from-checkpoint")
 	}
 	return m, nil
 }
@@ -386,6 +398,12 @@ func printStatus(w io.Writer, st *sluicev1.JobStatus) {
 	if note := st.GetRestoreNote(); note != "" {
 		fmt.Fprintf(w, "Fallback:     %s\n", note)
 	}
+	if p := st.GetRestorePath(); p != "" {
+		fmt.Fprintf(w, "Started from: %s\n", p)
+	}
+	if p := st.GetSavepointPath(); p != "" {
+		fmt.Fprintf(w, "Savepoint:    %s\n", p)
+	}
 	if st.GetFailure() != "" {
 		fmt.Fprintf(w, "Last failure: %s\n", st.GetFailure())
 	}
@@ -409,25 +427,6 @@ func printStatus(w io.Writer, st *sluicev1.JobStatus) {
 		}
 	}
 	tw.Flush()
-}
-
-func (c *ctl) cancelCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "cancel JOB",
-		Short: "Cancel a job: stop every task and free the slots",
-		Args:  exactArgs(1, "a job ID (streamctl list shows them)"),
-		RunE: func(cmd *cobra.Command, a []string) error {
-			var resp *sluicev1.CancelJobResponse
-			if err := c.call(func(ctx context.Context, js sluicev1.JobServiceClient) (err error) {
-				resp, err = js.CancelJob(ctx, &sluicev1.CancelJobRequest{JobId: a[0]})
-				return err
-			}); err != nil {
-				return err
-			}
-			fmt.Fprintf(c.out, "job %s: %s\n", a[0], stateName(resp.GetState()))
-			return nil
-		},
-	}
 }
 
 func (c *ctl) taskManagersCmd() *cobra.Command {

@@ -179,47 +179,51 @@ func retainedOf(recs []meta.CompletedCheckpoint) []checkpoint.RetainedCheckpoint
 
 // ---- claim ----
 
-// claimState is a retained checkpoint of another job that a job started from in claim
-// mode: the job owns its files and deletes them once its own checkpoints subsume it.
+// claimState is a retained checkpoint of another job, or a savepoint, that a job started
+// from in claim mode: the job owns its files and deletes them once its own checkpoints
+// subsume it.
 type claimState struct {
-	jobID   string // the other job
-	id      int64  // its checkpoint
-	jobDir  string // URL of the other job's directory
-	running bool
-	done    bool
+	jobID     string // the other job (retained checkpoints)
+	id        int64  // its checkpoint (retained checkpoints)
+	jobDir    string // URL of the other job's directory, or of the savepoint's
+	savepoint bool
+	running   bool
+	done      bool
 }
 
 // retainedLocation splits the URL of a retained checkpoint (.../<job-id>/chk-<n>, or
 // its _metadata) into the URL of its job directory, the job ID and n.
 func retainedLocation(path string) (jobDir, jobID string, id int64, err error) {
-	u := strings.TrimSuffix(strings.TrimSuffix(path, "/"), "/"+blobstore.MetadataName)
-	base, query, _ := strings.Cut(u, "?")
-	i := strings.LastIndex(base, "/")
-	n, ok := int64(0), false
-	if i >= 0 {
-		n, ok = blobstore.ParseCheckpointDir(base[i+1:])
+	src, err := parseRestorePath(path)
+	if err == nil && src.savepoint {
+		err = fmt.Errorf("%w: %q is not a checkpoint directory (want .../<job-id>/chk-<n>)", rpc.ErrInvalid, path)
 	}
-	if !ok {
-		return "", "", 0, fmt.Errorf("%w: %q is not a checkpoint directory (want .../<job-id>/chk-<n>)", rpc.ErrInvalid, path)
+	if err != nil {
+		return "", "", 0, err
 	}
-	jobDir = base[:i]
-	jobID = jobDir[strings.LastIndex(jobDir, "/")+1:]
-	if query != "" {
-		jobDir += "?" + query
-	}
-	return jobDir, jobID, n, nil
+	return src.storage, src.jobID, src.id, nil
 }
 
-// checkClaim refuses to claim a checkpoint of a job that still runs here: it would
-// delete files that job restores from.
+// claimOf is the claim of a job started from path in claim mode.
+func claimOf(path string) (*claimState, error) {
+	src, err := parseRestorePath(path)
+	if err != nil {
+		return nil, err
+	}
+	return &claimState{jobID: src.jobID, id: src.id, jobDir: src.storage, savepoint: src.savepoint}, nil
+}
+
+// checkClaim refuses to claim a checkpoint of a job that still runs here (it would
+// delete files that job restores from), or a checkpoint or savepoint another job still
+// restores from.
 func (jm *JobManager) checkClaim(ctx context.Context, path string) (*claimState, error) {
-	jobDir, jobID, id, err := retainedLocation(path)
+	cl, err := claimOf(path)
 	if err != nil {
 		return nil, err
 	}
 	running, user := false, ""
 	_ = jm.do(ctx, func() {
-		if o := jm.jobs[jobID]; o != nil && !o.terminal() {
+		if o := jm.jobs[cl.jobID]; !cl.savepoint && o != nil && !o.terminal() {
 			running = true
 		}
 		// Another job of this jobmanager that still restores from the same checkpoint
@@ -228,16 +232,20 @@ func (jm *JobManager) checkClaim(ctx context.Context, path string) (*claimState,
 			if o.terminal() || o.restorePath == "" || o.cp == nil || len(o.cp.recorded) > 0 {
 				continue
 			}
-			if _, oj, oid, err := retainedLocation(o.restorePath); err == nil && oj == jobID && oid == id {
+			if oc, err := claimOf(o.restorePath); err == nil && sameLocation(oc.jobDir, cl.jobDir) && oc.id == cl.id {
 				user = o.id
 			}
 		}
 	})
-	if user != "" {
-		return nil, fmt.Errorf("%w: job %s still restores from checkpoint %d of job %s (it has no checkpoint of its own yet): claiming it would delete its files (use --claim-mode no-claim)", rpc.ErrFailedPrecondition, user, id, jobID)
+	what := fmt.Sprintf("checkpoint %d of job %s", cl.id, cl.jobID)
+	if cl.savepoint {
+		what = "savepoint " + cl.jobDir
 	}
-	if !running && jm.meta != nil {
-		if data, err := jm.meta.GetJob(ctx, jobID); err == nil {
+	if user != "" {
+		return nil, fmt.Errorf("%w: job %s still restores from %s (it has no checkpoint of its own yet): claiming it would delete its files (use --claim-mode no-claim)", rpc.ErrFailedPrecondition, user, what)
+	}
+	if !running && !cl.savepoint && jm.meta != nil {
+		if data, err := jm.meta.GetJob(ctx, cl.jobID); err == nil {
 			rec := &sluicev1.JobRecord{}
 			if proto.Unmarshal(data, rec) == nil && !terminalState(rec.GetState()) {
 				running = true
@@ -245,9 +253,9 @@ func (jm *JobManager) checkClaim(ctx context.Context, path string) (*claimState,
 		}
 	}
 	if running {
-		return nil, fmt.Errorf("%w: job %s, whose checkpoint %d this is, has not ended: claiming it would delete files that job may restore from (cancel it first, or use --claim-mode no-claim)", rpc.ErrFailedPrecondition, jobID, id)
+		return nil, fmt.Errorf("%w: job %s, whose checkpoint %d this is, has not ended: claiming it would delete files that job may restore from (cancel it first, or use --claim-mode no-claim)", rpc.ErrFailedPrecondition, cl.jobID, cl.id)
 	}
-	return &claimState{jobID: jobID, id: id, jobDir: jobDir}, nil
+	return cl, nil
 }
 
 // maybeDisposeClaimed deletes the claimed checkpoint once retain checkpoints of the
@@ -264,8 +272,7 @@ func (jm *JobManager) maybeDisposeClaimed(j *job, retain int) {
 	cl.running = true
 	// The other job is one of this cluster's when its directory is where this
 	// jobmanager keeps that job's checkpoints.
-	base := func(u string) string { u, _, _ = strings.Cut(u, "?"); return strings.TrimSuffix(u, "/") }
-	ours := base(cl.jobDir) == base(jm.cfg.Checkpoints.Storage)+"/"+cl.jobID
+	ours := !cl.savepoint && sameLocation(cl.jobDir, joinURL(jm.cfg.Checkpoints.Storage, cl.jobID))
 	jm.io.Add(1)
 	go func() {
 		defer jm.io.Done()
@@ -285,11 +292,15 @@ func (jm *JobManager) maybeDisposeClaimed(j *job, retain int) {
 }
 
 func (jm *JobManager) disposeClaimed(ctx context.Context, cl *claimState, ours bool) error {
-	store, err := blobstore.Open(ctx, cl.jobDir)
+	store, err := blobstore.Open(ctx, readOnlyURL(cl.jobDir))
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	if cl.savepoint {
+		_, _, err := deleteSavepointFiles(ctx, store)
+		return err
+	}
 	var shared []string
 	if ours {
 		// A job of this cluster: its registry decides.
@@ -372,9 +383,9 @@ func (jm *JobManager) prepareRestore(j *job) {
 	jm.io.Add(1)
 	go func() {
 		defer jm.io.Done()
-		ctx, cancel := context.WithTimeout(jm.life, 10*time.Minute)
-		choice, err := jm.chooseRestore(ctx, j.id, store, j.restorePath, claimed, deep)
-		cancel()
+		// No bound on the whole: each read and verification is bounded by what it reads
+		// (verifyTimeout), so a large state is never cut off by a fixed timeout.
+		choice, err := jm.chooseRestore(jm.life, j.id, store, j.restorePath, claimed, deep)
 		jm.post(func() {
 			c.restore.running = false
 			now := jm.now()
@@ -414,7 +425,7 @@ func (jm *JobManager) prepareRestore(j *job) {
 			} else if choice.storage != "" {
 				// File references are relative to the job directory: the new chain cannot
 				// reuse the other job's files, whatever the claim mode.
-				c.chain.ForceFull(fmt.Sprintf("restored checkpoint %d of another job", c.restoredID))
+				c.chain.ForceFull(fmt.Sprintf("restored checkpoint %d of another job, or a savepoint", c.restoredID))
 			}
 			jm.exec(j, j.trySchedule(jm.pool, now))
 		})
@@ -457,7 +468,9 @@ func (jm *JobManager) chooseRestore(ctx context.Context, jobID string, store *bl
 			return ch, err
 		}
 		if problem == "" {
-			_, _, problem, err = verifyFiles(ctx, store, md, !deep, nil)
+			vctx, cancel := context.WithTimeout(ctx, verifyTimeout(md, deep))
+			_, _, problem, err = verifyFiles(vctx, store, md, !deep, nil)
+			cancel()
 			if err != nil {
 				return ch, err
 			}
@@ -475,18 +488,24 @@ func (jm *JobManager) chooseRestore(ctx context.Context, jobID string, store *bl
 			return ch, err
 		}
 		if problem == "" {
-			other, err := blobstore.Open(ctx, jobDir)
+			other, _, err := openSource(ctx, restoreSource{storage: jobDir})
 			if err != nil {
 				return ch, err
 			}
-			_, _, problem, err = verifyFiles(ctx, other, md, !deep, nil)
+			vctx, cancel := context.WithTimeout(ctx, verifyTimeout(md, deep))
+			_, _, problem, err = verifyFiles(vctx, other, md, !deep, nil)
+			cancel()
 			other.Close()
 			if err != nil {
 				return ch, err
 			}
 		}
 		if problem != "" {
-			problems = append(problems, fmt.Sprintf("retained checkpoint %s: %s", restorePath, problem))
+			what := "retained checkpoint"
+			if src, _ := parseRestorePath(restorePath); src.savepoint {
+				what = "savepoint"
+			}
+			problems = append(problems, fmt.Sprintf("%s %s: %s", what, restorePath, problem))
 		} else {
 			ch.md, ch.storage = md, jobDir
 		}
@@ -507,7 +526,9 @@ func (jm *JobManager) chooseRestore(ctx context.Context, jobID string, store *bl
 // recorded, its own checksum and ID. problem says why it is broken; err that it could
 // not be read (try again).
 func readRecorded(ctx context.Context, store *blobstore.Store, r meta.CompletedCheckpoint) (md *sluicev1.CheckpointMetadata, problem string, err error) {
-	data, err := store.Bucket().ReadAll(ctx, store.BucketKey(r.MetadataPath))
+	rctx, cancel := context.WithTimeout(ctx, restoreBase)
+	defer cancel()
+	data, err := store.Bucket().ReadAll(rctx, store.BucketKey(r.MetadataPath))
 	if err != nil {
 		if gcerrors.Code(err) == gcerrors.NotFound {
 			return nil, r.MetadataPath + ": not found", nil
@@ -526,27 +547,22 @@ func readRecorded(ctx context.Context, store *blobstore.Store, r meta.CompletedC
 	if err != nil {
 		return nil, fmt.Sprintf("%s: %v", r.MetadataPath, err), nil
 	}
-	if md.GetCheckpointId() != r.ID {
+	if r.ID != 0 && md.GetCheckpointId() != r.ID {
 		return nil, fmt.Sprintf("%s holds checkpoint %d", r.MetadataPath, md.GetCheckpointId()), nil
 	}
 	return md, "", nil
 }
 
-// readRetained reads the _metadata of a retained checkpoint given by URL (see
-// loadRetained, which also checks it fits the job).
-func readRetained(ctx context.Context, path string) (md *sluicev1.CheckpointMetadata, jobDir, problem string, err error) {
-	jobDir, _, id, err := retainedLocation(path)
+// readRetained reads the _metadata of the retained checkpoint or savepoint a job was
+// submitted to start from (see loadRestore, which also checks it fits the job), and
+// returns it with the URL its files are relative to.
+func readRetained(ctx context.Context, path string) (md *sluicev1.CheckpointMetadata, storage, problem string, err error) {
+	src, err := parseRestorePath(path)
 	if err != nil {
 		return nil, "", err.Error(), nil
 	}
-	store, err := blobstore.Open(ctx, jobDir)
-	if err != nil {
-		return nil, "", "", err
-	}
-	defer store.Close()
-	key := blobstore.CheckpointPath(id, blobstore.MetadataName)
-	md, problem, err = readRecorded(ctx, store, meta.CompletedCheckpoint{ID: id, MetadataPath: key})
-	return md, jobDir, problem, err
+	md, problem, err = readSource(ctx, src)
+	return md, src.storage, problem, err
 }
 
 // verifyFiles checks every file md references in store: with quick, that it is listed
@@ -696,10 +712,14 @@ func (jm *JobManager) VerifyCheckpoints(ctx context.Context, req *sluicev1.Verif
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", rpc.ErrUnavailable, jf.restorePath, err)
 		}
-		_, _, id, _ := retainedLocation(jf.restorePath)
+		src, _ := parseRestorePath(jf.restorePath)
+		id := src.id
+		if md != nil {
+			id = md.GetCheckpointId()
+		}
 		store := jf.store
 		if problem == "" {
-			if store, err = blobstore.Open(ctx, jobDir); err != nil {
+			if store, _, err = openSource(ctx, restoreSource{storage: jobDir}); err != nil {
 				return nil, fmt.Errorf("%w: %v", rpc.ErrUnavailable, err)
 			}
 			defer store.Close()

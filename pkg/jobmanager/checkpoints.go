@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/sluice-stream/sluice/pkg/blobstore"
@@ -25,6 +24,9 @@ type CheckpointConfig struct {
 	// Storage is the blob store URL of checkpoint files (execution.checkpointing.dir);
 	// empty turns checkpointing off.
 	Storage string
+	// SavepointDir is the default directory of savepoints
+	// (execution.checkpointing.savepoint-dir); empty: every request names one.
+	SavepointDir string
 	// Coordinator holds interval, timeout, min pause, max concurrent, tolerable failures
 	// and the mode.
 	Coordinator checkpoint.Config
@@ -111,6 +113,15 @@ type jobCheckpoints struct {
 	// starvation watches the pending compaction bytes of the completed checkpoints of
 	// the current attempt.
 	starvation *checkpoint.StarvationDetector
+
+	// savepoints are the savepoints the coordinator took and that have not ended, by
+	// request and, once triggered, by ID; spWaiting those waiting for a free slot
+	// (savepoints.go). spPaths are the directories of the completed ones, for the
+	// history.
+	savepoints map[checkpoint.RequestID]*savepointOp
+	spByID     map[int64]*savepointOp
+	spWaiting  []*savepointOp
+	spPaths    map[int64]string
 }
 
 type checkpointResult struct {
@@ -140,7 +151,8 @@ func (jm *JobManager) initCheckpoints(j *job, lastID int64) error {
 	chain := checkpoint.NewChain(checkpoint.ChainConfig{FullEvery: jm.cfg.Checkpoints.FullEvery, OrphanGrace: jm.cfg.Checkpoints.orphanGrace()})
 	j.cp = &jobCheckpoints{coord: coord, store: store, waiters: map[checkpoint.RequestID]chan checkpointResult{}, discarded: map[int64]bool{},
 		chain: chain, full: map[int64]bool{}, broken: map[int64]string{}, sweepAt: jm.now(),
-		acks: map[int64]*ackStats{}, starvation: checkpoint.NewStarvationDetector(jm.cfg.Checkpoints.Starvation)}
+		acks: map[int64]*ackStats{}, starvation: checkpoint.NewStarvationDetector(jm.cfg.Checkpoints.Starvation),
+		savepoints: map[checkpoint.RequestID]*savepointOp{}, spByID: map[int64]*savepointOp{}, spPaths: map[int64]string{}}
 	return nil
 }
 
@@ -175,7 +187,7 @@ func (jm *JobManager) syncCheckpoints(j *job) {
 	defer func() {
 		// Every source waits at its end for a checkpoint to complete: trigger one
 		// whenever none is under way (a failed one is replaced on the next tick).
-		if sum := j.cp.coord.Summary(); j.cp.started && sourcesEnded && sum.InProgress == 0 && sum.Queued == 0 {
+		if sum := j.cp.coord.Summary(); j.cp.started && sourcesEnded && j.stop == nil && sum.InProgress == 0 && sum.Queued == 0 {
 			req, acts, err := j.cp.coord.TriggerManual(now, checkpoint.KindCheckpoint)
 			if err == nil {
 				j.cp.finalRequest = req
@@ -250,10 +262,22 @@ func (jm *JobManager) performCheckpoint(j *job, acts []checkpoint.Action) {
 				})
 			}()
 		case checkpoint.Trigger:
-			jm.triggerSources(j, a)
+			var sp *savepointOp
+			if a.Kind == checkpoint.KindSavepoint {
+				sp = jm.savepointTriggered(j, a)
+			}
+			jm.triggerSources(j, a, sp)
 		case checkpoint.Finalize:
+			if a.Kind == checkpoint.KindSavepoint {
+				jm.finalizeSavepoint(j, a)
+				continue
+			}
 			jm.finalize(j, a)
 		case checkpoint.NotifyComplete:
+			if a.Kind == checkpoint.KindSavepoint {
+				jm.savepointCompleted(j, a)
+				continue
+			}
 			jm.notifyTasks(j, a.ID, true, "")
 			jm.observeCompaction(j, a)
 			if w := j.cp.waiters[a.Request]; w != nil {
@@ -261,6 +285,10 @@ func (jm *JobManager) performCheckpoint(j *job, acts []checkpoint.Action) {
 				delete(j.cp.waiters, a.Request)
 			}
 		case checkpoint.NotifyAborted:
+			if a.Kind == checkpoint.KindSavepoint {
+				jm.savepointAborted(j, a.Request, a.ID, a.Reason)
+				continue
+			}
 			jm.log.Info("checkpoint aborted", "job", j.id, "checkpoint", a.ID, "reason", a.Reason)
 			jm.answer(j, a.Request, a.ID, fmt.Errorf("checkpoint %d aborted: %s", a.ID, a.Reason))
 			// Nothing records an aborted checkpoint (its etcd write, if any, was refused
@@ -268,10 +296,18 @@ func (jm *JobManager) performCheckpoint(j *job, acts []checkpoint.Action) {
 			// it uploaded once the checkpoints in progress beside it ended.
 			jm.deleteFiles(j, j.cp.chain.Aborted(a.ID), "aborted checkpoint")
 		case checkpoint.OutcomeUnknown:
+			if a.Kind == checkpoint.KindSavepoint {
+				jm.savepointAborted(j, a.Request, a.ID, a.Reason)
+				continue
+			}
 			jm.log.Warn("checkpoint outcome unknown: deleting nothing until etcd is read again", "job", j.id, "checkpoint", a.ID, "reason", a.Reason)
 			jm.deleteFiles(j, j.cp.chain.Unknown(a.ID), "checkpoint ended")
 			jm.answer(j, a.Request, a.ID, fmt.Errorf("checkpoint %d: outcome unknown: %s", a.ID, a.Reason))
 		case checkpoint.RequestAborted:
+			if a.Kind == checkpoint.KindSavepoint {
+				jm.savepointAborted(j, a.Request, 0, a.Reason)
+				continue
+			}
 			jm.answer(j, a.Request, 0, fmt.Errorf("checkpoint not started: %s", a.Reason))
 		case checkpoint.FailJob:
 			jm.log.Warn("too many failed checkpoints: failing the job over", "job", j.id, "reason", a.Reason)
@@ -288,16 +324,21 @@ func (jm *JobManager) answer(j *job, req checkpoint.RequestID, id int64, err err
 	}
 }
 
-// triggerSources asks every source task to start checkpoint a.
-func (jm *JobManager) triggerSources(j *job, a checkpoint.Trigger) {
+// triggerSources asks every source task to start checkpoint a; sp is the savepoint it
+// is, if it is one.
+func (jm *JobManager) triggerSources(j *job, a checkpoint.Trigger, sp *savepointOp) {
 	mode := sluicev1.CheckpointMode_CHECKPOINT_MODE_EXACTLY_ONCE
 	if a.Mode == checkpoint.AtLeastOnce {
 		mode = sluicev1.CheckpointMode_CHECKPOINT_MODE_AT_LEAST_ONCE
 	}
-	full, why := j.cp.chain.Trigger(a.ID, jm.now())
-	if full {
-		j.cp.full[a.ID] = true
-		jm.log.Info("full checkpoint", "job", j.id, "checkpoint", a.ID, "why", why)
+	full := false
+	if a.Kind == checkpoint.KindCheckpoint {
+		// Savepoints are not part of the chain: self-contained, in their own directory.
+		var why string
+		if full, why = j.cp.chain.Trigger(a.ID, jm.now()); full {
+			j.cp.full[a.ID] = true
+			jm.log.Info("full checkpoint", "job", j.id, "checkpoint", a.ID, "why", why)
+		}
 	}
 	for _, t := range j.tasks {
 		if !t.vertex.IsSource() {
@@ -315,6 +356,13 @@ func (jm *JobManager) triggerSources(j *job, a checkpoint.Trigger) {
 			// before it completes, so what sinks commit at the end of their input is
 			// all covered by it, and a restore from it replays nothing.
 			req.Unaligned, req.AlignedTimeoutMs = a.Unaligned, a.AlignedTimeout.Milliseconds()
+		}
+		if sp != nil {
+			// A savepoint is always aligned, whatever the checkpointing mode: its
+			// snapshot reflects exactly the records before its barrier.
+			req.Mode = sluicev1.CheckpointMode_CHECKPOINT_MODE_EXACTLY_ONCE
+			req.SavepointDir, req.SavepointFormat = sp.dir, sp.format
+			req.Stop, req.Drain = sp.kind == savepointStop, sp.kind == savepointStop && sp.drain
 		}
 		task := checkpoint.TaskID{Vertex: t.id.GetVertex(), Subtask: t.id.GetSubtask()}
 		addr := tm.Address
@@ -637,8 +685,11 @@ func (jm *JobManager) ack(j *job, req *sluicev1.AcknowledgeCheckpointRequest) {
 		}
 	}
 	// First the chain: while the checkpoint is in progress no deletion touches the
-	// shared files the task reported (the ack may finalize it at once).
-	j.cp.chain.Ack(req.GetCheckpointId(), shared)
+	// shared files the task reported (the ack may finalize it at once). A savepoint is
+	// not the chain's (its files are in its own directory).
+	if j.cp.spByID[req.GetCheckpointId()] == nil {
+		j.cp.chain.Ack(req.GetCheckpointId(), shared)
+	}
 	task := checkpoint.TaskID{Vertex: req.GetExecution().GetVertex(), Subtask: req.GetExecution().GetSubtask()}
 	now := jm.now()
 	if t := j.find(req.GetExecution()); t != nil {
@@ -689,6 +740,10 @@ func (jm *JobManager) TriggerCheckpoint(ctx context.Context, req *sluicev1.Trigg
 		}
 		if !j.cp.started {
 			lerr = fmt.Errorf("%w: job %s is %s, not running with all tasks", rpc.ErrFailedPrecondition, j.id, jobStateName(j.state))
+			return
+		}
+		if j.stop != nil && j.stop.kind == savepointStop {
+			lerr = fmt.Errorf("%w: job %s is being stopped with a savepoint: no checkpoint may follow it", rpc.ErrFailedPrecondition, j.id)
 			return
 		}
 		reqID, acts, err := j.cp.coord.TriggerManual(jm.now(), checkpoint.KindCheckpoint)
@@ -746,6 +801,9 @@ func (jm *JobManager) ListCheckpoints(ctx context.Context, req *sluicev1.ListChe
 			p := j.cp.statsProto(s)
 			p.Full = j.cp.full[s.ID]
 			switch {
+			case s.Kind == checkpoint.KindSavepoint:
+				// The user's: never discarded by the job; its path is its directory.
+				p.ExternalPath = j.cp.spPaths[s.ID]
 			case s.Status == checkpoint.StatusCompleted && j.cp.discarded[s.ID]:
 				p.Status = "discarded" // completed, then subsumed: its files are gone
 			case s.Status == checkpoint.StatusCompleted:
@@ -793,54 +851,6 @@ func statsProto(s checkpoint.Stats) *sluicev1.CheckpointStats {
 		p.EndTimeUnixMs = s.EndTime.UnixMilli()
 	}
 	return p
-}
-
-// loadRetained reads the _metadata of a retained checkpoint at path (the URL of its
-// chk-<n> directory or of the file) and returns it with the URL of the directory its
-// file references are relative to (the checkpoint's job directory).
-func loadRetained(ctx context.Context, path string, g *sluicev1.JobGraph) (*sluicev1.CheckpointMetadata, string, error) {
-	u := strings.TrimSuffix(strings.TrimSuffix(path, "/"), "/"+blobstore.MetadataName)
-	base, query, _ := strings.Cut(u, "?")
-	i := strings.LastIndex(base, "/")
-	if i < 0 || !strings.HasPrefix(base[i+1:], "chk-") {
-		return nil, "", fmt.Errorf("%w: %q is not a checkpoint directory (want .../<job-id>/chk-<n>)", rpc.ErrInvalid, path)
-	}
-	with := func(p string) string {
-		if query != "" {
-			return p + "?" + query
-		}
-		return p
-	}
-	jobDir, chk := with(base[:i]), base[i+1:]
-	store, err := blobstore.Open(ctx, jobDir)
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: %v", rpc.ErrInvalid, err)
-	}
-	defer store.Close()
-	data, err := store.Bucket().ReadAll(ctx, store.BucketKey(chk+"/"+blobstore.MetadataName))
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: read %s/%s/%s: %v", rpc.ErrInvalid, jobDir, chk, blobstore.MetadataName, err)
-	}
-	md, err := checkpoint.DecodeMetadata(data)
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: %s/%s/%s: %v", rpc.ErrInvalid, jobDir, chk, blobstore.MetadataName, err)
-	}
-	uids := map[string]bool{}
-	for _, op := range g.GetOperators() {
-		uids[op.GetUid()] = true
-	}
-	if err := checkInFlight(md, g); err != nil {
-		return nil, "", err
-	}
-	for _, op := range md.GetOperators() {
-		if !uids[op.GetUid()] && hasState(op) {
-			return nil, "", fmt.Errorf("%w: checkpoint %d has state of operator %q, which the job does not have", rpc.ErrFailedPrecondition, md.GetCheckpointId(), op.GetUid())
-		}
-		if op.GetMaxParallelism() != 0 && op.GetMaxParallelism() != g.GetMaxParallelism() {
-			return nil, "", fmt.Errorf("%w: checkpoint %d was taken with max parallelism %d, the job has %d", rpc.ErrFailedPrecondition, md.GetCheckpointId(), op.GetMaxParallelism(), g.GetMaxParallelism())
-		}
-	}
-	return md, jobDir, nil
 }
 
 // checkInFlight refuses to restore the in-flight data of an unaligned checkpoint into a

@@ -86,10 +86,21 @@ type job struct {
 	// lastTasks are the tasks of the last attempt that ended, for status after the end.
 	lastTasks []*task
 
-	// restorePath is the retained checkpoint the job was submitted to start from, and
-	// claimMode who owns it.
-	restorePath string
-	claimMode   sluicev1.ClaimMode
+	// restorePath is the retained checkpoint or savepoint the job was submitted to start
+	// from, claimMode who owns it, and allowNonRestored whether its state of operators
+	// the job lacks is left out.
+	restorePath      string
+	claimMode        sluicev1.ClaimMode
+	allowNonRestored bool
+	// stop is the stop (or cancel) with savepoint under way (savepoints.go);
+	// savepointPath the savepoint the job ended with. stopped: the savepoint that stops
+	// the job completed, so its end is decided: a failure from then on ends it FINISHED
+	// (the savepoint holds its state; its sinks commit it, or a restore from it does).
+	stop          *savepointOp
+	savepointPath string
+	stopped       bool
+	// cancelTo is the state a cancel ends in (CANCELED; FINISHED once stopped).
+	cancelTo sluicev1.JobState
 	// attemptLimit is the highest attempt that may start, the one recorded in etcd (-1:
 	// no limit, without a metadata store). Recording an attempt before deploying it lets
 	// a jobmanager that takes over start above every attempt whose tasks may still run.
@@ -273,6 +284,13 @@ func (j *job) failover(pool *scheduler.Pool, cause string, now time.Time) []acti
 		return j.settle(pool, now)
 	}
 	j.failure = cause
+	if j.stopped {
+		// After the savepoint that stops the job completed nothing restarts: the tasks
+		// left are canceled and the job ends FINISHED, with its savepoint.
+		j.failure = cause + " (after the savepoint that stops the job completed; the job ends with it)"
+		j.state, j.cancelTo = sluicev1.JobState_JOB_STATE_CANCELLING, sluicev1.JobState_JOB_STATE_FINISHED
+		return append(j.cancelRunning(pool, now), j.settle(pool, now)...)
+	}
 	// One call per failover: the job leaves RUNNING here, so the other tasks' failures
 	// of the same failover never reach the strategy.
 	j.strategy.NotifyFailure(now)
@@ -292,7 +310,7 @@ func (j *job) cancel(pool *scheduler.Pool, now time.Time) []action {
 	if j.terminal() {
 		return nil
 	}
-	j.state = sluicev1.JobState_JOB_STATE_CANCELLING
+	j.state, j.cancelTo = sluicev1.JobState_JOB_STATE_CANCELLING, sluicev1.JobState_JOB_STATE_CANCELED
 	if len(j.tasks) == 0 {
 		return j.settle(pool, now)
 	}
@@ -321,7 +339,7 @@ func (j *job) cancelRunning(pool *scheduler.Pool, now time.Time) []action {
 func (j *job) settle(pool *scheduler.Pool, now time.Time) []action {
 	if len(j.tasks) == 0 {
 		if j.state == sluicev1.JobState_JOB_STATE_CANCELLING {
-			j.state = sluicev1.JobState_JOB_STATE_CANCELED
+			j.state = j.canceledState()
 			j.end = now
 		}
 		return j.trySchedule(pool, now)
@@ -350,7 +368,7 @@ func (j *job) settle(pool *scheduler.Pool, now time.Time) []action {
 	j.tasks = nil
 	switch j.state {
 	case sluicev1.JobState_JOB_STATE_CANCELLING:
-		j.state = sluicev1.JobState_JOB_STATE_CANCELED
+		j.state = j.canceledState()
 		j.end = now
 	case sluicev1.JobState_JOB_STATE_RESTARTING:
 		j.restarts++
@@ -390,6 +408,14 @@ func (j *job) records() (in, out int64) {
 	return in, out
 }
 
+// canceledState is the state a cancel ends in.
+func (j *job) canceledState() sluicev1.JobState {
+	if j.cancelTo != sluicev1.JobState_JOB_STATE_UNSPECIFIED {
+		return j.cancelTo
+	}
+	return sluicev1.JobState_JOB_STATE_CANCELED
+}
+
 func (j *job) toFailed(now time.Time, cause string) {
 	j.state = sluicev1.JobState_JOB_STATE_FAILED
 	j.failure = cause
@@ -401,6 +427,7 @@ func (j *job) status() *sluicev1.JobStatus {
 	st := &sluicev1.JobStatus{
 		JobId: j.id, Name: j.graph.GetName(), State: j.state, Attempt: j.attempt, Restarts: int32(j.restarts),
 		StartTimeUnixMs: j.start.UnixMilli(), Failure: j.failure, MaxParallelism: j.graph.GetMaxParallelism(),
+		SavepointPath: j.savepointPath, RestorePath: j.restorePath,
 	}
 	if !j.end.IsZero() {
 		st.EndTimeUnixMs = j.end.UnixMilli()

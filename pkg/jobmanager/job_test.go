@@ -294,3 +294,36 @@ func TestRandomInterleavings(t *testing.T) {
 		}
 	}
 }
+
+// TestStoppedJobEndsFinished: once the savepoint that stops a job completed, a task
+// failure does not restart it: the other tasks are canceled and the job ends FINISHED;
+// the record wanted names the savepoint, which makes it stale until written.
+func TestStoppedJobEndsFinished(t *testing.T) {
+	h := newHarness(t, 3, "a", "b")
+	acts := h.job.trySchedule(h.pool, h.now)
+	h.job.rec.written = h.job.wantRecord()
+	h.job.stopped, h.job.savepointPath = true, "file:///sp/savepoint-j1-0123456789ab"
+	if w := h.job.wantRecord(); !recordStale(h.job.rec.written, w) || w.GetSavepointPath() != h.job.savepointPath {
+		t.Fatalf("record wanted after the stop's savepoint: %v", w)
+	}
+	h.update(acts[0], sluicev1.TaskState_TASK_STATE_FINISHED)
+	cancels := h.update(acts[1], sluicev1.TaskState_TASK_STATE_FAILED)
+	h.wantState(sluicev1.JobState_JOB_STATE_CANCELLING)
+	if count(cancels, actCancel) != 3 {
+		t.Fatalf("%d cancels, want the 3 tasks left", count(cancels, actCancel))
+	}
+	for _, a := range cancels {
+		h.update(a, sluicev1.TaskState_TASK_STATE_CANCELED)
+	}
+	h.wantState(sluicev1.JobState_JOB_STATE_FINISHED)
+	if h.job.restarts != 0 || h.job.status().GetSavepointPath() != h.job.savepointPath {
+		t.Fatalf("restarts %d, status %v", h.job.restarts, h.job.status())
+	}
+	// A user's cancel still ends a job CANCELED.
+	h2 := newHarness(t, 3, "a", "b")
+	h2.job.trySchedule(h2.pool, h2.now)
+	for _, a := range h2.job.cancel(h2.pool, h2.now) {
+		h2.update(a, sluicev1.TaskState_TASK_STATE_CANCELED)
+	}
+	h2.wantState(sluicev1.JobState_JOB_STATE_CANCELED)
+}

@@ -341,6 +341,10 @@ func (jm *JobManager) tick() {
 		if j.cp != nil {
 			jm.tickChain(j, now)
 		}
+		if j.cp != nil {
+			// Savepoints waiting for a slot go before a periodic checkpoint.
+			jm.tickSavepoints(j, now)
+		}
 		if j.cp != nil && j.cp.started {
 			jm.performCheckpoint(j, j.cp.coord.Tick(now))
 			jm.syncCheckpoints(j)
@@ -372,10 +376,13 @@ func (jm *JobManager) exec(j *job, acts []action) {
 				j.cp.restoredAttempt, j.cp.restoredID = j.attempt, req.GetRestoreCheckpointId()
 				jm.log.Info("restoring from checkpoint", "job", j.id, "attempt", j.attempt, "checkpoint", req.GetRestoreCheckpointId())
 			}
+			// The task reads its in-flight data (unaligned checkpoints) before it answers:
+			// the timeout grows with the state it restores.
+			timeout := deployTimeout(req)
 			jm.io.Add(1)
 			go func() {
 				defer jm.io.Done()
-				err := jm.callTM(addr, func(ctx context.Context, c sluicev1.TaskServiceClient) error {
+				err := jm.callTMWithin(addr, timeout, func(ctx context.Context, c sluicev1.TaskServiceClient) error {
 					_, err := c.DeployTask(ctx, req)
 					return err
 				})
@@ -411,6 +418,7 @@ func (jm *JobManager) exec(j *job, acts []action) {
 	jm.logTransition(j)
 	jm.syncCheckpoints(j)
 	jm.persist(j)
+	jm.settleStop(j)
 }
 
 func (jm *JobManager) logTransition(j *job) {
@@ -425,14 +433,39 @@ func (jm *JobManager) logTransition(j *job) {
 	jm.log.Info("job state", args...)
 }
 
+// rpcTimeout bounds the RPCs to task managers.
+const rpcTimeout = 30 * time.Second
+
 func (jm *JobManager) callTM(addr string, f func(context.Context, sluicev1.TaskServiceClient) error) error {
+	return jm.callTMWithin(addr, rpcTimeout, f)
+}
+
+func (jm *JobManager) callTMWithin(addr string, timeout time.Duration, f func(context.Context, sluicev1.TaskServiceClient) error) error {
 	cc, err := jm.conns.Get(addr)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return f(ctx, sluicev1.NewTaskServiceClient(cc))
+}
+
+// deployTimeout bounds a deployment: rpcTimeout, plus the time to read the state it
+// restores at restoreRate (a task reads its in-flight data before it answers; its keyed
+// state after, while it shows as deploying).
+func deployTimeout(req *sluicev1.DeployTaskRequest) time.Duration {
+	return timeoutFor(rpcTimeout, restoreBytes(req.GetRestore()))
+}
+
+// backend is the state backend the jobmanager's deployments ask for ("" when they name
+// none: each task manager's own).
+func (jm *JobManager) backend() string {
+	switch b := jm.cfg.TaskConfig["state.backend.type"]; b {
+	case "heap":
+		return "hashmap"
+	default:
+		return b
+	}
 }
 
 // deployment builds the descriptor of one task: where each input channel's producer
@@ -576,9 +609,22 @@ func (jm *JobManager) checkProgram(g *sluicev1.JobGraph) error {
 }
 
 // SubmitJob validates a job graph against this build, records it in etcd and schedules
-// it.
+// it. With resubmit_job_id the graph is that earlier job's, rebuilt at a new
+// parallelism (streamctl rescale).
 func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequest) (*sluicev1.SubmitJobResponse, error) {
 	g := req.GetJobGraph()
+	switch {
+	case req.GetResubmitJobId() != "":
+		if g != nil {
+			return nil, fmt.Errorf("%w: give a job graph or resubmit_job_id, not both", rpc.ErrInvalid)
+		}
+		var err error
+		if g, err = jm.regraph(ctx, req.GetResubmitJobId(), int(req.GetParallelism())); err != nil {
+			return nil, err
+		}
+	case req.GetParallelism() != 0:
+		return nil, fmt.Errorf("%w: parallelism applies to resubmit_job_id (a graph carries its own)", rpc.ErrInvalid)
+	}
 	plan, err := graph.Build(g)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", rpc.ErrInvalid, err)
@@ -593,16 +639,19 @@ func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequ
 	case sluicev1.ClaimMode_CLAIM_MODE_UNSPECIFIED, sluicev1.ClaimMode_CLAIM_MODE_NO_CLAIM:
 	case sluicev1.ClaimMode_CLAIM_MODE_CLAIM:
 		if req.GetRestorePath() == "" {
-			return nil, fmt.Errorf("%w: claim mode applies to a job started from a retained checkpoint (--from-checkpoint)", rpc.ErrInvalid)
+			return nil, fmt.Errorf("%w: claim mode applies to a job started from a savepoint or retained checkpoint (--from-savepoint, --from-checkpoint)", rpc.ErrInvalid)
 		}
 	default:
 		return nil, fmt.Errorf("%w: unknown claim mode %v", rpc.ErrInvalid, req.GetClaimMode())
 	}
+	if req.GetAllowNonRestoredState() && req.GetRestorePath() == "" {
+		return nil, fmt.Errorf("%w: allowing non-restored state applies to a job started from a savepoint or retained checkpoint (--from-savepoint, --from-checkpoint)", rpc.ErrInvalid)
+	}
 	if p := req.GetRestorePath(); p != "" {
 		if !jm.checkpointsEnabled() {
-			return nil, fmt.Errorf("%w: starting from a checkpoint needs checkpointing: set execution.checkpointing.dir on the jobmanager", rpc.ErrFailedPrecondition)
+			return nil, fmt.Errorf("%w: starting from a savepoint or checkpoint needs checkpointing: set execution.checkpointing.dir on the jobmanager", rpc.ErrFailedPrecondition)
 		}
-		if restored, restoredFrom, err = loadRetained(ctx, p, g); err != nil {
+		if restored, restoredFrom, err = loadRestore(ctx, p, g, req.GetAllowNonRestoredState(), jm.backend()); err != nil {
 			return nil, err
 		}
 		if req.GetClaimMode() == sluicev1.ClaimMode_CLAIM_MODE_CLAIM {
@@ -616,7 +665,7 @@ func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequ
 	// The record reserves the first attempt: a jobmanager that takes over before the job
 	// ran starts it as attempt 2.
 	rec := &sluicev1.JobRecord{JobGraph: g, RestorePath: req.GetRestorePath(), State: sluicev1.JobState_JOB_STATE_CREATED,
-		Attempt: 1, StartTimeUnixMs: submitted.UnixMilli(), ClaimMode: req.GetClaimMode()}
+		Attempt: 1, StartTimeUnixMs: submitted.UnixMilli(), ClaimMode: req.GetClaimMode(), AllowNonRestoredState: req.GetAllowNonRestoredState()}
 	if jm.meta != nil {
 		data, err := proto.Marshal(rec)
 		if err != nil {
@@ -630,7 +679,7 @@ func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequ
 	err = jm.do(ctx, func() {
 		now := jm.now()
 		j := newJob(id, g, plan, jm.cfg.NewRestartStrategy(), submitted)
-		j.restorePath, j.claimMode = req.GetRestorePath(), req.GetClaimMode()
+		j.restorePath, j.claimMode, j.allowNonRestored = req.GetRestorePath(), req.GetClaimMode(), req.GetAllowNonRestoredState()
 		if jm.meta != nil {
 			j.attemptLimit, j.rec.written = 1, rec
 		}
@@ -639,8 +688,12 @@ func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequ
 		}
 		if restored != nil {
 			j.cp.latest, j.cp.latestStorage, j.cp.claim = restored, restoredFrom, claim
-			jm.log.Info("job starts from a retained checkpoint", "job", id, "checkpoint", restored.GetCheckpointId(), "from", restoredFrom,
-				"claim_mode", claimModeName(req.GetClaimMode()))
+			kind := "retained checkpoint"
+			if restored.GetKind() == sluicev1.SnapshotKind_SNAPSHOT_KIND_SAVEPOINT {
+				kind = "savepoint"
+			}
+			jm.log.Info("job starts from a "+kind, "job", id, "checkpoint", restored.GetCheckpointId(), "from", restoredFrom,
+				"claim_mode", claimModeName(req.GetClaimMode()), "allow_non_restored_state", req.GetAllowNonRestoredState())
 		}
 		if j.cp != nil {
 			jm.prepareRestore(j)
@@ -658,6 +711,44 @@ func (jm *JobManager) SubmitJob(ctx context.Context, req *sluicev1.SubmitJobRequ
 		return nil, fmt.Errorf("%w: checkpointing: %v", rpc.ErrFailedPrecondition, initErr)
 	}
 	return &sluicev1.SubmitJobResponse{JobId: id}, nil
+}
+
+// regraph rebuilds the graph of an earlier job from its program at default parallelism
+// p (0: the one it was submitted with), keeping its max parallelism, so that its state
+// (split into that many key groups) restores.
+func (jm *JobManager) regraph(ctx context.Context, jobID string, p int) (*sluicev1.JobGraph, error) {
+	if p < 0 {
+		return nil, fmt.Errorf("%w: parallelism %d: want at least 1 (or 0 for the job's own)", rpc.ErrInvalid, p)
+	}
+	var old *sluicev1.JobGraph
+	var lerr error
+	if err := jm.do(ctx, func() {
+		j, err := jm.lookup(jobID)
+		if err != nil {
+			lerr = err
+			return
+		}
+		old = j.graph
+	}); err != nil {
+		return nil, err
+	}
+	if lerr != nil {
+		return nil, lerr
+	}
+	prog := proto.Clone(old.GetProgram()).(*sluicev1.Program)
+	if p > 0 {
+		prog.Parallelism = int32(p)
+	}
+	prog.MaxParallelism = old.GetMaxParallelism()
+	built, err := program.Compile(prog, jm.log)
+	if err != nil {
+		return nil, fmt.Errorf("%w: rebuild job %q at parallelism %d: %v", rpc.ErrInvalid, old.GetName(), p, err)
+	}
+	g := built.Graph
+	if g.GetMaxParallelism() != old.GetMaxParallelism() {
+		return nil, fmt.Errorf("%w: job %q rebuilt at parallelism %d has max parallelism %d, not %d: its state would not restore", rpc.ErrFailedPrecondition, old.GetName(), p, g.GetMaxParallelism(), old.GetMaxParallelism())
+	}
+	return g, nil
 }
 
 // lookup finds a job by ID or unique ID prefix (as the CLI prints short IDs).
@@ -711,8 +802,20 @@ func (jm *JobManager) GetJob(ctx context.Context, req *sluicev1.GetJobRequest) (
 	return st, lerr
 }
 
-// CancelJob cancels a job; canceling a job that already ended is an error.
+// CancelJob cancels a job; canceling a job that already ended is an error. With a
+// savepoint, the job is canceled once the savepoint completed, and keeps running if it
+// failed.
 func (jm *JobManager) CancelJob(ctx context.Context, req *sluicev1.CancelJobRequest) (*sluicev1.CancelJobResponse, error) {
+	if req.GetWithSavepoint() {
+		resp, err := jm.runSavepoint(ctx, savepointRequest{jobID: req.GetJobId(), kind: savepointCancel, target: req.GetSavepointDir(), format: req.GetSavepointFormat()})
+		if err != nil {
+			return nil, err
+		}
+		return &sluicev1.CancelJobResponse{State: resp.GetState(), SavepointPath: resp.GetPath()}, nil
+	}
+	if req.GetSavepointDir() != "" || req.GetSavepointFormat() != sluicev1.SavepointFormat_SAVEPOINT_FORMAT_UNSPECIFIED {
+		return nil, fmt.Errorf("%w: a savepoint directory or format applies to a cancel with savepoint", rpc.ErrInvalid)
+	}
 	var state sluicev1.JobState
 	var lerr error
 	err := jm.do(ctx, func() {

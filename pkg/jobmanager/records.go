@@ -63,6 +63,7 @@ func (j *job) wantRecord() *sluicev1.JobRecord {
 	rec := &sluicev1.JobRecord{
 		JobGraph: j.graph, RestorePath: j.restorePath, ClaimMode: j.claimMode, State: j.state, Attempt: attempt,
 		Restarts: int32(j.restarts), StartTimeUnixMs: j.start.UnixMilli(), Failure: j.failure,
+		SavepointPath: j.savepointPath, AllowNonRestoredState: j.allowNonRestored,
 	}
 	if j.cp != nil {
 		rec.Restores = int32(j.cp.restores)
@@ -74,13 +75,13 @@ func (j *job) wantRecord() *sluicev1.JobRecord {
 }
 
 // recordStale reports whether etcd lacks something of want that matters: a higher
-// attempt, a cancel under way, or the end of the job. Other changes (counters) ride
-// along with those writes.
+// attempt, the savepoint that ends the job, a cancel under way, or the end of the job.
+// Other changes (counters) ride along with those writes.
 func recordStale(written, want *sluicev1.JobRecord) bool {
 	if written == nil {
 		return true
 	}
-	if want.GetAttempt() > written.GetAttempt() {
+	if want.GetAttempt() > written.GetAttempt() || want.GetSavepointPath() != written.GetSavepointPath() {
 		return true
 	}
 	final := terminalState(want.GetState()) || want.GetState() == sluicev1.JobState_JOB_STATE_CANCELLING
@@ -135,6 +136,7 @@ func (jm *JobManager) persist(j *job) {
 			}
 			j.rec.failures = 0
 			j.rec.written = want
+			jm.maybeNotifyStop(j) // a stop's tasks are told once its savepoint is recorded
 			if j.attemptLimit >= 0 && want.GetAttempt() > j.attemptLimit {
 				j.attemptLimit = want.GetAttempt()
 				jm.exec(j, j.trySchedule(jm.pool, now)) // persists again if needed
@@ -220,7 +222,8 @@ func (jm *JobManager) recoverJob(ctx context.Context, r meta.Job) (*job, error) 
 	now := jm.now()
 	j := newJob(r.ID, g, plan, jm.cfg.NewRestartStrategy(), time.UnixMilli(rec.GetStartTimeUnixMs()))
 	j.slotTimeout = jm.cfg.SlotRequestTimeout
-	j.restorePath, j.claimMode = rec.GetRestorePath(), rec.GetClaimMode()
+	j.restorePath, j.claimMode, j.allowNonRestored = rec.GetRestorePath(), rec.GetClaimMode(), rec.GetAllowNonRestoredState()
+	j.savepointPath = rec.GetSavepointPath()
 	j.attempt = rec.GetAttempt()
 	j.restarts = int(rec.GetRestarts())
 	j.failure = rec.GetFailure()
@@ -231,6 +234,15 @@ func (jm *JobManager) recoverJob(ctx context.Context, r meta.Job) (*job, error) 
 		// as the task managers leave that leader): it ends canceled, recorded so.
 		jm.log.Info("job recovered: it was being canceled", "job", j.id, "name", g.GetName())
 		j.state = sluicev1.JobState_JOB_STATE_CANCELED
+		j.end = now
+		return j, nil
+	}
+	if j.savepointPath != "" && !terminalState(rec.GetState()) && rec.GetState() != sluicev1.JobState_JOB_STATE_CANCELLING {
+		// Stopped with a savepoint whose tasks had not all ended when the leader went:
+		// its end was decided (the savepoint completed, the sinks may have committed
+		// it), so it ends FINISHED, recorded so; it never runs again.
+		jm.log.Info("job recovered: it was being stopped with a savepoint, which completed", "job", j.id, "name", g.GetName(), "savepoint", j.savepointPath)
+		j.state = sluicev1.JobState_JOB_STATE_FINISHED
 		j.end = now
 		return j, nil
 	}
@@ -297,11 +309,10 @@ func (jm *JobManager) recoverJob(ctx context.Context, r meta.Job) (*job, error) 
 	}
 	j.cp.chain.Load(retainedOf(recorded))
 	if j.restorePath != "" && j.claimMode == sluicev1.ClaimMode_CLAIM_MODE_CLAIM {
-		jobDir, jobID, id, err := retainedLocation(j.restorePath)
-		if err == nil {
+		if cl, err := claimOf(j.restorePath); err == nil {
 			// Disposed of already if the job has enough checkpoints of its own; doing it
 			// again finds nothing.
-			j.cp.claim = &claimState{jobID: jobID, id: id, jobDir: jobDir}
+			j.cp.claim = cl
 		}
 	}
 	switch {
@@ -321,7 +332,7 @@ func (jm *JobManager) recoverJob(ctx context.Context, r meta.Job) (*job, error) 
 		j.cp.latest = md
 		j.latestCheckpointAt = latest.CompletionTime
 	case j.restorePath != "":
-		md, from, err := loadRetained(ctx, j.restorePath, g)
+		md, from, err := loadRestore(ctx, j.restorePath, g, j.allowNonRestored, jm.backend())
 		if err != nil {
 			return fail(err.Error())
 		}

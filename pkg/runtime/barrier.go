@@ -42,20 +42,46 @@ type Barrier struct {
 	// checkpoint (the jobmanager bounds the incremental chain, or starts a new one after
 	// a restore that needs it).
 	Full bool
+	// Savepoints only (with Savepoint set):
+	//
+	// Native asks for the keyed state in the backend's own format rather than the
+	// canonical one (state.FormatNative).
+	Native bool
+	// Stop: the savepoint stops the job (stop with savepoint). The sources emit nothing
+	// after its barrier; every task ends once it completed, without ending its input
+	// (no final watermark, no end of input for the operators), or goes on when it was
+	// aborted.
+	Stop bool
+	// Target is the URL of the savepoint's directory, where every task writes its
+	// files.
+	Target string
 }
 
+// barrierLen is the length of a barrier without a target; a target follows as a
+// uvarint length and its bytes.
 const barrierLen = 8 + 8 + 1 + 1 + 8
+
+// MaxBarrierTarget bounds the length of a savepoint's target URL in a barrier.
+const MaxBarrierTarget = 4096
 
 const (
 	flagSavepoint = 1 << iota
 	flagUnaligned
 	flagFull
+	flagNative
+	flagStop
+	flagTarget
+
+	flagsKnown     = flagSavepoint | flagUnaligned | flagFull | flagNative | flagStop | flagTarget
+	flagsSavepoint = flagNative | flagStop | flagTarget // only with flagSavepoint
 )
 
 // Encode is the barrier's wire form inside a buffer of kind exchange.KindBarrier or
 // exchange.KindPriorityBarrier.
+// Target must be at most MaxBarrierTarget bytes (the task manager refuses longer
+// ones before a barrier is encoded).
 func (b Barrier) Encode() []byte {
-	buf := make([]byte, 0, barrierLen)
+	buf := make([]byte, 0, barrierLen+len(b.Target)+2)
 	buf = binary.BigEndian.AppendUint64(buf, uint64(b.ID))
 	buf = binary.BigEndian.AppendUint64(buf, uint64(b.TriggerUnixMilli))
 	flags := byte(0)
@@ -68,16 +94,34 @@ func (b Barrier) Encode() []byte {
 	if b.Full {
 		flags |= flagFull
 	}
+	if b.Native {
+		flags |= flagNative
+	}
+	if b.Stop {
+		flags |= flagStop
+	}
+	if b.Target != "" {
+		flags |= flagTarget
+	}
 	buf = append(buf, byte(b.Mode), flags)
-	return binary.BigEndian.AppendUint64(buf, uint64(b.AlignedTimeoutMs))
+	buf = binary.BigEndian.AppendUint64(buf, uint64(b.AlignedTimeoutMs))
+	if b.Target != "" {
+		buf = binary.AppendUvarint(buf, uint64(len(b.Target)))
+		buf = append(buf, b.Target...)
+	}
+	return buf
 }
 
 // ErrBadBarrier says a barrier buffer does not decode.
 var ErrBadBarrier = errors.New("runtime: malformed barrier")
 
 // DecodeBarrier decodes what Encode wrote.
+// It accepts only what Encode writes: any other length, mode or flag bit, a savepoint
+// flag without the savepoint bit, a negative timeout, or a target that is empty, longer
+// than MaxBarrierTarget, not minimally encoded or followed by anything is an error
+// wrapping ErrBadBarrier.
 func DecodeBarrier(data []byte) (Barrier, error) {
-	if len(data) != barrierLen {
+	if len(data) < barrierLen {
 		return Barrier{}, fmt.Errorf("%w: %d bytes", ErrBadBarrier, len(data))
 	}
 	flags := data[17]
@@ -88,18 +132,42 @@ func DecodeBarrier(data []byte) (Barrier, error) {
 		Savepoint:        flags&flagSavepoint != 0,
 		Unaligned:        flags&flagUnaligned != 0,
 		Full:             flags&flagFull != 0,
+		Native:           flags&flagNative != 0,
+		Stop:             flags&flagStop != 0,
 		AlignedTimeoutMs: int64(binary.BigEndian.Uint64(data[18:])),
 	}
 	if b.Mode != ExactlyOnce && b.Mode != AtLeastOnce {
 		return Barrier{}, fmt.Errorf("%w: mode %d", ErrBadBarrier, b.Mode)
 	}
-	if flags&^(flagSavepoint|flagUnaligned|flagFull) != 0 {
+	if flags&^flagsKnown != 0 || (flags&flagsSavepoint != 0 && !b.Savepoint) {
 		return Barrier{}, fmt.Errorf("%w: flags %#x", ErrBadBarrier, flags)
 	}
 	if b.AlignedTimeoutMs < 0 {
 		return Barrier{}, fmt.Errorf("%w: aligned timeout %d", ErrBadBarrier, b.AlignedTimeoutMs)
 	}
+	rest := data[barrierLen:]
+	if flags&flagTarget == 0 {
+		if len(rest) != 0 {
+			return Barrier{}, fmt.Errorf("%w: %d bytes", ErrBadBarrier, len(data))
+		}
+		return b, nil
+	}
+	n, w := binary.Uvarint(rest)
+	if w <= 0 || n == 0 || n > MaxBarrierTarget || uint64(len(rest)-w) != n || w != uvarintLen(n) {
+		return Barrier{}, fmt.Errorf("%w: bad savepoint target (%d bytes)", ErrBadBarrier, len(rest))
+	}
+	b.Target = string(rest[w:])
 	return b, nil
+}
+
+// uvarintLen is the length of n's minimal uvarint encoding.
+func uvarintLen(n uint64) int {
+	l := 1
+	for n >= 0x80 {
+		n >>= 7
+		l++
+	}
+	return l
 }
 
 // Alignment describes how a checkpoint's barriers arrived at one task.
@@ -402,8 +470,16 @@ func (t *Task) maybeCompleteAlignment(a *aligner) error {
 	return t.checkpoint(b, al)
 }
 
-// checkpoint takes the snapshot and forwards the barrier to every output.
+// checkpoint takes the snapshot and forwards the barrier to every output. A barrier
+// that stops the job starts the stop here; a newer one ends a stop that did not
+// complete (the jobmanager triggers nothing newer while a stop is under way).
 func (t *Task) checkpoint(b Barrier, al Alignment) error {
+	switch {
+	case b.Stop:
+		t.stopID, t.stopDone = b.ID, false
+	case t.stopID != 0 && b.ID > t.stopID:
+		t.stopID, t.stopDone = 0, false
+	}
 	if t.Checkpoints != nil {
 		if err := t.Checkpoints.Snapshot(b, al); err != nil {
 			t.Checkpoints.Abort(b.ID, err)
@@ -463,16 +539,83 @@ func (t *Task) TriggerCheckpoint(b Barrier, final bool) func() error {
 	}
 }
 
+// TriggerStop returns the mailbox action that makes a source task take savepoint b,
+// which stops the job (b.Stop), and then emit nothing until it completed. With drain the
+// source first emits the final watermark, so every event-time timer downstream fires
+// before the barrier. Post it to the task's Mailbox.
+func (t *Task) TriggerStop(b Barrier, drain bool) func() error {
+	trigger := t.TriggerCheckpoint(b, false)
+	return func() error {
+		if drain {
+			if err := t.emitFinalWatermark(); err != nil {
+				return fmt.Errorf("drain: %w", err)
+			}
+		}
+		return trigger()
+	}
+}
+
+// finalWatermarker is implemented by chains that emit the final watermark themselves
+// (a source chain gives it to the operators after its source).
+type finalWatermarker interface{ EmitFinalWatermark() error }
+
+func (t *Task) emitFinalWatermark() error {
+	if fw, ok := t.Chain.(finalWatermarker); ok {
+		return fw.EmitFinalWatermark()
+	}
+	return t.Chain.ProcessWatermark(MaxWatermark)
+}
+
 // NotifyCheckpointComplete returns the mailbox action that passes checkpoint id's
-// completion to the chain (notify) and releases a source waiting for its final
-// checkpoint.
+// completion to the chain (notify), releases a source waiting for its final
+// checkpoint, and ends a stop: once the savepoint that stops the job completed, the
+// task ends.
 func (t *Task) NotifyCheckpointComplete(id int64, notify func(int64) error) func() error {
 	return func() error {
 		if t.ended && t.finalID > 0 && id >= t.finalID {
 			t.finalDone = true
 		}
-		return notify(id)
+		if err := notify(id); err != nil {
+			return err
+		}
+		if t.stopID != 0 && id >= t.stopID {
+			t.stopDone = true
+		}
+		return nil
 	}
+}
+
+// NotifyCheckpointAborted returns the mailbox action that ends a stop whose savepoint id
+// was aborted: a source emits again.
+func (t *Task) NotifyCheckpointAborted(id int64) func() error {
+	return func() error {
+		if t.stopID == id && !t.stopDone {
+			t.logger().Info("the savepoint stopping the job was aborted: going on", "savepoint", id)
+			t.stopID = 0
+		}
+		return nil
+	}
+}
+
+// awaitStop waits, serving the mailbox, until the savepoint that stops the job
+// completed (true) or was aborted (false).
+func (t *Task) awaitStop(ctx context.Context, tick <-chan time.Time) (bool, error) {
+	if err := t.flush(); err != nil {
+		return false, err
+	}
+	t.publish()
+	for t.stopID != 0 && !t.stopDone {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-tick:
+		case f := <-t.Mailbox:
+			if err := f(); err != nil {
+				return false, err
+			}
+		}
+	}
+	return t.stopID != 0, nil
 }
 
 // awaitFinal holds a source whose input ended until a checkpoint triggered after the end
@@ -487,6 +630,9 @@ func (t *Task) awaitFinal(ctx context.Context, tick <-chan time.Time) error {
 	t.publish()
 	t.Checkpoints.SourceEnded()
 	for !t.finalDone {
+		if t.stopID != 0 && t.stopDone {
+			return errStopped
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

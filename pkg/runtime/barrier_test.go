@@ -262,6 +262,8 @@ func TestBarrierEncoding(t *testing.T) {
 		{ID: 42, TriggerUnixMilli: 1700000000000, Mode: AtLeastOnce, Savepoint: true, Unaligned: true, AlignedTimeoutMs: 30000},
 		{ID: 7, TriggerUnixMilli: 1700000000000, Mode: ExactlyOnce, Full: true},
 		{ID: 8, Mode: ExactlyOnce, Savepoint: true, Unaligned: true, Full: true},
+		{ID: 9, Mode: ExactlyOnce, Savepoint: true, Native: true, Stop: true, Target: "file:///sp/savepoint-0a1b2c-0123456789ab"},
+		{ID: 10, Mode: ExactlyOnce, Savepoint: true, Target: "s3://bucket/sp/savepoint-0a1b2c-0123456789ab?region=eu-west-1&endpoint=" + strings.Repeat("x", 200)},
 	} {
 		data := b.Encode()
 		got, err := DecodeBarrier(data)
@@ -276,15 +278,38 @@ func TestBarrierEncoding(t *testing.T) {
 		t.Fatal("short barrier decoded")
 	}
 	bad := Barrier{ID: 1, Mode: ExactlyOnce}.Encode()
-	bad[17] = 8 // no flag bit 3
+	bad[17] = 64 // no flag bit 6
 	if _, err := DecodeBarrier(bad); !errors.Is(err, ErrBadBarrier) {
 		t.Fatalf("unknown flag bit: %v", err)
+	}
+	sp := Barrier{ID: 2, Mode: ExactlyOnce, Savepoint: true, Stop: true, Target: "file:///sp/x"}.Encode()
+	for name, data := range map[string][]byte{
+		"savepoint flags without the savepoint bit": func() []byte { b := slices.Clone(sp); b[17] &^= 1; return b }(),
+		"target flag without target":                Barrier{ID: 1, Mode: ExactlyOnce, Savepoint: true}.Encode(),
+		"truncated target":                          sp[:len(sp)-1],
+		"trailing byte after the target":            append(slices.Clone(sp), 0),
+		"trailing byte without target":              append(Barrier{ID: 1, Mode: ExactlyOnce}.Encode(), 0),
+		"empty target": func() []byte {
+			b := Barrier{ID: 1, Mode: ExactlyOnce, Savepoint: true}.Encode()
+			b[17] |= 32
+			return append(b, 0)
+		}(),
+		"target too long":  Barrier{ID: 1, Mode: ExactlyOnce, Savepoint: true, Target: strings.Repeat("x", MaxBarrierTarget+1)}.Encode(),
+		"non-minimal size": append(append(Barrier{ID: 1, Mode: ExactlyOnce, Savepoint: true, Target: "ab"}.Encode()[:barrierLen], 0x82, 0x00), 'a', 'b'),
+	} {
+		if name == "target flag without target" {
+			data[17] |= 32
+		}
+		if _, err := DecodeBarrier(data); !errors.Is(err, ErrBadBarrier) {
+			t.Errorf("%s: decoded (%v)", name, err)
+		}
 	}
 }
 
 func FuzzDecodeBarrier(f *testing.F) {
 	f.Add(Barrier{ID: 1, Mode: ExactlyOnce}.Encode())
 	f.Add(Barrier{ID: 2, Mode: AtLeastOnce, Full: true, Unaligned: true}.Encode())
+	f.Add(Barrier{ID: 3, Mode: ExactlyOnce, Savepoint: true, Native: true, Stop: true, Target: "file:///sp/savepoint-0a1b2c-0123456789ab"}.Encode())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := DecodeBarrier(data)
 		if err == nil && string(b.Encode()) != string(data) {

@@ -77,12 +77,25 @@ type Task struct {
 	// anything else.
 	InFlight *ChannelState
 	Log      *slog.Logger
+	// OnRunning, if set, is called on the task goroutine once the chain is open (its
+	// state restored) and the restored in-flight data replayed, before anything else:
+	// the task manager reports the task running then, so a long restore is not counted
+	// against the checkpoint timeout.
+	OnRunning func()
 
 	canceled  atomic.Bool // the task's context ended: stop between two records
 	ended     bool        // the source's input ended
 	finalID   int64       // first checkpoint triggered after the end
 	finalDone bool        // it completed
+	// stopID is the savepoint that stops the job, from its barrier at this task until it
+	// completed (stopDone) or was aborted (0 again): a source emits nothing meanwhile,
+	// and once it completed every task ends without ending its input.
+	stopID   int64
+	stopDone bool
 }
+
+// errStopped ends a source's loop once the savepoint that stops the job completed.
+var errStopped = errors.New("runtime: stopped with a savepoint")
 
 // Run runs the task until its input ends (nil), it fails, or ctx is canceled. On any
 // error the outputs are aborted so consumers learn of it.
@@ -111,6 +124,9 @@ func (t *Task) Run(ctx context.Context) (err error) {
 	if err := t.restoreInFlight(); err != nil {
 		return fmt.Errorf("restore in-flight data: %w", err)
 	}
+	if t.OnRunning != nil {
+		t.OnRunning()
+	}
 	var tick <-chan time.Time
 	if t.BufferTimeout > 0 {
 		ticker := time.NewTicker(t.BufferTimeout)
@@ -122,10 +138,27 @@ func (t *Task) Run(ctx context.Context) (err error) {
 	} else {
 		err = t.runInputs(ctx, tick)
 	}
+	stopped := errors.Is(err, errStopped)
+	if stopped {
+		err = nil
+	}
 	if err != nil {
 		return err
 	}
-	if err := t.Chain.EndInput(); err != nil {
+	if !stopped && t.stopID != 0 {
+		// The input ended after the barrier of a savepoint that stops the job: its
+		// sources ended because it completed. Wait for this task's own notification
+		// (sinks commit), then end like them.
+		if stopped, err = t.awaitStop(ctx, tick); err != nil {
+			return err
+		}
+	}
+	if stopped {
+		// Stopped, not ended: no end of input for the operators (no event-time timer
+		// fires, nothing is flushed), since the savepoint holds their state as it is
+		// and a job restored from it goes on from there.
+		t.logger().Info("stopped with a savepoint", "savepoint", t.stopID)
+	} else if err := t.Chain.EndInput(); err != nil {
 		return fmt.Errorf("end of input: %w", err)
 	}
 	t.publish()
@@ -233,6 +266,16 @@ func (t *Task) runSource(ctx context.Context, tick <-chan time.Time) error {
 	for {
 		if err := t.sourceControl(ctx, tick, closedC); err != nil {
 			return err
+		}
+		if t.stopID != 0 {
+			// At a savepoint that stops the job: emit nothing, wait for its outcome.
+			if t.stopDone {
+				return errStopped
+			}
+			if err := t.sourceControl(ctx, tick, nil); err != nil {
+				return err
+			}
+			continue
 		}
 		if !t.outputsAvailable() {
 			// Backpressured: emit nothing until the outputs have room, but keep
@@ -510,3 +553,10 @@ func (a *timerArm) c() <-chan time.Time { return a.t.C }
 func (a *timerArm) fired() { a.armed = false }
 
 func (a *timerArm) stop() { a.t.Stop() }
+
+func (t *Task) logger() *slog.Logger {
+	if t.Log != nil {
+		return t.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}

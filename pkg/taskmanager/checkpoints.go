@@ -10,6 +10,7 @@ import (
 	"github.com/sluice-stream/sluice/pkg/api"
 	"github.com/sluice-stream/sluice/pkg/blobstore"
 	"github.com/sluice-stream/sluice/pkg/runtime"
+	"github.com/sluice-stream/sluice/pkg/state"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
@@ -51,7 +52,22 @@ func (c *taskCheckpoints) Snapshot(b runtime.Barrier, al runtime.Alignment) erro
 			f.ForceFullSnapshot()
 		}
 	}
-	snap, err := c.chain.Snapshot(b.ID)
+	var snap *api.ChainSnapshot
+	var err error
+	if b.Savepoint {
+		// A savepoint's files go to its own directory (opened by the asynchronous part),
+		// in the format asked for, self-contained.
+		if b.Target == "" {
+			return fmt.Errorf("savepoint %d: its barrier names no directory", b.ID)
+		}
+		format := state.FormatCanonical
+		if b.Native {
+			format = state.FormatNative
+		}
+		snap, err = c.chain.SnapshotSavepoint(b.ID, format)
+	} else {
+		snap, err = c.chain.Snapshot(b.ID)
+	}
 	if err != nil {
 		return err
 	}
@@ -75,6 +91,16 @@ func (c *taskCheckpoints) Snapshot(b runtime.Barrier, al runtime.Alignment) erro
 			c.mu.Unlock()
 		}()
 		start := time.Now()
+		if b.Savepoint {
+			sp, err := blobstore.Open(ctx, b.Target)
+			if err != nil {
+				snap.Release()
+				c.decline(b.ID, fmt.Errorf("savepoint directory: %w", err))
+				return
+			}
+			defer sp.Close()
+			files.Store, files.Savepoint = sp, true
+		}
 		ops, err := snap.Run(ctx, files)
 		if err != nil {
 			c.decline(b.ID, fmt.Errorf("asynchronous snapshot: %w", err))

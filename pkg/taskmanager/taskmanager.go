@@ -870,7 +870,24 @@ func (tm *TaskManager) TriggerCheckpoint(_ context.Context, req *sluicev1.Trigge
 	}
 	b := runtime.Barrier{ID: req.GetCheckpointId(), TriggerUnixMilli: req.GetTriggerTimeUnixMs(), Mode: mode, Savepoint: req.GetSavepoint(),
 		Unaligned: req.GetUnaligned() && !req.GetSavepoint(), AlignedTimeoutMs: max(0, req.GetAlignedTimeoutMs()), Full: req.GetFull()}
-	if !tm.post(rt, rt.task.TriggerCheckpoint(b, req.GetFinal())) {
+	action := rt.task.TriggerCheckpoint(b, req.GetFinal())
+	if req.GetSavepoint() {
+		// A savepoint is always aligned; its directory and format, and whether it stops
+		// the job, travel in its barrier to every task.
+		b.Unaligned, b.AlignedTimeoutMs, b.Full = false, 0, false
+		b.Target, b.Native, b.Stop = req.GetSavepointDir(), req.GetSavepointFormat() == sluicev1.SavepointFormat_SAVEPOINT_FORMAT_NATIVE, req.GetStop()
+		switch {
+		case b.Target == "":
+			return nil, fmt.Errorf("%w: savepoint %d names no directory", rpc.ErrInvalid, b.ID)
+		case len(b.Target) > runtime.MaxBarrierTarget:
+			return nil, fmt.Errorf("%w: savepoint directory URL of %d bytes is too long (at most %d)", rpc.ErrInvalid, len(b.Target), runtime.MaxBarrierTarget)
+		}
+		action = rt.task.TriggerCheckpoint(b, false)
+		if b.Stop {
+			action = rt.task.TriggerStop(b, req.GetDrain())
+		}
+	}
+	if !tm.post(rt, action) {
 		return nil, fmt.Errorf("%w: task %s is busy; checkpoint %d not started", rpc.ErrUnavailable, execKey(req.GetExecution()), b.ID)
 	}
 	return &sluicev1.TriggerCheckpointResponse{}, nil
@@ -878,10 +895,10 @@ func (tm *TaskManager) TriggerCheckpoint(_ context.Context, req *sluicev1.Trigge
 
 // NotifyCheckpoint passes a checkpoint's completion to every task of the job attempt.
 // A lost notification is covered by the next one (sinks commit everything up to it).
+//
+// An abort (complete = false) is sent for a savepoint that was to stop the job only: the
+// tasks that stopped at its barrier go on.
 func (tm *TaskManager) NotifyCheckpoint(_ context.Context, req *sluicev1.NotifyCheckpointRequest) (*sluicev1.NotifyCheckpointResponse, error) {
-	if !req.GetComplete() {
-		return &sluicev1.NotifyCheckpointResponse{}, nil
-	}
 	tm.mu.Lock()
 	var targets []*runningTask
 	for _, rt := range tm.tasks {
@@ -893,6 +910,12 @@ func (tm *TaskManager) NotifyCheckpoint(_ context.Context, req *sluicev1.NotifyC
 	for _, rt := range targets {
 		chain := rt.cps.chain
 		id := req.GetCheckpointId()
+		if !req.GetComplete() {
+			if !tm.post(rt, rt.task.NotifyCheckpointAborted(id)) {
+				tm.log.Warn("task busy: abort of the savepoint stopping the job dropped (the next checkpoint's barrier ends the stop)", "checkpoint", id)
+			}
+			continue
+		}
 		if !tm.post(rt, rt.task.NotifyCheckpointComplete(id, chain.NotifyCheckpointComplete)) {
 			tm.log.Warn("task busy: checkpoint notification dropped (the next one covers it)", "checkpoint", id)
 		}
@@ -906,8 +929,13 @@ var ErrBadDeployment = errors.New("deployment does not fit the job graph")
 // run runs one task and reports its states to the jobmanager.
 func (tm *TaskManager) run(ctx context.Context, rt *runningTask, task *runtime.Task, log *slog.Logger) {
 	defer tm.wg.Done()
-	tm.report(rt, sluicev1.TaskState_TASK_STATE_RUNNING, "")
-	log.Info("task running", "task", task.Name)
+	// Running once its state is restored: until then the task shows as deploying, and
+	// the jobmanager starts the attempt's checkpoints only when every task runs, so a
+	// restore, however long, is not held to the checkpoint timeout.
+	task.OnRunning = func() {
+		tm.report(rt, sluicev1.TaskState_TASK_STATE_RUNNING, "")
+		log.Info("task running", "task", task.Name)
+	}
 	err := task.Run(ctx)
 	if err != nil {
 		rt.cps.cancelAll()

@@ -42,6 +42,14 @@ import (
 // Version is the format version this package writes and reads.
 const Version = 1
 
+// HandleBackend is KeyedStateHandle.backend of a handle whose file is in this format,
+// whichever backend wrote it: the heap backend's snapshots and every backend's
+// canonical savepoints (state.FormatCanonical). It is the heap backend's name, which
+// wrote the format first; restores tell a handle's format by this field (the RocksDB
+// backend reads a handle of its own name as its native files, any other with a file as
+// this format).
+const HandleBackend = "heap"
+
 const (
 	headMagic = "SLUICEKS"
 	tailMagic = "SLUICEKE"

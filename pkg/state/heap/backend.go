@@ -49,11 +49,15 @@ import (
 
 	"github.com/sluice-stream/sluice/pkg/keygroup"
 	"github.com/sluice-stream/sluice/pkg/state"
+	"github.com/sluice-stream/sluice/pkg/state/fullsnap"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
-// Name is the backend's name in KeyedStateHandle.backend.
-const Name = "heap"
+// Name is the backend's name in KeyedStateHandle.backend. It is fullsnap.HandleBackend,
+// the name of every handle of a full-snapshot file whichever backend wrote it: a heap
+// snapshot is a canonical savepoint as it is (the backend needs no
+// state.SavepointSnapshotter), and the backend restores any such handle.
+const Name = fullsnap.HandleBackend
 
 // Factory creates heap backends.
 type Factory struct{}

@@ -25,7 +25,9 @@ func errorf(format string, args ...any) error { return fmt.Errorf("rocksdb: "+fo
 type PredefinedOptions int
 
 const (
-	// Default: RocksDB's defaults, without fsync, with a quiet info log.
+	// Default: RocksDB's defaults, without fsync, with a quiet info log, and a MANIFEST
+	// restarted past 16 KiB; with incremental snapshots, universal compaction unless
+	// Config.CompactionStyle says otherwise (see CompactionAuto).
 	Default PredefinedOptions = iota
 	// SpinningDiskOptimized: Default, plus 4 background threads, no limit on open files,
 	// level compaction with dynamic level sizes (fewer, sequential reads on a disk
@@ -36,7 +38,8 @@ const (
 	// kept and 3 are merged per flush, 128 KiB blocks, a 256 MiB block cache (when
 	// memory is not managed) and bloom filters.
 	SpinningDiskOptimizedHighMem
-	// FlashSSDOptimized: Default, plus 4 background threads and no limit on open files.
+	// FlashSSDOptimized: Default (universal compaction for incremental snapshots
+	// included), plus 4 background threads and no limit on open files.
 	FlashSSDOptimized
 )
 
@@ -95,6 +98,18 @@ type Config struct {
 	NoClaim bool
 	// OptionsFactory, if set, adjusts RocksDB's options last (see OptionsFactory).
 	OptionsFactory OptionsFactory
+	// CompactionStyle of every column family; CompactionAuto picks one from Incremental
+	// and Predefined (see CompactionStyle).
+	CompactionStyle CompactionStyle
+	// DynamicLevelBytes (level_compaction_dynamic_level_bytes), TargetFileSizeBase
+	// (target_file_size_base) and MaxBytesForLevelBase (max_bytes_for_level_base) tune
+	// level compaction, and only it; nil and 0 keep Predefined's or RocksDB's default.
+	DynamicLevelBytes    *bool
+	TargetFileSizeBase   int64
+	MaxBytesForLevelBase int64
+	// UniversalSortedRuns is, with universal compaction, the number of sorted runs at
+	// which a compaction starts (level0_file_num_compaction_trigger); 0 means 24.
+	UniversalSortedRuns int
 	// LocalRecovery, when its Dir is set, keeps the native checkpoint of the latest
 	// confirmed snapshot on local disk so that a restore on this machine reads it
 	// instead of the checkpoint storage (state.backend.local-recovery).
@@ -224,6 +239,24 @@ func ConfigFrom(c *config.Config) (Config, error) {
 	}
 	if c.IsSet(config.RocksDBThreads) {
 		cfg.BackgroundJobs = c.Int(config.RocksDBThreads)
+	}
+	if c.IsSet(config.RocksDBCompactionStyle) {
+		if cfg.CompactionStyle, err = ParseCompactionStyle(c.String(config.RocksDBCompactionStyle)); err != nil {
+			return Config{}, err
+		}
+	}
+	if c.IsSet(config.RocksDBDynamicLevelSize) {
+		v := c.Bool(config.RocksDBDynamicLevelSize)
+		cfg.DynamicLevelBytes = &v
+	}
+	if c.IsSet(config.RocksDBTargetFileSizeBase) {
+		cfg.TargetFileSizeBase = c.MemorySize(config.RocksDBTargetFileSizeBase)
+	}
+	if c.IsSet(config.RocksDBMaxSizeLevelBase) {
+		cfg.MaxBytesForLevelBase = c.MemorySize(config.RocksDBMaxSizeLevelBase)
+	}
+	if c.IsSet(config.RocksDBUniversalRuns) {
+		cfg.UniversalSortedRuns = c.Int(config.RocksDBUniversalRuns)
 	}
 	return cfg, nil
 }

@@ -104,10 +104,17 @@ typedef struct {
 	char* upper;
 } sluice_iter;
 
+// sluice_iter_create: scan != 0 configures a sequential read (no block cache fill,
+// read-ahead, total order).
 static sluice_iter* sluice_iter_create(rocksdb_t* db, rocksdb_column_family_handle_t* cf,
-		const char* lower, size_t lowerlen, const char* upper, size_t upperlen) {
+		const char* lower, size_t lowerlen, const char* upper, size_t upperlen, int scan) {
 	sluice_iter* s = (sluice_iter*)calloc(1, sizeof(sluice_iter));
 	s->ro = rocksdb_readoptions_create();
+	if (scan) {
+		rocksdb_readoptions_set_fill_cache(s->ro, 0);
+		rocksdb_readoptions_set_readahead_size(s->ro, 2 << 20);
+		rocksdb_readoptions_set_total_order_seek(s->ro, 1);
+	}
 	if (lower != NULL) {
 		s->lower = (char*)malloc(lowerlen > 0 ? lowerlen : 1);
 		memcpy(s->lower, lower, lowerlen);
@@ -289,23 +296,28 @@ type iter struct {
 }
 
 func (n native) iter(cf cfHandle, lower, upper []byte) *iter {
-	var lp, up *C.char
-	if lower != nil {
-		lp = bytesPtr(lower)
-		if lp == nil {
-			lp = (*C.char)(unsafe.Pointer(&zeroByte))
-		}
-	}
-	if upper != nil {
-		up = bytesPtr(upper)
-		if up == nil {
-			up = (*C.char)(unsafe.Pointer(&zeroByte))
-		}
-	}
-	return &iter{s: C.sluice_iter_create(n.db, cf, lp, C.size_t(len(lower)), up, C.size_t(len(upper)))}
+	return &iter{s: C.sluice_iter_create(n.db, cf, boundPtr(lower), C.size_t(len(lower)), boundPtr(upper), C.size_t(len(upper)), 0)}
 }
 
-// zeroByte gives empty, non-nil bounds an address (C reads none of it).
+// scan is iter for a sequential read of much of the column family: it does not fill
+// the block cache, reads ahead and ignores any prefix extractor.
+func (n native) scan(cf cfHandle, lower, upper []byte) *iter {
+	return &iter{s: C.sluice_iter_create(n.db, cf, boundPtr(lower), C.size_t(len(lower)), boundPtr(upper), C.size_t(len(upper)), 1)}
+}
+
+// boundPtr is the address of an iteration bound for C: nil for no bound (nil), an
+// address for an empty one (C reads none of it).
+func boundPtr(b []byte) *C.char {
+	if b == nil {
+		return nil
+	}
+	if p := bytesPtr(b); p != nil {
+		return p
+	}
+	return (*C.char)(unsafe.Pointer(&zeroByte))
+}
+
+// zeroByte gives empty, non-nil bounds an address.
 var zeroByte byte
 
 func (it *iter) SeekToFirst()    { C.rocksdb_iter_seek_to_first(it.s.it) }
@@ -375,4 +387,19 @@ func useMemory(m cMemory, t *grocksdb.BlockBasedTableOptions, db *grocksdb.Optio
 // setListMerge sets the list-append merge operator on column family options o.
 func setListMerge(o *grocksdb.Options) {
 	C.sluice_options_set_list_merge((*C.rocksdb_options_t)(cptr(o)))
+}
+
+// exportRange writes the entries of column family cf with keys in [lower, upper) into a
+// new SST file at path with the column family options o (sluice_export_range: one cgo
+// call, the loop runs in C++) and returns how many it wrote; 0 leaves no file.
+func (n native) exportRange(cf cfHandle, lower, upper []byte, o *grocksdb.Options, path string) (int64, error) {
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	var e *C.char
+	r := C.sluice_export_range(n.db, cf, boundPtr(lower), C.size_t(len(lower)), boundPtr(upper), C.size_t(len(upper)),
+		(*C.rocksdb_options_t)(cptr(o)), cpath, &e)
+	if r < 0 {
+		return 0, cError(e)
+	}
+	return int64(r), nil
 }

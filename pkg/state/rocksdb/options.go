@@ -3,6 +3,8 @@
 package rocksdb
 
 import (
+	"math"
+	"strconv"
 	"sync"
 
 	"github.com/linxGnu/grocksdb"
@@ -79,14 +81,38 @@ func (m *Memory) use(t *grocksdb.BlockBasedTableOptions, db *grocksdb.Options) e
 // options are the RocksDB options of one backend instance. The backend destroys them
 // after it closed the database.
 type options struct {
-	cfg   Config
-	db    *grocksdb.Options
-	table *grocksdb.BlockBasedTableOptions
-	ro    *grocksdb.ReadOptions
-	wo    *grocksdb.WriteOptions
-	cfs   map[string]*grocksdb.Options
-	own   cMemory // the instance's own cache when memory is not shared
+	cfg    Config
+	db     *grocksdb.Options
+	table  *grocksdb.BlockBasedTableOptions
+	ro     *grocksdb.ReadOptions
+	wo     *grocksdb.WriteOptions
+	cfs    map[string]*grocksdb.Options
+	own    cMemory // the instance's own cache when memory is not shared
+	events cEvents // counts the background work of the databases opened with db
 }
+
+// maxManifestFileSize bounds the MANIFEST, which every snapshot uploads whole (it is a
+// private file): RocksDB appends an edit per flush and compaction, and past this size
+// starts a new MANIFEST holding only the current version (a few KiB for a few dozen
+// files). RocksDB's default, 1 GiB, lets it grow by every checkpoint's flush for the
+// life of the job.
+const maxManifestFileSize = 16 << 10
+
+// Universal compaction as CompactionUniversal tunes it (see the package documentation
+// for the measurements behind these).
+const (
+	// universalRuns is the default of Config.UniversalSortedRuns.
+	universalRuns = 24
+	// universalSizeAmp is max_size_amplification_percent: everything is merged into one
+	// run when the newer runs hold this percentage of the oldest run's bytes.
+	universalSizeAmp = 100
+	// universalSizeRatio is size_ratio: a run joins a merge of newer runs when it is at
+	// most this percentage larger than them together.
+	universalSizeRatio = 1
+	// universalBloomBits is the bloom filter's bits per key (about 1% false positives),
+	// so that a point read skips the runs that do not hold its key.
+	universalBloomBits = 10
+)
 
 func newOptions(cfg Config, mem *Memory) (*options, error) {
 	o := &options{cfg: cfg, cfs: map[string]*grocksdb.Options{}}
@@ -102,6 +128,9 @@ func newOptions(cfg Config, mem *Memory) (*options, error) {
 	o.db.SetKeepLogFileNum(2)
 	o.db.SetMaxLogFileSize(8 << 20)
 	o.db.SetStatsDumpPeriodSec(0)
+	o.db.SetMaxManifestFileSize(maxManifestFileSize)
+	o.events = newCEvents()
+	addEvents(o.db, o.events)
 	switch cfg.Predefined {
 	case SpinningDiskOptimized, SpinningDiskOptimizedHighMem, FlashSSDOptimized:
 		o.db.IncreaseParallelism(4)
@@ -113,6 +142,8 @@ func newOptions(cfg Config, mem *Memory) (*options, error) {
 	if cfg.Predefined == SpinningDiskOptimizedHighMem {
 		o.table.SetBlockSize(128 << 10)
 		o.table.SetFilterPolicy(grocksdb.NewBloomFilter(10)) // the table options own it
+	} else if cfg.Compaction() == CompactionUniversal {
+		o.table.SetFilterPolicy(grocksdb.NewBloomFilterFull(universalBloomBits))
 	}
 	if mem != nil {
 		// Flink's managed-memory settings: index and filter blocks live in the cache
@@ -161,6 +192,24 @@ func (o *options) column(name string) *grocksdb.Options {
 		c.SetMinWriteBufferNumberToMerge(3)
 		c.SetMaxWriteBufferNumber(4)
 	}
+	if o.cfg.Compaction() == CompactionUniversal {
+		runs := o.cfg.UniversalSortedRuns
+		if runs <= 0 {
+			runs = universalRuns
+		}
+		setUniversal(c, runs)
+	} else {
+		c.SetCompactionStyle(grocksdb.LevelCompactionStyle)
+		if o.cfg.DynamicLevelBytes != nil {
+			c.SetLevelCompactionDynamicLevelBytes(*o.cfg.DynamicLevelBytes)
+		}
+		if o.cfg.TargetFileSizeBase > 0 {
+			c.SetTargetFileSizeBase(uint64(o.cfg.TargetFileSizeBase))
+		}
+		if o.cfg.MaxBytesForLevelBase > 0 {
+			c.SetMaxBytesForLevelBase(uint64(o.cfg.MaxBytesForLevelBase))
+		}
+	}
 	if o.cfg.WriteBufferSize > 0 {
 		c.SetWriteBufferSize(uint64(o.cfg.WriteBufferSize))
 	}
@@ -174,6 +223,75 @@ func (o *options) column(name string) *grocksdb.Options {
 	}
 	o.cfs[name] = c
 	return c
+}
+
+// setUniversal sets column family options c to universal compaction as
+// CompactionUniversal describes it, a compaction starting at runs sorted runs.
+func setUniversal(c *grocksdb.Options, runs int) {
+	c.SetCompactionStyle(grocksdb.UniversalCompactionStyle)
+	u := grocksdb.NewDefaultUniversalCompactionOptions()
+	u.SetSizeRatio(universalSizeRatio)
+	u.SetMinMergeWidth(2)
+	u.SetMaxMergeWidth(math.MaxUint32)
+	u.SetMaxSizeAmplificationPercent(universalSizeAmp)
+	c.SetUniversalCompactionOptions(u) // copies and destroys u
+	c.SetLevel0FileNumCompactionTrigger(runs)
+	// RocksDB slows writes at level0_slowdown_writes_trigger sorted runs and stops them
+	// at level0_stop_writes_trigger (20 and 36 by default): far above the trigger, so
+	// that only a compaction falling far behind stalls writes.
+	c.SetLevel0SlowdownWritesTrigger(3 * runs)
+	c.SetLevel0StopWritesTrigger(4 * runs)
+}
+
+// CompactionStats describe a backend's database: its background work since the
+// backend was created (counts and bytes of the SST files flushes and compactions
+// wrote, which incremental snapshots upload), and its sorted runs now.
+type CompactionStats struct {
+	Flushes         int64
+	FlushBytes      int64
+	Compactions     int64 // completed, trivial moves (which write nothing) included
+	CompactionBytes int64
+	// WriteStalls counts the times writes began to be delayed or stopped because
+	// compaction fell behind.
+	WriteStalls int64
+	// SortedRuns is the number of level-0 files plus non-empty deeper levels, over all
+	// column families: the most places a point read may look (bloom filters skip most).
+	SortedRuns int
+}
+
+// CompactionStats returns the database's compaction statistics. It may be called on any
+// goroutine; after Close it returns zero CompactionStats.
+func (b *Backend) CompactionStats() CompactionStats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.db == nil {
+		return CompactionStats{}
+	}
+	var s CompactionStats
+	f, fb, c, cb, st := cEventCounts(b.o.events)
+	s.Flushes, s.FlushBytes, s.Compactions, s.CompactionBytes, s.WriteStalls = int64(f), int64(fb), int64(c), int64(cb), int64(st)
+	for _, col := range b.columns() {
+		s.SortedRuns += b.sortedRuns(col)
+	}
+	return s
+}
+
+// sortedRuns counts the sorted runs of column family c: its level-0 files and its
+// non-empty deeper levels; b.mu is held and the database open.
+func (b *Backend) sortedRuns(c *column) int {
+	runs := 0
+	for level := 0; ; level++ {
+		v, ok := b.nat.property(c.c, "rocksdb.num-files-at-level"+strconv.Itoa(level))
+		if !ok {
+			return runs
+		}
+		n, _ := strconv.Atoi(v)
+		if level == 0 {
+			runs += n
+		} else if n > 0 {
+			runs++
+		}
+	}
 }
 
 func (o *options) destroy() {
@@ -197,5 +315,9 @@ func (o *options) destroy() {
 	if o.own != nil {
 		destroyCMemory(o.own)
 		o.own = nil
+	}
+	if o.events != nil {
+		destroyCEvents(o.events)
+		o.events = nil
 	}
 }

@@ -34,14 +34,18 @@ type part struct {
 
 func (p part) rocks() bool { return p.h.GetBackend() == Name }
 
-// Restore implements state.KeyedBackend. The RocksDB handle with the most key groups in
-// range becomes the database: its files are downloaded (verified against their size and
-// SHA-256, whatever the reader does) into the instance directory and opened, and the key
-// groups outside the range are deleted with range deletions (rescaling). Every other
-// handle is downloaded into a temporary directory, opened read-only, and its key groups
-// in range are copied in with batched writes; full-snapshot handles (the heap backend's
-// format) are decoded and written the same way. (Ingesting SST files cut to the range
-// would be faster for the merged handles; not built yet.)
+// Restore implements state.KeyedBackend. A handle whose backend is Name ("rocksdb":
+// checkpoints and native savepoints, incremental or not) holds RocksDB files; any
+// other must have a file, read as a full snapshot (pkg/state/fullsnap: the heap
+// backend's snapshots and canonical savepoints, backend fullsnap.HandleBackend).
+//
+// The RocksDB handle with the most key groups in range becomes the database: its files
+// are downloaded (verified against their size and SHA-256, whatever the reader does)
+// into the instance directory and opened, and the key groups outside the range are
+// deleted with range deletions (rescaling). Every other RocksDB handle is downloaded
+// into a temporary directory and opened read-only, and its key groups in range are
+// ingested as SST files written from it (see merge); full-snapshot handles are decoded
+// and written with batched writes.
 //
 // With local recovery (Config.LocalRecovery) the database's handle is restored from
 // this machine's copy of checkpoint KeyedOptions.RestoreCheckpointID when there is one
@@ -356,7 +360,25 @@ func (w *batch) flush() error {
 	return nil
 }
 
-// merge copies the key groups p.in of a RocksDB handle into the database.
+// merge brings the key groups p.in of another RocksDB handle into the database by SST
+// ingestion. The handle is downloaded into a temporary directory of the instance and
+// opened read-only; for every column family, its keys of p.in are written into SST
+// files (exportRange: RocksDB's SstFileWriter in a loop that runs in C++, no cgo call
+// per key; list values are written merged), one per chunk of key groups of about
+// exportChunkKeys keys, at most TransferThreads, written concurrently. They are then
+// ingested, in one call per column family, into the column family of the same state
+// (or timer domain), moved rather than copied: the directory is on the database's file
+// system.
+//
+// Ingestion cannot reorder versions of a key: no key of an ingested file exists
+// anywhere else in the column family. A key-group range is one byte range of keys
+// (the key-group prefix comes first), restore refuses two handles with a key group in
+// common, and the file holds only key groups of p.in: the database's handle holds other
+// key groups (what it has beyond the backend's range is deleted by clip's range
+// deletions, which lie outside that range too), and every other merged or imported
+// handle others again. Were they to overlap, RocksDB would still keep the versions
+// ordered, giving the file a sequence number newer than everything in the column
+// family (and flushing an overlapping memtable first).
 func (b *Backend) merge(ctx context.Context, p part, r state.StateReader, cnt *restoreCount) error {
 	dir := filepath.Join(b.inst.dir, fmt.Sprintf("restore-%d", p.i))
 	defer os.RemoveAll(dir)
@@ -364,8 +386,12 @@ func (b *Backend) merge(ctx context.Context, p part, r state.StateReader, cnt *r
 	if err != nil {
 		return err
 	}
-	if _, err := b.download(ctx, p, m, r, dir, nil, cnt); err != nil {
+	dbDir, sstDir := filepath.Join(dir, "db"), filepath.Join(dir, "ingest")
+	if _, err := b.download(ctx, p, m, r, dbDir, nil, cnt); err != nil {
 		return err
+	}
+	if err := os.MkdirAll(sstDir, 0o755); err != nil {
+		return errorf("restore: %w", err)
 	}
 	names := []string{defaultColumn, eventColumn, processingColumn}
 	targets := []*column{nil, b.timerCols[0], b.timerCols[1]}
@@ -377,7 +403,7 @@ func (b *Backend) merge(ctx context.Context, p part, r state.StateReader, cnt *r
 		names = append(names, s.column)
 		targets = append(targets, b.states[id])
 	}
-	db, hs, err := openDB(b.o, dir, names, true, false)
+	db, hs, err := openDB(b.o, dbDir, names, true, false)
 	if err != nil {
 		return err
 	}
@@ -388,31 +414,84 @@ func (b *Backend) merge(ctx context.Context, p part, r state.StateReader, cnt *r
 		db.Close()
 	}()
 	src := newNative(db, b.o.ro, b.o.wo)
-	lower, upper := keyGroupBound(p.in.Start, b.plen), keyGroupBound(p.in.End+1, b.plen)
-	w := &batch{b: b, wb: grocksdb.NewWriteBatch()}
-	defer w.wb.Destroy()
+	// The files of each column family, by chunk of key groups; written concurrently,
+	// at most TransferThreads at a time.
+	type export struct {
+		col    int // index in hs
+		kgs    keygroup.Range
+		opts   *grocksdb.Options
+		path   string
+		exists bool
+	}
+	var exports []*export
 	for i, h := range hs {
-		if targets[i] == nil {
-			continue
+		t := targets[i]
+		if t == nil {
+			continue // the default column family is empty
 		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		it := src.iter(cfPtr(h), lower, upper)
-		for it.Seek(lower); it.Valid(); it.Next() {
-			if err = w.put(targets[i], it.Key(), it.Value()); err != nil {
-				break
-			}
-		}
-		if err == nil {
-			err = it.Err()
-		}
-		it.Close()
-		if err != nil {
-			return errorf("restore: copy column family %s: %w", names[i], err)
+		keys, _ := src.intProperty(cfPtr(h), "rocksdb.estimate-num-keys")
+		for j, kgs := range splitRange(p.in, int(min(keys/exportChunkKeys+1, uint64(b.cfg.TransferThreads)))) {
+			exports = append(exports, &export{col: i, kgs: kgs, opts: b.o.column(t.name), path: filepath.Join(sstDir, fmt.Sprintf("%d-%d.sst", i, j))})
 		}
 	}
-	return w.flush()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(b.cfg.TransferThreads)
+	for _, e := range exports {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			lower, upper := keyGroupBound(e.kgs.Start, b.plen), keyGroupBound(e.kgs.End+1, b.plen)
+			n, err := src.exportRange(cfPtr(hs[e.col]), lower, upper, e.opts, e.path)
+			if err != nil {
+				return errorf("restore: key groups %v of column family %s: write an SST file: %w", e.kgs, names[e.col], err)
+			}
+			e.exists = n > 0
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	ingest := grocksdb.NewDefaultIngestExternalFileOptions()
+	defer ingest.Destroy()
+	ingest.SetMoveFiles(true)
+	for i := 0; i < len(exports); {
+		col := exports[i].col
+		var paths []string
+		for ; i < len(exports) && exports[i].col == col; i++ {
+			if exports[i].exists {
+				paths = append(paths, exports[i].path)
+			}
+		}
+		if len(paths) == 0 {
+			continue
+		}
+		// One ingestion per column family: its files hold disjoint key ranges.
+		if err := b.db.IngestExternalFileCF(targets[col].h, paths, ingest); err != nil {
+			return errorf("restore: key groups %v of column family %s: ingest: %w", p.in, names[col], err)
+		}
+	}
+	return nil
+}
+
+// exportChunkKeys is about the number of keys per SST file merge writes (by RocksDB's
+// estimate of the column family's keys): larger column families are split by key
+// groups into up to TransferThreads files written concurrently.
+const exportChunkKeys = 64 << 10
+
+// splitRange splits r into n (at most r.Len()) contiguous ranges of nearly equal
+// length, in order.
+func splitRange(r keygroup.Range, n int) []keygroup.Range {
+	n = max(1, min(n, r.Len()))
+	out := make([]keygroup.Range, 0, n)
+	start := r.Start
+	for i := range n {
+		end := r.Start + (i+1)*r.Len()/n - 1
+		out = append(out, keygroup.Range{Start: start, End: end})
+		start = end + 1
+	}
+	return out
 }
 
 // importFull decodes a full-snapshot file (pkg/state/fullsnap, the heap backend's

@@ -1,7 +1,8 @@
 // The C++ parts of the RocksDB backend that RocksDB's C API does not offer: a block
 // cache with a high-priority pool, a WriteBufferManager charging memtables to that
 // cache (one pair per task manager bounds the memory of every RocksDB instance in it),
-// and a built-in merge operator for list state. See shim.cc.
+// a built-in merge operator for list state, and a range export into an SST file that
+// runs without returning to Go per key. See shim.cc.
 #ifndef SLUICE_ROCKSDB_SHIM_H
 #define SLUICE_ROCKSDB_SHIM_H
 
@@ -36,6 +37,17 @@ void sluice_options_set_write_buffer_manager(rocksdb_options_t* o, sluice_memory
 // sluice_options_set_list_merge sets the list-append merge operator ("sluice.ListAppend":
 // operands and values are concatenated) on o (column family options).
 void sluice_options_set_list_merge(rocksdb_options_t* o);
+
+// sluice_export_range writes every entry of column family cf of db with a key in
+// [lower, upper) (the merged value of each key, as a Put, in key order) into a new SST
+// file at path, written by an SstFileWriter with the options o (those of the column
+// family the file is for). It reads without filling the block cache. It returns the
+// number of entries written: 0 leaves no file at path. On error it returns -1, sets
+// *err (free it with rocksdb_free) and removes what it wrote.
+int64_t sluice_export_range(rocksdb_t* db, rocksdb_column_family_handle_t* cf,
+                            const char* lower, size_t lowerlen, const char* upper,
+                            size_t upperlen, const rocksdb_options_t* o, const char* path,
+                            char** err);
 
 #ifdef __cplusplus
 }

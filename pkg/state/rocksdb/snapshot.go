@@ -24,7 +24,8 @@ import (
 
 // incremental is what a backend knows of its shared files: those of the latest
 // checkpoint it was told completed (the only ones a new snapshot may reference), and
-// those of snapshots uploaded but not yet confirmed. The task goroutine and the
+// those of snapshots uploaded but not yet confirmed. It also remembers the IDs of the
+// savepoints it took, whose completion changes none of it. The task goroutine and the
 // asynchronous phases share it.
 type incremental struct {
 	mu          sync.Mutex
@@ -32,6 +33,7 @@ type incremental struct {
 	confirmed   map[string]sharedFile // local SST name -> its shared file
 	pending     map[int64]map[string]sharedFile
 	forceFull   bool
+	savepoints  map[int64]bool // not yet notified, at most maxPending
 }
 
 // sharedFile is a shared file and, when known, the CRC-32C of the local SST file it
@@ -93,6 +95,30 @@ func (i *incremental) complete(id int64) {
 	}
 }
 
+// savepoint records that id is a savepoint (SnapshotSavepoint).
+func (i *incremental) savepoint(id int64) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.savepoints == nil {
+		i.savepoints = map[int64]bool{}
+	}
+	i.savepoints[id] = true
+	for len(i.savepoints) > maxPending {
+		delete(i.savepoints, slices.Min(slices.Collect(maps.Keys(i.savepoints))))
+	}
+}
+
+// savepointDone reports whether id is a savepoint this backend took, and forgets it.
+func (i *incremental) savepointDone(id int64) bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if !i.savepoints[id] {
+		return false
+	}
+	delete(i.savepoints, id)
+	return true
+}
+
 // restored sets the confirmed files to those of a restored snapshot.
 func (i *incremental) restored(files map[string]sharedFile) {
 	i.mu.Lock()
@@ -102,8 +128,14 @@ func (i *incremental) restored(files map[string]sharedFile) {
 
 // NotifyCheckpointComplete implements state.CheckpointListener: the files of checkpoint
 // id may be referenced by later incremental snapshots, and with local recovery the
-// local copies of earlier checkpoints are removed.
+// local copies of earlier checkpoints are removed. The completion of a savepoint this
+// backend took (SnapshotSavepoint) changes nothing: a savepoint subsumes no checkpoint,
+// so the files of the latest confirmed checkpoint stay referenced and its local copy
+// stays; a checkpoint still pending waits for its own notification.
 func (b *Backend) NotifyCheckpointComplete(id int64) {
+	if b.inc.savepointDone(id) {
+		return
+	}
 	b.inc.complete(id)
 	if b.local != nil {
 		b.local.complete(id)
@@ -172,24 +204,13 @@ func (b *Backend) Snapshot(checkpointID int64) (state.AsyncSnapshot, error) {
 	}
 	dir, ents, local := b.localCheckpoint(checkpointID)
 	if dir == "" {
-		b.seq++
-		dir = filepath.Join(b.inst.dir, fmt.Sprintf("snap-%d", b.seq))
-		if err := b.cp.CreateCheckpoint(dir, 0); err != nil {
-			os.RemoveAll(dir)
-			return nil, errorf("snapshot %d: native checkpoint: %w", checkpointID, err)
-		}
 		var err error
-		if ents, err = os.ReadDir(dir); err != nil {
-			os.RemoveAll(dir)
-			return nil, errorf("snapshot %d: %w", checkpointID, err)
+		if dir, ents, err = b.instanceCheckpoint(checkpointID); err != nil {
+			return nil, err
 		}
 	}
-	s := &snapshot{
-		id: checkpointID, opts: b.opts, kgs: b.kgs, maxP: b.maxP, instanceID: b.id, dir: dir,
-		incremental: b.cfg.Incremental, inc: &b.inc, inst: b.inst, transfer: b.cfg.TransferThreads, empty: true,
-		local: local,
-	}
-	fail := func(err error) (state.AsyncSnapshot, error) {
+	files, empty, err := checkpointFiles(checkpointID, ents)
+	if err != nil {
 		if local != nil {
 			local.finish(checkpointID, false)
 		} else {
@@ -197,10 +218,39 @@ func (b *Backend) Snapshot(checkpointID int64) (state.AsyncSnapshot, error) {
 		}
 		return nil, err
 	}
+	s := b.newSnapshot(checkpointID, dir, files, empty)
+	s.incremental, s.local = b.cfg.Incremental, local
+	if s.incremental {
+		s.reuse = b.inc.base()
+	}
+	return s, nil
+}
+
+// instanceCheckpoint takes a native checkpoint into a new directory of the instance and
+// lists it.
+func (b *Backend) instanceCheckpoint(id int64) (string, []os.DirEntry, error) {
+	b.seq++
+	dir := filepath.Join(b.inst.dir, fmt.Sprintf("snap-%d", b.seq))
+	if err := b.cp.CreateCheckpoint(dir, 0); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, errorf("snapshot %d: native checkpoint: %w", id, err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, errorf("snapshot %d: %w", id, err)
+	}
+	return dir, ents, nil
+}
+
+// checkpointFiles lists the files of a native checkpoint to upload, sorted by name;
+// empty means it has no SST file (the database holds nothing).
+func checkpointFiles(id int64, ents []os.DirEntry) (files []localFile, empty bool, err error) {
+	empty = true
 	for _, e := range ents {
 		info, err := e.Info()
 		if err != nil || !info.Mode().IsRegular() {
-			return fail(errorf("snapshot %d: native checkpoint file %s: not a regular file (%v)", checkpointID, e.Name(), err))
+			return nil, false, errorf("snapshot %d: native checkpoint file %s: not a regular file (%v)", id, e.Name(), err)
 		}
 		if strings.HasPrefix(e.Name(), "OPTIONS-") {
 			// RocksDB opens a database without its OPTIONS file (the options come from
@@ -210,20 +260,34 @@ func (b *Backend) Snapshot(checkpointID int64) (state.AsyncSnapshot, error) {
 		}
 		f := localFile{name: e.Name(), size: info.Size(), sst: strings.HasSuffix(e.Name(), ".sst")}
 		if f.sst {
-			s.empty = false
+			empty = false
 		}
-		s.files = append(s.files, f)
+		files = append(files, f)
 	}
-	slices.SortFunc(s.files, func(a, b localFile) int { return strings.Compare(a.name, b.name) })
-	for _, c := range b.states {
-		s.states = append(s.states, metaState{desc: c.desc, column: c.name})
+	slices.SortFunc(files, func(a, b localFile) int { return strings.Compare(a.name, b.name) })
+	return files, empty, nil
+}
+
+// newSnapshot returns the asynchronous phase uploading the native checkpoint in dir as
+// a full snapshot (every file private), without a local recovery copy; it holds a
+// reference to the instance.
+func (b *Backend) newSnapshot(id int64, dir string, files []localFile, empty bool) *snapshot {
+	s := &snapshot{
+		id: id, opts: b.opts, kgs: b.kgs, maxP: b.maxP, instanceID: b.id, dir: dir, files: files,
+		states: b.metaStates(), inc: &b.inc, inst: b.inst, transfer: b.cfg.TransferThreads, empty: empty,
+		stats: state.SnapshotStats{CheckpointID: id, Entries: int64(b.estimateEntries()), Timers: int64(b.timers.count())},
 	}
-	if s.incremental {
-		s.reuse = b.inc.base()
-	}
-	s.stats = state.SnapshotStats{CheckpointID: checkpointID, Entries: int64(b.estimateEntries()), Timers: int64(b.timers.count())}
 	b.inst.acquire()
-	return s, nil
+	return s
+}
+
+// metaStates lists the registered states and their column families.
+func (b *Backend) metaStates() []metaState {
+	states := make([]metaState, 0, len(b.states))
+	for _, c := range b.states {
+		states = append(states, metaState{desc: c.desc, column: c.name})
+	}
+	return states
 }
 
 // localCheckpoint takes the native checkpoint into the local recovery copy's directory

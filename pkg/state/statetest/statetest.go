@@ -4,7 +4,9 @@
 //
 // It checks the primitives, timers, snapshots (including an asynchronous phase running
 // concurrently with updates: run it with -race), restore with rescaling and merging,
-// corruption detection, and the operator-state redistribution. MemStore is an in-memory
+// corruption detection, savepoints (state.SavepointSnapshotter, or Snapshot for
+// backends without it: self-contained, and in the canonical format restorable by the
+// heap backend), and the operator-state redistribution. MemStore is an in-memory
 // StateWriter/StateReader for tests of the runtime too.
 package statetest
 
@@ -22,6 +24,8 @@ import (
 
 	"github.com/sluice-stream/sluice/pkg/keygroup"
 	"github.com/sluice-stream/sluice/pkg/state"
+	"github.com/sluice-stream/sluice/pkg/state/fullsnap"
+	"github.com/sluice-stream/sluice/pkg/state/heap"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -49,6 +53,7 @@ func Run(t *testing.T, f state.Factory) {
 	t.Run("CorruptFile", s.testCorrupt)
 	t.Run("Empty", s.testEmpty)
 	t.Run("LargeValues", s.testLarge)
+	t.Run("Savepoint", s.testSavepoint)
 	t.Run("OperatorState", testOperatorState)
 	t.Run("Redistribute", testRedistribute)
 }
@@ -1134,5 +1139,110 @@ func (s *suite) testLarge(t *testing.T) {
 	}))
 	if n != 1 {
 		t.Fatalf("%d timers", n)
+	}
+}
+
+// savepointOf takes the synchronous phase of a savepoint of b in format: through
+// state.SavepointSnapshotter when b has it, else (canonical only) through Snapshot.
+func savepointOf(t testing.TB, b state.KeyedBackend, id int64, format state.SnapshotFormat) state.AsyncSnapshot {
+	t.Helper()
+	var sn state.AsyncSnapshot
+	var err error
+	if sp, ok := b.(state.SavepointSnapshotter); ok {
+		sn, err = sp.SnapshotSavepoint(id, format)
+	} else {
+		sn, err = b.Snapshot(id)
+	}
+	must(t, err)
+	return sn
+}
+
+// notify tells b that checkpoint (or savepoint) id completed, if it listens.
+func notify(b state.KeyedBackend, id int64) {
+	if l, ok := b.(state.CheckpointListener); ok {
+		l.NotifyCheckpointComplete(id)
+	}
+}
+
+// testSavepoint: a savepoint holds the state of its synchronous phase, references no
+// shared file and no file of an earlier snapshot, and no later snapshot references its
+// files (its completion notwithstanding). In the canonical format (every backend) it is
+// one full-snapshot file that the heap backend and this backend restore, at the same
+// parallelism and split; in the native format (backends implementing
+// state.SavepointSnapshotter) this backend restores it the same way.
+func (s *suite) testSavepoint(t *testing.T) {
+	formats := []state.SnapshotFormat{state.FormatCanonical}
+	if _, ok := s.backend(t, 128, all(128)).(state.SavepointSnapshotter); ok {
+		formats = append(formats, state.FormatNative)
+	}
+	for _, format := range formats {
+		t.Run(format.String(), func(t *testing.T) {
+			store := NewMemStore()
+			b := s.backend(t, 128, all(128), noInline)
+			w := newWorkload(t, b, 21, 400)
+			w.run(6000)
+			before := snapshot(t, b, store, 1)
+			notify(b, 1)
+			w.run(300)
+			want := w.m.clone()
+			sn := savepointOf(t, b, 2, format)
+			w.run(1000) // after the synchronous phase: not in the savepoint
+			h, err := sn.Run(context.Background(), store)
+			must(t, err)
+			notify(b, 2)
+			w.run(300)
+			after := snapshot(t, b, store, 3)
+			notify(b, 3)
+			w.run(300)
+			later := snapshot(t, b, store, 4)
+
+			if h == nil || len(files(h)) == 0 {
+				t.Fatalf("savepoint handle %v", h)
+			}
+			if len(h.GetSharedFiles()) > 0 {
+				t.Fatalf("the savepoint references %d shared files", len(h.GetSharedFiles()))
+			}
+			mine := map[string]bool{}
+			for _, f := range files(h) {
+				if f.GetPath() == "" {
+					t.Fatalf("inlining is off, the savepoint has an inline file")
+				}
+				mine[f.GetPath()] = true
+			}
+			for _, f := range files(before) {
+				if mine[f.GetPath()] {
+					t.Fatalf("the savepoint references %s of an earlier snapshot", f.GetPath())
+				}
+			}
+			for _, o := range []*sluicev1.KeyedStateHandle{after, later} {
+				for _, f := range files(o) {
+					if mine[f.GetPath()] {
+						t.Fatalf("a later snapshot references the savepoint's file %s", f.GetPath())
+					}
+				}
+			}
+			if format == state.FormatCanonical {
+				if h.GetFile() == nil || len(h.GetKeyGroupOffsets()) != 128 || len(h.GetPrivateFiles()) > 0 ||
+					h.GetBackend() != fullsnap.HandleBackend || h.GetIncrementalSize() != h.GetFullSize() {
+					t.Fatalf("canonical savepoint handle: file %v, %d offsets, %d private files, backend %q, sizes %d/%d", h.GetFile() != nil,
+						len(h.GetKeyGroupOffsets()), len(h.GetPrivateFiles()), h.GetBackend(), h.GetIncrementalSize(), h.GetFullSize())
+				}
+				hb, err := heap.New(state.KeyedOptions{OperatorUID: "op/1", KeyGroups: all(128), MaxParallelism: 128})
+				must(t, err)
+				must(t, hb.Restore(context.Background(), []*sluicev1.KeyedStateHandle{h}, store))
+				compare(t, "canonical savepoint restored by the heap backend", dumpAll(t, hb), want)
+				r := keygroup.RangeFor(1, 2, 128)
+				hs, err := heap.New(state.KeyedOptions{OperatorUID: "op/1", KeyGroups: r, MaxParallelism: 128})
+				must(t, err)
+				must(t, hs.Restore(context.Background(), []*sluicev1.KeyedStateHandle{h}, store))
+				compare(t, "canonical savepoint restored by the heap backend, split", dumpAll(t, hs), want.filter(r))
+			}
+			compare(t, "savepoint restored", dumpAll(t, s.restore(t, 128, all(128), []*sluicev1.KeyedStateHandle{h}, store)), want)
+			r := keygroup.RangeFor(0, 2, 128)
+			compare(t, "savepoint restored, split", dumpAll(t, s.restore(t, 128, r, []*sluicev1.KeyedStateHandle{h}, store)), want.filter(r))
+			if p, _ := store.Pending(); p != 0 {
+				t.Fatalf("%d files left open", p)
+			}
+		})
 	}
 }

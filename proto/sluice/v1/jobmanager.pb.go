@@ -152,6 +152,61 @@ func (TaskState) EnumDescriptor() ([]byte, []int) {
 	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{1}
 }
 
+// SavepointFormat is the format of a savepoint's keyed state.
+type SavepointFormat int32
+
+const (
+	// The default: canonical.
+	SavepointFormat_SAVEPOINT_FORMAT_UNSPECIFIED SavepointFormat = 0
+	// Backend-independent (the full-snapshot format): a heap job may resume on RocksDB
+	// and back.
+	SavepointFormat_SAVEPOINT_FORMAT_CANONICAL SavepointFormat = 1
+	// The backend's own (RocksDB: its SST files): faster, restorable by the same backend
+	// only.
+	SavepointFormat_SAVEPOINT_FORMAT_NATIVE SavepointFormat = 2
+)
+
+// Enum value maps for SavepointFormat.
+var (
+	SavepointFormat_name = map[int32]string{
+		0: "SAVEPOINT_FORMAT_UNSPECIFIED",
+		1: "SAVEPOINT_FORMAT_CANONICAL",
+		2: "SAVEPOINT_FORMAT_NATIVE",
+	}
+	SavepointFormat_value = map[string]int32{
+		"SAVEPOINT_FORMAT_UNSPECIFIED": 0,
+		"SAVEPOINT_FORMAT_CANONICAL":   1,
+		"SAVEPOINT_FORMAT_NATIVE":      2,
+	}
+)
+
+func (x SavepointFormat) Enum() *SavepointFormat {
+	p := new(SavepointFormat)
+	*p = x
+	return p
+}
+
+func (x SavepointFormat) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SavepointFormat) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_jobmanager_proto_enumTypes[2].Descriptor()
+}
+
+func (SavepointFormat) Type() protoreflect.EnumType {
+	return &file_sluice_v1_jobmanager_proto_enumTypes[2]
+}
+
+func (x SavepointFormat) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SavepointFormat.Descriptor instead.
+func (SavepointFormat) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{2}
+}
+
 // ClaimMode says who owns a retained checkpoint a job is started from.
 type ClaimMode int32
 
@@ -191,11 +246,11 @@ func (x ClaimMode) String() string {
 }
 
 func (ClaimMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_jobmanager_proto_enumTypes[2].Descriptor()
+	return file_sluice_v1_jobmanager_proto_enumTypes[3].Descriptor()
 }
 
 func (ClaimMode) Type() protoreflect.EnumType {
-	return &file_sluice_v1_jobmanager_proto_enumTypes[2]
+	return &file_sluice_v1_jobmanager_proto_enumTypes[3]
 }
 
 func (x ClaimMode) Number() protoreflect.EnumNumber {
@@ -204,17 +259,27 @@ func (x ClaimMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ClaimMode.Descriptor instead.
 func (ClaimMode) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{3}
 }
 
 type SubmitJobRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	JobGraph *JobGraph              `protobuf:"bytes,1,opt,name=job_graph,json=jobGraph,proto3" json:"job_graph,omitempty"`
-	// Start from this retained checkpoint: the URL of its directory (chk-<n>) or of its
-	// _metadata file, e.g. file:///var/sluice/checkpoints/<job-id>/chk-42.
+	// Start from this retained checkpoint or savepoint: the URL of a checkpoint's
+	// directory (chk-<n>), of a savepoint's directory, or of either's _metadata file, e.g.
+	// file:///var/sluice/checkpoints/<job-id>/chk-42 or
+	// file:///var/sluice/savepoints/savepoint-3f2a1b-0123456789ab.
 	RestorePath string `protobuf:"bytes,2,opt,name=restore_path,json=restorePath,proto3" json:"restore_path,omitempty"`
 	// Who owns the files of restore_path once the job runs.
-	ClaimMode     ClaimMode `protobuf:"varint,3,opt,name=claim_mode,json=claimMode,proto3,enum=sluice.v1.ClaimMode" json:"claim_mode,omitempty"`
+	ClaimMode ClaimMode `protobuf:"varint,3,opt,name=claim_mode,json=claimMode,proto3,enum=sluice.v1.ClaimMode" json:"claim_mode,omitempty"`
+	// Skip the state of restore_path's operators that the job does not have, instead of
+	// refusing the submit.
+	AllowNonRestoredState bool `protobuf:"varint,4,opt,name=allow_non_restored_state,json=allowNonRestoredState,proto3" json:"allow_non_restored_state,omitempty"`
+	// Submit the graph of this earlier job again (job_graph must then be empty), rebuilt
+	// from its program with the default parallelism `parallelism` (0: the one it was
+	// submitted with) and the same max parallelism: how streamctl rescale resubmits.
+	ResubmitJobId string `protobuf:"bytes,5,opt,name=resubmit_job_id,json=resubmitJobId,proto3" json:"resubmit_job_id,omitempty"`
+	Parallelism   int32  `protobuf:"varint,6,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -268,6 +333,27 @@ func (x *SubmitJobRequest) GetClaimMode() ClaimMode {
 		return x.ClaimMode
 	}
 	return ClaimMode_CLAIM_MODE_UNSPECIFIED
+}
+
+func (x *SubmitJobRequest) GetAllowNonRestoredState() bool {
+	if x != nil {
+		return x.AllowNonRestoredState
+	}
+	return false
+}
+
+func (x *SubmitJobRequest) GetResubmitJobId() string {
+	if x != nil {
+		return x.ResubmitJobId
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetParallelism() int32 {
+	if x != nil {
+		return x.Parallelism
+	}
+	return 0
 }
 
 type SubmitJobResponse struct {
@@ -439,10 +525,16 @@ func (x *GetJobRequest) GetJobId() string {
 }
 
 type CancelJobRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Take a savepoint first, into savepoint_dir (empty: the jobmanager's
+	// execution.checkpointing.savepoint-dir); the job is canceled once it completed, and
+	// keeps running when it fails.
+	WithSavepoint   bool            `protobuf:"varint,2,opt,name=with_savepoint,json=withSavepoint,proto3" json:"with_savepoint,omitempty"`
+	SavepointDir    string          `protobuf:"bytes,3,opt,name=savepoint_dir,json=savepointDir,proto3" json:"savepoint_dir,omitempty"`
+	SavepointFormat SavepointFormat `protobuf:"varint,4,opt,name=savepoint_format,json=savepointFormat,proto3,enum=sluice.v1.SavepointFormat" json:"savepoint_format,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CancelJobRequest) Reset() {
@@ -482,9 +574,32 @@ func (x *CancelJobRequest) GetJobId() string {
 	return ""
 }
 
+func (x *CancelJobRequest) GetWithSavepoint() bool {
+	if x != nil {
+		return x.WithSavepoint
+	}
+	return false
+}
+
+func (x *CancelJobRequest) GetSavepointDir() string {
+	if x != nil {
+		return x.SavepointDir
+	}
+	return ""
+}
+
+func (x *CancelJobRequest) GetSavepointFormat() SavepointFormat {
+	if x != nil {
+		return x.SavepointFormat
+	}
+	return SavepointFormat_SAVEPOINT_FORMAT_UNSPECIFIED
+}
+
 type CancelJobResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         JobState               `protobuf:"varint,1,opt,name=state,proto3,enum=sluice.v1.JobState" json:"state,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	State JobState               `protobuf:"varint,1,opt,name=state,proto3,enum=sluice.v1.JobState" json:"state,omitempty"`
+	// The savepoint taken (with_savepoint): the URL of its directory.
+	SavepointPath string `protobuf:"bytes,2,opt,name=savepoint_path,json=savepointPath,proto3" json:"savepoint_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -526,6 +641,333 @@ func (x *CancelJobResponse) GetState() JobState {
 	return JobState_JOB_STATE_UNSPECIFIED
 }
 
+func (x *CancelJobResponse) GetSavepointPath() string {
+	if x != nil {
+		return x.SavepointPath
+	}
+	return ""
+}
+
+type TriggerSavepointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The directory (a blob store URL) under which the savepoint gets a directory of its
+	// own, savepoint-<first 6 of the job ID>-<12 random hex>; empty: the jobmanager's
+	// execution.checkpointing.savepoint-dir.
+	TargetDir     string          `protobuf:"bytes,2,opt,name=target_dir,json=targetDir,proto3" json:"target_dir,omitempty"`
+	Format        SavepointFormat `protobuf:"varint,3,opt,name=format,proto3,enum=sluice.v1.SavepointFormat" json:"format,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TriggerSavepointRequest) Reset() {
+	*x = TriggerSavepointRequest{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TriggerSavepointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TriggerSavepointRequest) ProtoMessage() {}
+
+func (x *TriggerSavepointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TriggerSavepointRequest.ProtoReflect.Descriptor instead.
+func (*TriggerSavepointRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *TriggerSavepointRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *TriggerSavepointRequest) GetTargetDir() string {
+	if x != nil {
+		return x.TargetDir
+	}
+	return ""
+}
+
+func (x *TriggerSavepointRequest) GetFormat() SavepointFormat {
+	if x != nil {
+		return x.Format
+	}
+	return SavepointFormat_SAVEPOINT_FORMAT_UNSPECIFIED
+}
+
+type StopJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// As in TriggerSavepointRequest.
+	TargetDir string          `protobuf:"bytes,2,opt,name=target_dir,json=targetDir,proto3" json:"target_dir,omitempty"`
+	Format    SavepointFormat `protobuf:"varint,3,opt,name=format,proto3,enum=sluice.v1.SavepointFormat" json:"format,omitempty"`
+	// Emit the final watermark (the maximum) before the savepoint's barrier, so every
+	// event-time timer fires first.
+	Drain         bool `protobuf:"varint,4,opt,name=drain,proto3" json:"drain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopJobRequest) Reset() {
+	*x = StopJobRequest{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopJobRequest) ProtoMessage() {}
+
+func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopJobRequest.ProtoReflect.Descriptor instead.
+func (*StopJobRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *StopJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *StopJobRequest) GetTargetDir() string {
+	if x != nil {
+		return x.TargetDir
+	}
+	return ""
+}
+
+func (x *StopJobRequest) GetFormat() SavepointFormat {
+	if x != nil {
+		return x.Format
+	}
+	return SavepointFormat_SAVEPOINT_FORMAT_UNSPECIFIED
+}
+
+func (x *StopJobRequest) GetDrain() bool {
+	if x != nil {
+		return x.Drain
+	}
+	return false
+}
+
+type SavepointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The savepoint's checkpoint ID (in the job's sequence of checkpoint IDs).
+	SavepointId int64 `protobuf:"varint,2,opt,name=savepoint_id,json=savepointId,proto3" json:"savepoint_id,omitempty"`
+	// The URL of the savepoint's directory: what streamctl submit --from-savepoint takes.
+	Path string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	// The job's state when the call returned (StopJob: FINISHED).
+	State JobState `protobuf:"varint,4,opt,name=state,proto3,enum=sluice.v1.JobState" json:"state,omitempty"`
+	// Bytes the tasks wrote, and the time from the trigger to the completion.
+	SizeBytes     int64 `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	DurationMs    int64 `protobuf:"varint,6,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SavepointResponse) Reset() {
+	*x = SavepointResponse{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SavepointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SavepointResponse) ProtoMessage() {}
+
+func (x *SavepointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SavepointResponse.ProtoReflect.Descriptor instead.
+func (*SavepointResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SavepointResponse) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *SavepointResponse) GetSavepointId() int64 {
+	if x != nil {
+		return x.SavepointId
+	}
+	return 0
+}
+
+func (x *SavepointResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *SavepointResponse) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *SavepointResponse) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *SavepointResponse) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
+type DisposeSavepointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The URL of a savepoint directory (or of its _metadata).
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisposeSavepointRequest) Reset() {
+	*x = DisposeSavepointRequest{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisposeSavepointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisposeSavepointRequest) ProtoMessage() {}
+
+func (x *DisposeSavepointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisposeSavepointRequest.ProtoReflect.Descriptor instead.
+func (*DisposeSavepointRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DisposeSavepointRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type DisposeSavepointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Files and bytes deleted.
+	Files         int32 `protobuf:"varint,1,opt,name=files,proto3" json:"files,omitempty"`
+	Bytes         int64 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisposeSavepointResponse) Reset() {
+	*x = DisposeSavepointResponse{}
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisposeSavepointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisposeSavepointResponse) ProtoMessage() {}
+
+func (x *DisposeSavepointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisposeSavepointResponse.ProtoReflect.Descriptor instead.
+func (*DisposeSavepointResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DisposeSavepointResponse) GetFiles() int32 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *DisposeSavepointResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 type VertexStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Name of the operator chain, e.g. "source -> map".
@@ -542,7 +984,7 @@ type VertexStatus struct {
 
 func (x *VertexStatus) Reset() {
 	*x = VertexStatus{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[7]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +996,7 @@ func (x *VertexStatus) String() string {
 func (*VertexStatus) ProtoMessage() {}
 
 func (x *VertexStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[7]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +1009,7 @@ func (x *VertexStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VertexStatus.ProtoReflect.Descriptor instead.
 func (*VertexStatus) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *VertexStatus) GetName() string {
@@ -645,13 +1087,18 @@ type JobStatus struct {
 	RestoredRemoteBytes int64 `protobuf:"varint,19,opt,name=restored_remote_bytes,json=restoredRemoteBytes,proto3" json:"restored_remote_bytes,omitempty"`
 	// Those subtasks, by vertex then subtask, with their restore only (no metrics).
 	RestoredSubtasks []*SubtaskStateStatus `protobuf:"bytes,20,rep,name=restored_subtasks,json=restoredSubtasks,proto3" json:"restored_subtasks,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The savepoint the job ended with (stop, or cancel with savepoint): the URL of its
+	// directory.
+	SavepointPath string `protobuf:"bytes,21,opt,name=savepoint_path,json=savepointPath,proto3" json:"savepoint_path,omitempty"`
+	// The checkpoint or savepoint the job was submitted to start from (restore_path).
+	RestorePath   string `protobuf:"bytes,22,opt,name=restore_path,json=restorePath,proto3" json:"restore_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobStatus) Reset() {
 	*x = JobStatus{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[8]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +1110,7 @@ func (x *JobStatus) String() string {
 func (*JobStatus) ProtoMessage() {}
 
 func (x *JobStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[8]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +1123,7 @@ func (x *JobStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatus.ProtoReflect.Descriptor instead.
 func (*JobStatus) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JobStatus) GetJobId() string {
@@ -819,6 +1266,20 @@ func (x *JobStatus) GetRestoredSubtasks() []*SubtaskStateStatus {
 	return nil
 }
 
+func (x *JobStatus) GetSavepointPath() string {
+	if x != nil {
+		return x.SavepointPath
+	}
+	return ""
+}
+
+func (x *JobStatus) GetRestorePath() string {
+	if x != nil {
+		return x.RestorePath
+	}
+	return ""
+}
+
 // JobRecord is a job's record in etcd (key jobs/<job-id>, protobuf binary encoding):
 // what a jobmanager that takes over needs to list the job and, unless it ended, run it
 // again. The leader writes it at submit, before every execution attempt and when the
@@ -848,14 +1309,21 @@ type JobRecord struct {
 	// The last failure cause.
 	Failure string `protobuf:"bytes,9,opt,name=failure,proto3" json:"failure,omitempty"`
 	// Who owns the files of restore_path (SubmitJobRequest).
-	ClaimMode     ClaimMode `protobuf:"varint,10,opt,name=claim_mode,json=claimMode,proto3,enum=sluice.v1.ClaimMode" json:"claim_mode,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ClaimMode ClaimMode `protobuf:"varint,10,opt,name=claim_mode,json=claimMode,proto3,enum=sluice.v1.ClaimMode" json:"claim_mode,omitempty"`
+	// The savepoint that ended the job (stop, or cancel with savepoint). A record with one
+	// whose state is not terminal belongs to a job stopped with that savepoint whose tasks
+	// had not all ended: a new leader ends it FINISHED (the savepoint completed, and the
+	// sinks may have committed its output), it never runs it again.
+	SavepointPath string `protobuf:"bytes,11,opt,name=savepoint_path,json=savepointPath,proto3" json:"savepoint_path,omitempty"`
+	// SubmitJobRequest.allow_non_restored_state.
+	AllowNonRestoredState bool `protobuf:"varint,12,opt,name=allow_non_restored_state,json=allowNonRestoredState,proto3" json:"allow_non_restored_state,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *JobRecord) Reset() {
 	*x = JobRecord{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[9]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +1335,7 @@ func (x *JobRecord) String() string {
 func (*JobRecord) ProtoMessage() {}
 
 func (x *JobRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[9]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +1348,7 @@ func (x *JobRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRecord.ProtoReflect.Descriptor instead.
 func (*JobRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JobRecord) GetJobGraph() *JobGraph {
@@ -953,6 +1421,20 @@ func (x *JobRecord) GetClaimMode() ClaimMode {
 	return ClaimMode_CLAIM_MODE_UNSPECIFIED
 }
 
+func (x *JobRecord) GetSavepointPath() string {
+	if x != nil {
+		return x.SavepointPath
+	}
+	return ""
+}
+
+func (x *JobRecord) GetAllowNonRestoredState() bool {
+	if x != nil {
+		return x.AllowNonRestoredState
+	}
+	return false
+}
+
 type TriggerJobCheckpointRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -962,7 +1444,7 @@ type TriggerJobCheckpointRequest struct {
 
 func (x *TriggerJobCheckpointRequest) Reset() {
 	*x = TriggerJobCheckpointRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[10]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1456,7 @@ func (x *TriggerJobCheckpointRequest) String() string {
 func (*TriggerJobCheckpointRequest) ProtoMessage() {}
 
 func (x *TriggerJobCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[10]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1469,7 @@ func (x *TriggerJobCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerJobCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*TriggerJobCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TriggerJobCheckpointRequest) GetJobId() string {
@@ -1006,7 +1488,7 @@ type ListCheckpointsRequest struct {
 
 func (x *ListCheckpointsRequest) Reset() {
 	*x = ListCheckpointsRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[11]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1500,7 @@ func (x *ListCheckpointsRequest) String() string {
 func (*ListCheckpointsRequest) ProtoMessage() {}
 
 func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[11]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1513,7 @@ func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListCheckpointsRequest) GetJobId() string {
@@ -1052,7 +1534,7 @@ type ListCheckpointsResponse struct {
 
 func (x *ListCheckpointsResponse) Reset() {
 	*x = ListCheckpointsResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[12]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1546,7 @@ func (x *ListCheckpointsResponse) String() string {
 func (*ListCheckpointsResponse) ProtoMessage() {}
 
 func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[12]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1559,7 @@ func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointStats {
@@ -1118,7 +1600,7 @@ type CompactionWarning struct {
 
 func (x *CompactionWarning) Reset() {
 	*x = CompactionWarning{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1612,7 @@ func (x *CompactionWarning) String() string {
 func (*CompactionWarning) ProtoMessage() {}
 
 func (x *CompactionWarning) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[13]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1625,7 @@ func (x *CompactionWarning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactionWarning.ProtoReflect.Descriptor instead.
 func (*CompactionWarning) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CompactionWarning) GetSinceCheckpointId() int64 {
@@ -1236,7 +1718,7 @@ type CheckpointStats struct {
 
 func (x *CheckpointStats) Reset() {
 	*x = CheckpointStats{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1730,7 @@ func (x *CheckpointStats) String() string {
 func (*CheckpointStats) ProtoMessage() {}
 
 func (x *CheckpointStats) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[14]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1743,7 @@ func (x *CheckpointStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointStats.ProtoReflect.Descriptor instead.
 func (*CheckpointStats) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CheckpointStats) GetId() int64 {
@@ -1401,7 +1883,7 @@ type VerifyCheckpointsRequest struct {
 
 func (x *VerifyCheckpointsRequest) Reset() {
 	*x = VerifyCheckpointsRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1895,7 @@ func (x *VerifyCheckpointsRequest) String() string {
 func (*VerifyCheckpointsRequest) ProtoMessage() {}
 
 func (x *VerifyCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[15]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1908,7 @@ func (x *VerifyCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*VerifyCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{15}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *VerifyCheckpointsRequest) GetJobId() string {
@@ -1453,7 +1935,7 @@ type VerifyCheckpointsResponse struct {
 
 func (x *VerifyCheckpointsResponse) Reset() {
 	*x = VerifyCheckpointsResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1947,7 @@ func (x *VerifyCheckpointsResponse) String() string {
 func (*VerifyCheckpointsResponse) ProtoMessage() {}
 
 func (x *VerifyCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[16]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1960,7 @@ func (x *VerifyCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*VerifyCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{16}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *VerifyCheckpointsResponse) GetCheckpoints() []*CheckpointVerification {
@@ -1507,7 +1989,7 @@ type CheckpointVerification struct {
 
 func (x *CheckpointVerification) Reset() {
 	*x = CheckpointVerification{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +2001,7 @@ func (x *CheckpointVerification) String() string {
 func (*CheckpointVerification) ProtoMessage() {}
 
 func (x *CheckpointVerification) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[17]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +2014,7 @@ func (x *CheckpointVerification) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointVerification.ProtoReflect.Descriptor instead.
 func (*CheckpointVerification) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{17}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CheckpointVerification) GetId() int64 {
@@ -1586,7 +2068,7 @@ type GetCheckpointChainRequest struct {
 
 func (x *GetCheckpointChainRequest) Reset() {
 	*x = GetCheckpointChainRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1598,7 +2080,7 @@ func (x *GetCheckpointChainRequest) String() string {
 func (*GetCheckpointChainRequest) ProtoMessage() {}
 
 func (x *GetCheckpointChainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[18]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1611,7 +2093,7 @@ func (x *GetCheckpointChainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointChainRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointChainRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{18}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetCheckpointChainRequest) GetJobId() string {
@@ -1631,7 +2113,7 @@ type CheckpointChain struct {
 
 func (x *CheckpointChain) Reset() {
 	*x = CheckpointChain{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +2125,7 @@ func (x *CheckpointChain) String() string {
 func (*CheckpointChain) ProtoMessage() {}
 
 func (x *CheckpointChain) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[19]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +2138,7 @@ func (x *CheckpointChain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointChain.ProtoReflect.Descriptor instead.
 func (*CheckpointChain) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{19}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CheckpointChain) GetCheckpoints() []*ChainCheckpoint {
@@ -1684,7 +2166,7 @@ type ChainCheckpoint struct {
 
 func (x *ChainCheckpoint) Reset() {
 	*x = ChainCheckpoint{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +2178,7 @@ func (x *ChainCheckpoint) String() string {
 func (*ChainCheckpoint) ProtoMessage() {}
 
 func (x *ChainCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[20]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +2191,7 @@ func (x *ChainCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChainCheckpoint.ProtoReflect.Descriptor instead.
 func (*ChainCheckpoint) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{20}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ChainCheckpoint) GetId() int64 {
@@ -1767,7 +2249,7 @@ type SharedFileRef struct {
 
 func (x *SharedFileRef) Reset() {
 	*x = SharedFileRef{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +2261,7 @@ func (x *SharedFileRef) String() string {
 func (*SharedFileRef) ProtoMessage() {}
 
 func (x *SharedFileRef) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[21]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +2274,7 @@ func (x *SharedFileRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedFileRef.ProtoReflect.Descriptor instead.
 func (*SharedFileRef) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{21}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SharedFileRef) GetPath() string {
@@ -1833,7 +2315,7 @@ type CheckpointTaskMetrics struct {
 
 func (x *CheckpointTaskMetrics) Reset() {
 	*x = CheckpointTaskMetrics{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +2327,7 @@ func (x *CheckpointTaskMetrics) String() string {
 func (*CheckpointTaskMetrics) ProtoMessage() {}
 
 func (x *CheckpointTaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[22]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +2340,7 @@ func (x *CheckpointTaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointTaskMetrics.ProtoReflect.Descriptor instead.
 func (*CheckpointTaskMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{22}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CheckpointTaskMetrics) GetSyncMs() int64 {
@@ -1920,7 +2402,7 @@ type OperatorSubtaskState struct {
 
 func (x *OperatorSubtaskState) Reset() {
 	*x = OperatorSubtaskState{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1932,7 +2414,7 @@ func (x *OperatorSubtaskState) String() string {
 func (*OperatorSubtaskState) ProtoMessage() {}
 
 func (x *OperatorSubtaskState) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[23]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1945,7 +2427,7 @@ func (x *OperatorSubtaskState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorSubtaskState.ProtoReflect.Descriptor instead.
 func (*OperatorSubtaskState) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{23}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *OperatorSubtaskState) GetUid() string {
@@ -1975,7 +2457,7 @@ type AcknowledgeCheckpointRequest struct {
 
 func (x *AcknowledgeCheckpointRequest) Reset() {
 	*x = AcknowledgeCheckpointRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2469,7 @@ func (x *AcknowledgeCheckpointRequest) String() string {
 func (*AcknowledgeCheckpointRequest) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[24]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2482,7 @@ func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{24}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AcknowledgeCheckpointRequest) GetTaskManagerId() string {
@@ -2046,7 +2528,7 @@ type AcknowledgeCheckpointResponse struct {
 
 func (x *AcknowledgeCheckpointResponse) Reset() {
 	*x = AcknowledgeCheckpointResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2058,7 +2540,7 @@ func (x *AcknowledgeCheckpointResponse) String() string {
 func (*AcknowledgeCheckpointResponse) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[25]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2071,7 +2553,7 @@ func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{25}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{30}
 }
 
 type DeclineCheckpointRequest struct {
@@ -2086,7 +2568,7 @@ type DeclineCheckpointRequest struct {
 
 func (x *DeclineCheckpointRequest) Reset() {
 	*x = DeclineCheckpointRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2098,7 +2580,7 @@ func (x *DeclineCheckpointRequest) String() string {
 func (*DeclineCheckpointRequest) ProtoMessage() {}
 
 func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[26]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2111,7 +2593,7 @@ func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{26}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeclineCheckpointRequest) GetTaskManagerId() string {
@@ -2150,7 +2632,7 @@ type DeclineCheckpointResponse struct {
 
 func (x *DeclineCheckpointResponse) Reset() {
 	*x = DeclineCheckpointResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2644,7 @@ func (x *DeclineCheckpointResponse) String() string {
 func (*DeclineCheckpointResponse) ProtoMessage() {}
 
 func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[27]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2657,7 @@ func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{27}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{32}
 }
 
 type TaskManagerInfo struct {
@@ -2193,7 +2675,7 @@ type TaskManagerInfo struct {
 
 func (x *TaskManagerInfo) Reset() {
 	*x = TaskManagerInfo{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2205,7 +2687,7 @@ func (x *TaskManagerInfo) String() string {
 func (*TaskManagerInfo) ProtoMessage() {}
 
 func (x *TaskManagerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[28]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2218,7 +2700,7 @@ func (x *TaskManagerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskManagerInfo.ProtoReflect.Descriptor instead.
 func (*TaskManagerInfo) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{28}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TaskManagerInfo) GetId() string {
@@ -2278,7 +2760,7 @@ type ListTaskManagersRequest struct {
 
 func (x *ListTaskManagersRequest) Reset() {
 	*x = ListTaskManagersRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2290,7 +2772,7 @@ func (x *ListTaskManagersRequest) String() string {
 func (*ListTaskManagersRequest) ProtoMessage() {}
 
 func (x *ListTaskManagersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[29]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2303,7 +2785,7 @@ func (x *ListTaskManagersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTaskManagersRequest.ProtoReflect.Descriptor instead.
 func (*ListTaskManagersRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{29}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{34}
 }
 
 type ListTaskManagersResponse struct {
@@ -2315,7 +2797,7 @@ type ListTaskManagersResponse struct {
 
 func (x *ListTaskManagersResponse) Reset() {
 	*x = ListTaskManagersResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2327,7 +2809,7 @@ func (x *ListTaskManagersResponse) String() string {
 func (*ListTaskManagersResponse) ProtoMessage() {}
 
 func (x *ListTaskManagersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[30]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2340,7 +2822,7 @@ func (x *ListTaskManagersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTaskManagersResponse.ProtoReflect.Descriptor instead.
 func (*ListTaskManagersResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{30}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListTaskManagersResponse) GetTaskManagers() []*TaskManagerInfo {
@@ -2363,7 +2845,7 @@ type RegisterTaskManagerRequest struct {
 
 func (x *RegisterTaskManagerRequest) Reset() {
 	*x = RegisterTaskManagerRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2375,7 +2857,7 @@ func (x *RegisterTaskManagerRequest) String() string {
 func (*RegisterTaskManagerRequest) ProtoMessage() {}
 
 func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[31]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2388,7 +2870,7 @@ func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{31}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RegisterTaskManagerRequest) GetId() string {
@@ -2429,7 +2911,7 @@ type RegisterTaskManagerResponse struct {
 
 func (x *RegisterTaskManagerResponse) Reset() {
 	*x = RegisterTaskManagerResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[32]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2441,7 +2923,7 @@ func (x *RegisterTaskManagerResponse) String() string {
 func (*RegisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[32]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2454,7 +2936,7 @@ func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{32}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RegisterTaskManagerResponse) GetHeartbeatIntervalMs() int64 {
@@ -2490,7 +2972,7 @@ type TaskMetrics struct {
 
 func (x *TaskMetrics) Reset() {
 	*x = TaskMetrics{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[33]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2502,7 +2984,7 @@ func (x *TaskMetrics) String() string {
 func (*TaskMetrics) ProtoMessage() {}
 
 func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[33]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2515,7 +2997,7 @@ func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskMetrics.ProtoReflect.Descriptor instead.
 func (*TaskMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{33}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TaskMetrics) GetExecution() *ExecutionId {
@@ -2633,7 +3115,7 @@ type StateMetrics struct {
 
 func (x *StateMetrics) Reset() {
 	*x = StateMetrics{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[34]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2645,7 +3127,7 @@ func (x *StateMetrics) String() string {
 func (*StateMetrics) ProtoMessage() {}
 
 func (x *StateMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[34]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2658,7 +3140,7 @@ func (x *StateMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateMetrics.ProtoReflect.Descriptor instead.
 func (*StateMetrics) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{34}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *StateMetrics) GetBackends() int32 {
@@ -2775,7 +3257,7 @@ type RestoreStats struct {
 
 func (x *RestoreStats) Reset() {
 	*x = RestoreStats{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[35]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2787,7 +3269,7 @@ func (x *RestoreStats) String() string {
 func (*RestoreStats) ProtoMessage() {}
 
 func (x *RestoreStats) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[35]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2800,7 +3282,7 @@ func (x *RestoreStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreStats.ProtoReflect.Descriptor instead.
 func (*RestoreStats) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{35}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RestoreStats) GetLocalBytes() int64 {
@@ -2840,7 +3322,7 @@ type GetStateMetricsRequest struct {
 
 func (x *GetStateMetricsRequest) Reset() {
 	*x = GetStateMetricsRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[36]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2852,7 +3334,7 @@ func (x *GetStateMetricsRequest) String() string {
 func (*GetStateMetricsRequest) ProtoMessage() {}
 
 func (x *GetStateMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[36]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2865,7 +3347,7 @@ func (x *GetStateMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateMetricsRequest.ProtoReflect.Descriptor instead.
 func (*GetStateMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{36}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetStateMetricsRequest) GetJobId() string {
@@ -2893,7 +3375,7 @@ type StateMetricsResponse struct {
 
 func (x *StateMetricsResponse) Reset() {
 	*x = StateMetricsResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[37]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2905,7 +3387,7 @@ func (x *StateMetricsResponse) String() string {
 func (*StateMetricsResponse) ProtoMessage() {}
 
 func (x *StateMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[37]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2918,7 +3400,7 @@ func (x *StateMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateMetricsResponse.ProtoReflect.Descriptor instead.
 func (*StateMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{37}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *StateMetricsResponse) GetJobId() string {
@@ -2987,7 +3469,7 @@ type SubtaskStateStatus struct {
 
 func (x *SubtaskStateStatus) Reset() {
 	*x = SubtaskStateStatus{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[38]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2999,7 +3481,7 @@ func (x *SubtaskStateStatus) String() string {
 func (*SubtaskStateStatus) ProtoMessage() {}
 
 func (x *SubtaskStateStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[38]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3012,7 +3494,7 @@ func (x *SubtaskStateStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubtaskStateStatus.ProtoReflect.Descriptor instead.
 func (*SubtaskStateStatus) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{38}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SubtaskStateStatus) GetVertex() int32 {
@@ -3090,7 +3572,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[39]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3102,7 +3584,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[39]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3115,7 +3597,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{39}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *HeartbeatRequest) GetTaskManagerId() string {
@@ -3155,7 +3637,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[40]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3167,7 +3649,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[40]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3180,7 +3662,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{40}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *HeartbeatResponse) GetKnown() bool {
@@ -3214,7 +3696,7 @@ type UnregisterTaskManagerRequest struct {
 
 func (x *UnregisterTaskManagerRequest) Reset() {
 	*x = UnregisterTaskManagerRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[41]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3226,7 +3708,7 @@ func (x *UnregisterTaskManagerRequest) String() string {
 func (*UnregisterTaskManagerRequest) ProtoMessage() {}
 
 func (x *UnregisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[41]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3239,7 +3721,7 @@ func (x *UnregisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterTaskManagerRequest.ProtoReflect.Descriptor instead.
 func (*UnregisterTaskManagerRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{41}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UnregisterTaskManagerRequest) GetTaskManagerId() string {
@@ -3264,7 +3746,7 @@ type UnregisterTaskManagerResponse struct {
 
 func (x *UnregisterTaskManagerResponse) Reset() {
 	*x = UnregisterTaskManagerResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[42]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3276,7 +3758,7 @@ func (x *UnregisterTaskManagerResponse) String() string {
 func (*UnregisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *UnregisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[42]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3289,7 +3771,7 @@ func (x *UnregisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*UnregisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{42}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{47}
 }
 
 type ExecutionId struct {
@@ -3305,7 +3787,7 @@ type ExecutionId struct {
 
 func (x *ExecutionId) Reset() {
 	*x = ExecutionId{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[43]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3317,7 +3799,7 @@ func (x *ExecutionId) String() string {
 func (*ExecutionId) ProtoMessage() {}
 
 func (x *ExecutionId) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[43]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3330,7 +3812,7 @@ func (x *ExecutionId) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutionId.ProtoReflect.Descriptor instead.
 func (*ExecutionId) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{43}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ExecutionId) GetJobId() string {
@@ -3374,7 +3856,7 @@ type UpdateTaskStateRequest struct {
 
 func (x *UpdateTaskStateRequest) Reset() {
 	*x = UpdateTaskStateRequest{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[44]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3386,7 +3868,7 @@ func (x *UpdateTaskStateRequest) String() string {
 func (*UpdateTaskStateRequest) ProtoMessage() {}
 
 func (x *UpdateTaskStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[44]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3399,7 +3881,7 @@ func (x *UpdateTaskStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskStateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTaskStateRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{44}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *UpdateTaskStateRequest) GetTaskManagerId() string {
@@ -3445,7 +3927,7 @@ type UpdateTaskStateResponse struct {
 
 func (x *UpdateTaskStateResponse) Reset() {
 	*x = UpdateTaskStateResponse{}
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[45]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3457,7 +3939,7 @@ func (x *UpdateTaskStateResponse) String() string {
 func (*UpdateTaskStateResponse) ProtoMessage() {}
 
 func (x *UpdateTaskStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_jobmanager_proto_msgTypes[45]
+	mi := &file_sluice_v1_jobmanager_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3470,30 +3952,62 @@ func (x *UpdateTaskStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskStateResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTaskStateResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{45}
+	return file_sluice_v1_jobmanager_proto_rawDescGZIP(), []int{50}
 }
 
 var File_sluice_v1_jobmanager_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\n" +
-	"\x1asluice/v1/jobmanager.proto\x12\tsluice.v1\x1a\x1asluice/v1/checkpoint.proto\x1a\x15sluice/v1/graph.proto\"\x9c\x01\n" +
+	"\x1asluice/v1/jobmanager.proto\x12\tsluice.v1\x1a\x1asluice/v1/checkpoint.proto\x1a\x15sluice/v1/graph.proto\"\x9f\x02\n" +
 	"\x10SubmitJobRequest\x120\n" +
 	"\tjob_graph\x18\x01 \x01(\v2\x13.sluice.v1.JobGraphR\bjobGraph\x12!\n" +
 	"\frestore_path\x18\x02 \x01(\tR\vrestorePath\x123\n" +
 	"\n" +
-	"claim_mode\x18\x03 \x01(\x0e2\x14.sluice.v1.ClaimModeR\tclaimMode\"*\n" +
+	"claim_mode\x18\x03 \x01(\x0e2\x14.sluice.v1.ClaimModeR\tclaimMode\x127\n" +
+	"\x18allow_non_restored_state\x18\x04 \x01(\bR\x15allowNonRestoredState\x12&\n" +
+	"\x0fresubmit_job_id\x18\x05 \x01(\tR\rresubmitJobId\x12 \n" +
+	"\vparallelism\x18\x06 \x01(\x05R\vparallelism\"*\n" +
 	"\x11SubmitJobResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x11\n" +
 	"\x0fListJobsRequest\"<\n" +
 	"\x10ListJobsResponse\x12(\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x14.sluice.v1.JobStatusR\x04jobs\"&\n" +
 	"\rGetJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\")\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xbc\x01\n" +
 	"\x10CancelJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\">\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12%\n" +
+	"\x0ewith_savepoint\x18\x02 \x01(\bR\rwithSavepoint\x12#\n" +
+	"\rsavepoint_dir\x18\x03 \x01(\tR\fsavepointDir\x12E\n" +
+	"\x10savepoint_format\x18\x04 \x01(\x0e2\x1a.sluice.v1.SavepointFormatR\x0fsavepointFormat\"e\n" +
 	"\x11CancelJobResponse\x12)\n" +
-	"\x05state\x18\x01 \x01(\x0e2\x13.sluice.v1.JobStateR\x05state\"\xb2\x02\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x13.sluice.v1.JobStateR\x05state\x12%\n" +
+	"\x0esavepoint_path\x18\x02 \x01(\tR\rsavepointPath\"\x83\x01\n" +
+	"\x17TriggerSavepointRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1d\n" +
+	"\n" +
+	"target_dir\x18\x02 \x01(\tR\ttargetDir\x122\n" +
+	"\x06format\x18\x03 \x01(\x0e2\x1a.sluice.v1.SavepointFormatR\x06format\"\x90\x01\n" +
+	"\x0eStopJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1d\n" +
+	"\n" +
+	"target_dir\x18\x02 \x01(\tR\ttargetDir\x122\n" +
+	"\x06format\x18\x03 \x01(\x0e2\x1a.sluice.v1.SavepointFormatR\x06format\x12\x14\n" +
+	"\x05drain\x18\x04 \x01(\bR\x05drain\"\xcc\x01\n" +
+	"\x11SavepointResponse\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12!\n" +
+	"\fsavepoint_id\x18\x02 \x01(\x03R\vsavepointId\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12)\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x13.sluice.v1.JobStateR\x05state\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x05 \x01(\x03R\tsizeBytes\x12\x1f\n" +
+	"\vduration_ms\x18\x06 \x01(\x03R\n" +
+	"durationMs\"-\n" +
+	"\x17DisposeSavepointRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"F\n" +
+	"\x18DisposeSavepointResponse\x12\x14\n" +
+	"\x05files\x18\x01 \x01(\x05R\x05files\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\"\xb2\x02\n" +
 	"\fVertexStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\roperator_uids\x18\x02 \x03(\tR\foperatorUids\x12 \n" +
@@ -3506,7 +4020,7 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"recordsOut\x1a=\n" +
 	"\x0fTaskStatesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xb9\x06\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\x83\a\n" +
 	"\tJobStatus\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
@@ -3530,7 +4044,9 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\frestore_note\x18\x11 \x01(\tR\vrestoreNote\x120\n" +
 	"\x14restored_local_bytes\x18\x12 \x01(\x03R\x12restoredLocalBytes\x122\n" +
 	"\x15restored_remote_bytes\x18\x13 \x01(\x03R\x13restoredRemoteBytes\x12J\n" +
-	"\x11restored_subtasks\x18\x14 \x03(\v2\x1d.sluice.v1.SubtaskStateStatusR\x10restoredSubtasks\"\x82\x03\n" +
+	"\x11restored_subtasks\x18\x14 \x03(\v2\x1d.sluice.v1.SubtaskStateStatusR\x10restoredSubtasks\x12%\n" +
+	"\x0esavepoint_path\x18\x15 \x01(\tR\rsavepointPath\x12!\n" +
+	"\frestore_path\x18\x16 \x01(\tR\vrestorePath\"\xe2\x03\n" +
 	"\tJobRecord\x120\n" +
 	"\tjob_graph\x18\x01 \x01(\v2\x13.sluice.v1.JobGraphR\bjobGraph\x12!\n" +
 	"\frestore_path\x18\x02 \x01(\tR\vrestorePath\x12)\n" +
@@ -3543,7 +4059,9 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\afailure\x18\t \x01(\tR\afailure\x123\n" +
 	"\n" +
 	"claim_mode\x18\n" +
-	" \x01(\x0e2\x14.sluice.v1.ClaimModeR\tclaimMode\"4\n" +
+	" \x01(\x0e2\x14.sluice.v1.ClaimModeR\tclaimMode\x12%\n" +
+	"\x0esavepoint_path\x18\v \x01(\tR\rsavepointPath\x127\n" +
+	"\x18allow_non_restored_state\x18\f \x01(\bR\x15allowNonRestoredState\"4\n" +
 	"\x1bTriggerJobCheckpointRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"/\n" +
 	"\x16ListCheckpointsRequest\x12\x15\n" +
@@ -3756,18 +4274,25 @@ const file_sluice_v1_jobmanager_proto_rawDesc = "" +
 	"\x14TASK_STATE_CANCELING\x10\x04\x12\x17\n" +
 	"\x13TASK_STATE_CANCELED\x10\x05\x12\x15\n" +
 	"\x11TASK_STATE_FAILED\x10\x06\x12\x15\n" +
-	"\x11TASK_STATE_ENDING\x10\a*V\n" +
+	"\x11TASK_STATE_ENDING\x10\a*p\n" +
+	"\x0fSavepointFormat\x12 \n" +
+	"\x1cSAVEPOINT_FORMAT_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aSAVEPOINT_FORMAT_CANONICAL\x10\x01\x12\x1b\n" +
+	"\x17SAVEPOINT_FORMAT_NATIVE\x10\x02*V\n" +
 	"\tClaimMode\x12\x1a\n" +
 	"\x16CLAIM_MODE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CLAIM_MODE_NO_CLAIM\x10\x01\x12\x14\n" +
-	"\x10CLAIM_MODE_CLAIM\x10\x022\xba\x06\n" +
+	"\x10CLAIM_MODE_CLAIM\x10\x022\xb1\b\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tSubmitJob\x12\x1b.sluice.v1.SubmitJobRequest\x1a\x1c.sluice.v1.SubmitJobResponse\x12C\n" +
 	"\bListJobs\x12\x1a.sluice.v1.ListJobsRequest\x1a\x1b.sluice.v1.ListJobsResponse\x128\n" +
 	"\x06GetJob\x12\x18.sluice.v1.GetJobRequest\x1a\x14.sluice.v1.JobStatus\x12F\n" +
 	"\tCancelJob\x12\x1b.sluice.v1.CancelJobRequest\x1a\x1c.sluice.v1.CancelJobResponse\x12W\n" +
-	"\x11TriggerCheckpoint\x12&.sluice.v1.TriggerJobCheckpointRequest\x1a\x1a.sluice.v1.CheckpointStats\x12X\n" +
+	"\x11TriggerCheckpoint\x12&.sluice.v1.TriggerJobCheckpointRequest\x1a\x1a.sluice.v1.CheckpointStats\x12T\n" +
+	"\x10TriggerSavepoint\x12\".sluice.v1.TriggerSavepointRequest\x1a\x1c.sluice.v1.SavepointResponse\x12B\n" +
+	"\aStopJob\x12\x19.sluice.v1.StopJobRequest\x1a\x1c.sluice.v1.SavepointResponse\x12[\n" +
+	"\x10DisposeSavepoint\x12\".sluice.v1.DisposeSavepointRequest\x1a#.sluice.v1.DisposeSavepointResponse\x12X\n" +
 	"\x0fListCheckpoints\x12!.sluice.v1.ListCheckpointsRequest\x1a\".sluice.v1.ListCheckpointsResponse\x12^\n" +
 	"\x11VerifyCheckpoints\x12#.sluice.v1.VerifyCheckpointsRequest\x1a$.sluice.v1.VerifyCheckpointsResponse\x12V\n" +
 	"\x12GetCheckpointChain\x12$.sluice.v1.GetCheckpointChainRequest\x1a\x1a.sluice.v1.CheckpointChain\x12U\n" +
@@ -3793,134 +4318,150 @@ func file_sluice_v1_jobmanager_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_jobmanager_proto_rawDescData
 }
 
-var file_sluice_v1_jobmanager_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sluice_v1_jobmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_sluice_v1_jobmanager_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_sluice_v1_jobmanager_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_sluice_v1_jobmanager_proto_goTypes = []any{
 	(JobState)(0),                         // 0: sluice.v1.JobState
 	(TaskState)(0),                        // 1: sluice.v1.TaskState
-	(ClaimMode)(0),                        // 2: sluice.v1.ClaimMode
-	(*SubmitJobRequest)(nil),              // 3: sluice.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),             // 4: sluice.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),               // 5: sluice.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),              // 6: sluice.v1.ListJobsResponse
-	(*GetJobRequest)(nil),                 // 7: sluice.v1.GetJobRequest
-	(*CancelJobRequest)(nil),              // 8: sluice.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 9: sluice.v1.CancelJobResponse
-	(*VertexStatus)(nil),                  // 10: sluice.v1.VertexStatus
-	(*JobStatus)(nil),                     // 11: sluice.v1.JobStatus
-	(*JobRecord)(nil),                     // 12: sluice.v1.JobRecord
-	(*TriggerJobCheckpointRequest)(nil),   // 13: sluice.v1.TriggerJobCheckpointRequest
-	(*ListCheckpointsRequest)(nil),        // 14: sluice.v1.ListCheckpointsRequest
-	(*ListCheckpointsResponse)(nil),       // 15: sluice.v1.ListCheckpointsResponse
-	(*CompactionWarning)(nil),             // 16: sluice.v1.CompactionWarning
-	(*CheckpointStats)(nil),               // 17: sluice.v1.CheckpointStats
-	(*VerifyCheckpointsRequest)(nil),      // 18: sluice.v1.VerifyCheckpointsRequest
-	(*VerifyCheckpointsResponse)(nil),     // 19: sluice.v1.VerifyCheckpointsResponse
-	(*CheckpointVerification)(nil),        // 20: sluice.v1.CheckpointVerification
-	(*GetCheckpointChainRequest)(nil),     // 21: sluice.v1.GetCheckpointChainRequest
-	(*CheckpointChain)(nil),               // 22: sluice.v1.CheckpointChain
-	(*ChainCheckpoint)(nil),               // 23: sluice.v1.ChainCheckpoint
-	(*SharedFileRef)(nil),                 // 24: sluice.v1.SharedFileRef
-	(*CheckpointTaskMetrics)(nil),         // 25: sluice.v1.CheckpointTaskMetrics
-	(*OperatorSubtaskState)(nil),          // 26: sluice.v1.OperatorSubtaskState
-	(*AcknowledgeCheckpointRequest)(nil),  // 27: sluice.v1.AcknowledgeCheckpointRequest
-	(*AcknowledgeCheckpointResponse)(nil), // 28: sluice.v1.AcknowledgeCheckpointResponse
-	(*DeclineCheckpointRequest)(nil),      // 29: sluice.v1.DeclineCheckpointRequest
-	(*DeclineCheckpointResponse)(nil),     // 30: sluice.v1.DeclineCheckpointResponse
-	(*TaskManagerInfo)(nil),               // 31: sluice.v1.TaskManagerInfo
-	(*ListTaskManagersRequest)(nil),       // 32: sluice.v1.ListTaskManagersRequest
-	(*ListTaskManagersResponse)(nil),      // 33: sluice.v1.ListTaskManagersResponse
-	(*RegisterTaskManagerRequest)(nil),    // 34: sluice.v1.RegisterTaskManagerRequest
-	(*RegisterTaskManagerResponse)(nil),   // 35: sluice.v1.RegisterTaskManagerResponse
-	(*TaskMetrics)(nil),                   // 36: sluice.v1.TaskMetrics
-	(*StateMetrics)(nil),                  // 37: sluice.v1.StateMetrics
-	(*RestoreStats)(nil),                  // 38: sluice.v1.RestoreStats
-	(*GetStateMetricsRequest)(nil),        // 39: sluice.v1.GetStateMetricsRequest
-	(*StateMetricsResponse)(nil),          // 40: sluice.v1.StateMetricsResponse
-	(*SubtaskStateStatus)(nil),            // 41: sluice.v1.SubtaskStateStatus
-	(*HeartbeatRequest)(nil),              // 42: sluice.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),             // 43: sluice.v1.HeartbeatResponse
-	(*UnregisterTaskManagerRequest)(nil),  // 44: sluice.v1.UnregisterTaskManagerRequest
-	(*UnregisterTaskManagerResponse)(nil), // 45: sluice.v1.UnregisterTaskManagerResponse
-	(*ExecutionId)(nil),                   // 46: sluice.v1.ExecutionId
-	(*UpdateTaskStateRequest)(nil),        // 47: sluice.v1.UpdateTaskStateRequest
-	(*UpdateTaskStateResponse)(nil),       // 48: sluice.v1.UpdateTaskStateResponse
-	nil,                                   // 49: sluice.v1.VertexStatus.TaskStatesEntry
-	(*JobGraph)(nil),                      // 50: sluice.v1.JobGraph
-	(*SubtaskState)(nil),                  // 51: sluice.v1.SubtaskState
+	(SavepointFormat)(0),                  // 2: sluice.v1.SavepointFormat
+	(ClaimMode)(0),                        // 3: sluice.v1.ClaimMode
+	(*SubmitJobRequest)(nil),              // 4: sluice.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),             // 5: sluice.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),               // 6: sluice.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 7: sluice.v1.ListJobsResponse
+	(*GetJobRequest)(nil),                 // 8: sluice.v1.GetJobRequest
+	(*CancelJobRequest)(nil),              // 9: sluice.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 10: sluice.v1.CancelJobResponse
+	(*TriggerSavepointRequest)(nil),       // 11: sluice.v1.TriggerSavepointRequest
+	(*StopJobRequest)(nil),                // 12: sluice.v1.StopJobRequest
+	(*SavepointResponse)(nil),             // 13: sluice.v1.SavepointResponse
+	(*DisposeSavepointRequest)(nil),       // 14: sluice.v1.DisposeSavepointRequest
+	(*DisposeSavepointResponse)(nil),      // 15: sluice.v1.DisposeSavepointResponse
+	(*VertexStatus)(nil),                  // 16: sluice.v1.VertexStatus
+	(*JobStatus)(nil),                     // 17: sluice.v1.JobStatus
+	(*JobRecord)(nil),                     // 18: sluice.v1.JobRecord
+	(*TriggerJobCheckpointRequest)(nil),   // 19: sluice.v1.TriggerJobCheckpointRequest
+	(*ListCheckpointsRequest)(nil),        // 20: sluice.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),       // 21: sluice.v1.ListCheckpointsResponse
+	(*CompactionWarning)(nil),             // 22: sluice.v1.CompactionWarning
+	(*CheckpointStats)(nil),               // 23: sluice.v1.CheckpointStats
+	(*VerifyCheckpointsRequest)(nil),      // 24: sluice.v1.VerifyCheckpointsRequest
+	(*VerifyCheckpointsResponse)(nil),     // 25: sluice.v1.VerifyCheckpointsResponse
+	(*CheckpointVerification)(nil),        // 26: sluice.v1.CheckpointVerification
+	(*GetCheckpointChainRequest)(nil),     // 27: sluice.v1.GetCheckpointChainRequest
+	(*CheckpointChain)(nil),               // 28: sluice.v1.CheckpointChain
+	(*ChainCheckpoint)(nil),               // 29: sluice.v1.ChainCheckpoint
+	(*SharedFileRef)(nil),                 // 30: sluice.v1.SharedFileRef
+	(*CheckpointTaskMetrics)(nil),         // 31: sluice.v1.CheckpointTaskMetrics
+	(*OperatorSubtaskState)(nil),          // 32: sluice.v1.OperatorSubtaskState
+	(*AcknowledgeCheckpointRequest)(nil),  // 33: sluice.v1.AcknowledgeCheckpointRequest
+	(*AcknowledgeCheckpointResponse)(nil), // 34: sluice.v1.AcknowledgeCheckpointResponse
+	(*DeclineCheckpointRequest)(nil),      // 35: sluice.v1.DeclineCheckpointRequest
+	(*DeclineCheckpointResponse)(nil),     // 36: sluice.v1.DeclineCheckpointResponse
+	(*TaskManagerInfo)(nil),               // 37: sluice.v1.TaskManagerInfo
+	(*ListTaskManagersRequest)(nil),       // 38: sluice.v1.ListTaskManagersRequest
+	(*ListTaskManagersResponse)(nil),      // 39: sluice.v1.ListTaskManagersResponse
+	(*RegisterTaskManagerRequest)(nil),    // 40: sluice.v1.RegisterTaskManagerRequest
+	(*RegisterTaskManagerResponse)(nil),   // 41: sluice.v1.RegisterTaskManagerResponse
+	(*TaskMetrics)(nil),                   // 42: sluice.v1.TaskMetrics
+	(*StateMetrics)(nil),                  // 43: sluice.v1.StateMetrics
+	(*RestoreStats)(nil),                  // 44: sluice.v1.RestoreStats
+	(*GetStateMetricsRequest)(nil),        // 45: sluice.v1.GetStateMetricsRequest
+	(*StateMetricsResponse)(nil),          // 46: sluice.v1.StateMetricsResponse
+	(*SubtaskStateStatus)(nil),            // 47: sluice.v1.SubtaskStateStatus
+	(*HeartbeatRequest)(nil),              // 48: sluice.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),             // 49: sluice.v1.HeartbeatResponse
+	(*UnregisterTaskManagerRequest)(nil),  // 50: sluice.v1.UnregisterTaskManagerRequest
+	(*UnregisterTaskManagerResponse)(nil), // 51: sluice.v1.UnregisterTaskManagerResponse
+	(*ExecutionId)(nil),                   // 52: sluice.v1.ExecutionId
+	(*UpdateTaskStateRequest)(nil),        // 53: sluice.v1.UpdateTaskStateRequest
+	(*UpdateTaskStateResponse)(nil),       // 54: sluice.v1.UpdateTaskStateResponse
+	nil,                                   // 55: sluice.v1.VertexStatus.TaskStatesEntry
+	(*JobGraph)(nil),                      // 56: sluice.v1.JobGraph
+	(*SubtaskState)(nil),                  // 57: sluice.v1.SubtaskState
 }
 var file_sluice_v1_jobmanager_proto_depIdxs = []int32{
-	50, // 0: sluice.v1.SubmitJobRequest.job_graph:type_name -> sluice.v1.JobGraph
-	2,  // 1: sluice.v1.SubmitJobRequest.claim_mode:type_name -> sluice.v1.ClaimMode
-	11, // 2: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.JobStatus
-	0,  // 3: sluice.v1.CancelJobResponse.state:type_name -> sluice.v1.JobState
-	49, // 4: sluice.v1.VertexStatus.task_states:type_name -> sluice.v1.VertexStatus.TaskStatesEntry
-	0,  // 5: sluice.v1.JobStatus.state:type_name -> sluice.v1.JobState
-	10, // 6: sluice.v1.JobStatus.vertices:type_name -> sluice.v1.VertexStatus
-	41, // 7: sluice.v1.JobStatus.restored_subtasks:type_name -> sluice.v1.SubtaskStateStatus
-	50, // 8: sluice.v1.JobRecord.job_graph:type_name -> sluice.v1.JobGraph
-	0,  // 9: sluice.v1.JobRecord.state:type_name -> sluice.v1.JobState
-	2,  // 10: sluice.v1.JobRecord.claim_mode:type_name -> sluice.v1.ClaimMode
-	17, // 11: sluice.v1.ListCheckpointsResponse.checkpoints:type_name -> sluice.v1.CheckpointStats
-	16, // 12: sluice.v1.ListCheckpointsResponse.compaction_warning:type_name -> sluice.v1.CompactionWarning
-	20, // 13: sluice.v1.VerifyCheckpointsResponse.checkpoints:type_name -> sluice.v1.CheckpointVerification
-	23, // 14: sluice.v1.CheckpointChain.checkpoints:type_name -> sluice.v1.ChainCheckpoint
-	24, // 15: sluice.v1.ChainCheckpoint.shared_files:type_name -> sluice.v1.SharedFileRef
-	37, // 16: sluice.v1.CheckpointTaskMetrics.state:type_name -> sluice.v1.StateMetrics
-	51, // 17: sluice.v1.OperatorSubtaskState.state:type_name -> sluice.v1.SubtaskState
-	46, // 18: sluice.v1.AcknowledgeCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
-	26, // 19: sluice.v1.AcknowledgeCheckpointRequest.operators:type_name -> sluice.v1.OperatorSubtaskState
-	25, // 20: sluice.v1.AcknowledgeCheckpointRequest.metrics:type_name -> sluice.v1.CheckpointTaskMetrics
-	46, // 21: sluice.v1.DeclineCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
-	31, // 22: sluice.v1.ListTaskManagersResponse.task_managers:type_name -> sluice.v1.TaskManagerInfo
-	46, // 23: sluice.v1.TaskMetrics.execution:type_name -> sluice.v1.ExecutionId
-	37, // 24: sluice.v1.TaskMetrics.state:type_name -> sluice.v1.StateMetrics
-	41, // 25: sluice.v1.StateMetricsResponse.subtasks:type_name -> sluice.v1.SubtaskStateStatus
-	16, // 26: sluice.v1.StateMetricsResponse.compaction_warning:type_name -> sluice.v1.CompactionWarning
-	37, // 27: sluice.v1.SubtaskStateStatus.metrics:type_name -> sluice.v1.StateMetrics
-	38, // 28: sluice.v1.SubtaskStateStatus.restore:type_name -> sluice.v1.RestoreStats
-	36, // 29: sluice.v1.HeartbeatRequest.tasks:type_name -> sluice.v1.TaskMetrics
-	46, // 30: sluice.v1.HeartbeatResponse.cancel:type_name -> sluice.v1.ExecutionId
-	46, // 31: sluice.v1.UpdateTaskStateRequest.execution:type_name -> sluice.v1.ExecutionId
-	1,  // 32: sluice.v1.UpdateTaskStateRequest.state:type_name -> sluice.v1.TaskState
-	36, // 33: sluice.v1.UpdateTaskStateRequest.metrics:type_name -> sluice.v1.TaskMetrics
-	3,  // 34: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
-	5,  // 35: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
-	7,  // 36: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
-	8,  // 37: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
-	13, // 38: sluice.v1.JobService.TriggerCheckpoint:input_type -> sluice.v1.TriggerJobCheckpointRequest
-	14, // 39: sluice.v1.JobService.ListCheckpoints:input_type -> sluice.v1.ListCheckpointsRequest
-	18, // 40: sluice.v1.JobService.VerifyCheckpoints:input_type -> sluice.v1.VerifyCheckpointsRequest
-	21, // 41: sluice.v1.JobService.GetCheckpointChain:input_type -> sluice.v1.GetCheckpointChainRequest
-	39, // 42: sluice.v1.JobService.GetStateMetrics:input_type -> sluice.v1.GetStateMetricsRequest
-	32, // 43: sluice.v1.JobService.ListTaskManagers:input_type -> sluice.v1.ListTaskManagersRequest
-	34, // 44: sluice.v1.ResourceService.RegisterTaskManager:input_type -> sluice.v1.RegisterTaskManagerRequest
-	42, // 45: sluice.v1.ResourceService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
-	44, // 46: sluice.v1.ResourceService.UnregisterTaskManager:input_type -> sluice.v1.UnregisterTaskManagerRequest
-	47, // 47: sluice.v1.ResourceService.UpdateTaskState:input_type -> sluice.v1.UpdateTaskStateRequest
-	27, // 48: sluice.v1.ResourceService.AcknowledgeCheckpoint:input_type -> sluice.v1.AcknowledgeCheckpointRequest
-	29, // 49: sluice.v1.ResourceService.DeclineCheckpoint:input_type -> sluice.v1.DeclineCheckpointRequest
-	4,  // 50: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
-	6,  // 51: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
-	11, // 52: sluice.v1.JobService.GetJob:output_type -> sluice.v1.JobStatus
-	9,  // 53: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
-	17, // 54: sluice.v1.JobService.TriggerCheckpoint:output_type -> sluice.v1.CheckpointStats
-	15, // 55: sluice.v1.JobService.ListCheckpoints:output_type -> sluice.v1.ListCheckpointsResponse
-	19, // 56: sluice.v1.JobService.VerifyCheckpoints:output_type -> sluice.v1.VerifyCheckpointsResponse
-	22, // 57: sluice.v1.JobService.GetCheckpointChain:output_type -> sluice.v1.CheckpointChain
-	40, // 58: sluice.v1.JobService.GetStateMetrics:output_type -> sluice.v1.StateMetricsResponse
-	33, // 59: sluice.v1.JobService.ListTaskManagers:output_type -> sluice.v1.ListTaskManagersResponse
-	35, // 60: sluice.v1.ResourceService.RegisterTaskManager:output_type -> sluice.v1.RegisterTaskManagerResponse
-	43, // 61: sluice.v1.ResourceService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
-	45, // 62: sluice.v1.ResourceService.UnregisterTaskManager:output_type -> sluice.v1.UnregisterTaskManagerResponse
-	48, // 63: sluice.v1.ResourceService.UpdateTaskState:output_type -> sluice.v1.UpdateTaskStateResponse
-	28, // 64: sluice.v1.ResourceService.AcknowledgeCheckpoint:output_type -> sluice.v1.AcknowledgeCheckpointResponse
-	30, // 65: sluice.v1.ResourceService.DeclineCheckpoint:output_type -> sluice.v1.DeclineCheckpointResponse
-	50, // [50:66] is the sub-list for method output_type
-	34, // [34:50] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	56, // 0: sluice.v1.SubmitJobRequest.job_graph:type_name -> sluice.v1.JobGraph
+	3,  // 1: sluice.v1.SubmitJobRequest.claim_mode:type_name -> sluice.v1.ClaimMode
+	17, // 2: sluice.v1.ListJobsResponse.jobs:type_name -> sluice.v1.JobStatus
+	2,  // 3: sluice.v1.CancelJobRequest.savepoint_format:type_name -> sluice.v1.SavepointFormat
+	0,  // 4: sluice.v1.CancelJobResponse.state:type_name -> sluice.v1.JobState
+	2,  // 5: sluice.v1.TriggerSavepointRequest.format:type_name -> sluice.v1.SavepointFormat
+	2,  // 6: sluice.v1.StopJobRequest.format:type_name -> sluice.v1.SavepointFormat
+	0,  // 7: sluice.v1.SavepointResponse.state:type_name -> sluice.v1.JobState
+	55, // 8: sluice.v1.VertexStatus.task_states:type_name -> sluice.v1.VertexStatus.TaskStatesEntry
+	0,  // 9: sluice.v1.JobStatus.state:type_name -> sluice.v1.JobState
+	16, // 10: sluice.v1.JobStatus.vertices:type_name -> sluice.v1.VertexStatus
+	47, // 11: sluice.v1.JobStatus.restored_subtasks:type_name -> sluice.v1.SubtaskStateStatus
+	56, // 12: sluice.v1.JobRecord.job_graph:type_name -> sluice.v1.JobGraph
+	0,  // 13: sluice.v1.JobRecord.state:type_name -> sluice.v1.JobState
+	3,  // 14: sluice.v1.JobRecord.claim_mode:type_name -> sluice.v1.ClaimMode
+	23, // 15: sluice.v1.ListCheckpointsResponse.checkpoints:type_name -> sluice.v1.CheckpointStats
+	22, // 16: sluice.v1.ListCheckpointsResponse.compaction_warning:type_name -> sluice.v1.CompactionWarning
+	26, // 17: sluice.v1.VerifyCheckpointsResponse.checkpoints:type_name -> sluice.v1.CheckpointVerification
+	29, // 18: sluice.v1.CheckpointChain.checkpoints:type_name -> sluice.v1.ChainCheckpoint
+	30, // 19: sluice.v1.ChainCheckpoint.shared_files:type_name -> sluice.v1.SharedFileRef
+	43, // 20: sluice.v1.CheckpointTaskMetrics.state:type_name -> sluice.v1.StateMetrics
+	57, // 21: sluice.v1.OperatorSubtaskState.state:type_name -> sluice.v1.SubtaskState
+	52, // 22: sluice.v1.AcknowledgeCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
+	32, // 23: sluice.v1.AcknowledgeCheckpointRequest.operators:type_name -> sluice.v1.OperatorSubtaskState
+	31, // 24: sluice.v1.AcknowledgeCheckpointRequest.metrics:type_name -> sluice.v1.CheckpointTaskMetrics
+	52, // 25: sluice.v1.DeclineCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
+	37, // 26: sluice.v1.ListTaskManagersResponse.task_managers:type_name -> sluice.v1.TaskManagerInfo
+	52, // 27: sluice.v1.TaskMetrics.execution:type_name -> sluice.v1.ExecutionId
+	43, // 28: sluice.v1.TaskMetrics.state:type_name -> sluice.v1.StateMetrics
+	47, // 29: sluice.v1.StateMetricsResponse.subtasks:type_name -> sluice.v1.SubtaskStateStatus
+	22, // 30: sluice.v1.StateMetricsResponse.compaction_warning:type_name -> sluice.v1.CompactionWarning
+	43, // 31: sluice.v1.SubtaskStateStatus.metrics:type_name -> sluice.v1.StateMetrics
+	44, // 32: sluice.v1.SubtaskStateStatus.restore:type_name -> sluice.v1.RestoreStats
+	42, // 33: sluice.v1.HeartbeatRequest.tasks:type_name -> sluice.v1.TaskMetrics
+	52, // 34: sluice.v1.HeartbeatResponse.cancel:type_name -> sluice.v1.ExecutionId
+	52, // 35: sluice.v1.UpdateTaskStateRequest.execution:type_name -> sluice.v1.ExecutionId
+	1,  // 36: sluice.v1.UpdateTaskStateRequest.state:type_name -> sluice.v1.TaskState
+	42, // 37: sluice.v1.UpdateTaskStateRequest.metrics:type_name -> sluice.v1.TaskMetrics
+	4,  // 38: sluice.v1.JobService.SubmitJob:input_type -> sluice.v1.SubmitJobRequest
+	6,  // 39: sluice.v1.JobService.ListJobs:input_type -> sluice.v1.ListJobsRequest
+	8,  // 40: sluice.v1.JobService.GetJob:input_type -> sluice.v1.GetJobRequest
+	9,  // 41: sluice.v1.JobService.CancelJob:input_type -> sluice.v1.CancelJobRequest
+	19, // 42: sluice.v1.JobService.TriggerCheckpoint:input_type -> sluice.v1.TriggerJobCheckpointRequest
+	11, // 43: sluice.v1.JobService.TriggerSavepoint:input_type -> sluice.v1.TriggerSavepointRequest
+	12, // 44: sluice.v1.JobService.StopJob:input_type -> sluice.v1.StopJobRequest
+	14, // 45: sluice.v1.JobService.DisposeSavepoint:input_type -> sluice.v1.DisposeSavepointRequest
+	20, // 46: sluice.v1.JobService.ListCheckpoints:input_type -> sluice.v1.ListCheckpointsRequest
+	24, // 47: sluice.v1.JobService.VerifyCheckpoints:input_type -> sluice.v1.VerifyCheckpointsRequest
+	27, // 48: sluice.v1.JobService.GetCheckpointChain:input_type -> sluice.v1.GetCheckpointChainRequest
+	45, // 49: sluice.v1.JobService.GetStateMetrics:input_type -> sluice.v1.GetStateMetricsRequest
+	38, // 50: sluice.v1.JobService.ListTaskManagers:input_type -> sluice.v1.ListTaskManagersRequest
+	40, // 51: sluice.v1.ResourceService.RegisterTaskManager:input_type -> sluice.v1.RegisterTaskManagerRequest
+	48, // 52: sluice.v1.ResourceService.Heartbeat:input_type -> sluice.v1.HeartbeatRequest
+	50, // 53: sluice.v1.ResourceService.UnregisterTaskManager:input_type -> sluice.v1.UnregisterTaskManagerRequest
+	53, // 54: sluice.v1.ResourceService.UpdateTaskState:input_type -> sluice.v1.UpdateTaskStateRequest
+	33, // 55: sluice.v1.ResourceService.AcknowledgeCheckpoint:input_type -> sluice.v1.AcknowledgeCheckpointRequest
+	35, // 56: sluice.v1.ResourceService.DeclineCheckpoint:input_type -> sluice.v1.DeclineCheckpointRequest
+	5,  // 57: sluice.v1.JobService.SubmitJob:output_type -> sluice.v1.SubmitJobResponse
+	7,  // 58: sluice.v1.JobService.ListJobs:output_type -> sluice.v1.ListJobsResponse
+	17, // 59: sluice.v1.JobService.GetJob:output_type -> sluice.v1.JobStatus
+	10, // 60: sluice.v1.JobService.CancelJob:output_type -> sluice.v1.CancelJobResponse
+	23, // 61: sluice.v1.JobService.TriggerCheckpoint:output_type -> sluice.v1.CheckpointStats
+	13, // 62: sluice.v1.JobService.TriggerSavepoint:output_type -> sluice.v1.SavepointResponse
+	13, // 63: sluice.v1.JobService.StopJob:output_type -> sluice.v1.SavepointResponse
+	15, // 64: sluice.v1.JobService.DisposeSavepoint:output_type -> sluice.v1.DisposeSavepointResponse
+	21, // 65: sluice.v1.JobService.ListCheckpoints:output_type -> sluice.v1.ListCheckpointsResponse
+	25, // 66: sluice.v1.JobService.VerifyCheckpoints:output_type -> sluice.v1.VerifyCheckpointsResponse
+	28, // 67: sluice.v1.JobService.GetCheckpointChain:output_type -> sluice.v1.CheckpointChain
+	46, // 68: sluice.v1.JobService.GetStateMetrics:output_type -> sluice.v1.StateMetricsResponse
+	39, // 69: sluice.v1.JobService.ListTaskManagers:output_type -> sluice.v1.ListTaskManagersResponse
+	41, // 70: sluice.v1.ResourceService.RegisterTaskManager:output_type -> sluice.v1.RegisterTaskManagerResponse
+	49, // 71: sluice.v1.ResourceService.Heartbeat:output_type -> sluice.v1.HeartbeatResponse
+	51, // 72: sluice.v1.ResourceService.UnregisterTaskManager:output_type -> sluice.v1.UnregisterTaskManagerResponse
+	54, // 73: sluice.v1.ResourceService.UpdateTaskState:output_type -> sluice.v1.UpdateTaskStateResponse
+	34, // 74: sluice.v1.ResourceService.AcknowledgeCheckpoint:output_type -> sluice.v1.AcknowledgeCheckpointResponse
+	36, // 75: sluice.v1.ResourceService.DeclineCheckpoint:output_type -> sluice.v1.DeclineCheckpointResponse
+	57, // [57:76] is the sub-list for method output_type
+	38, // [38:57] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_jobmanager_proto_init() }
@@ -3935,8 +4476,8 @@ func file_sluice_v1_jobmanager_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_jobmanager_proto_rawDesc), len(file_sluice_v1_jobmanager_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   47,
+			NumEnums:      4,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

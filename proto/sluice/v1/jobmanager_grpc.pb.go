@@ -24,6 +24,9 @@ const (
 	JobService_GetJob_FullMethodName             = "/sluice.v1.JobService/GetJob"
 	JobService_CancelJob_FullMethodName          = "/sluice.v1.JobService/CancelJob"
 	JobService_TriggerCheckpoint_FullMethodName  = "/sluice.v1.JobService/TriggerCheckpoint"
+	JobService_TriggerSavepoint_FullMethodName   = "/sluice.v1.JobService/TriggerSavepoint"
+	JobService_StopJob_FullMethodName            = "/sluice.v1.JobService/StopJob"
+	JobService_DisposeSavepoint_FullMethodName   = "/sluice.v1.JobService/DisposeSavepoint"
 	JobService_ListCheckpoints_FullMethodName    = "/sluice.v1.JobService/ListCheckpoints"
 	JobService_VerifyCheckpoints_FullMethodName  = "/sluice.v1.JobService/VerifyCheckpoints"
 	JobService_GetCheckpointChain_FullMethodName = "/sluice.v1.JobService/GetCheckpointChain"
@@ -40,9 +43,18 @@ type JobServiceClient interface {
 	SubmitJob(ctx context.Context, in *SubmitJobRequest, opts ...grpc.CallOption) (*SubmitJobResponse, error)
 	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
 	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*JobStatus, error)
+	// Cancels a job, with a savepoint first when asked (cancel with savepoint).
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
 	// Triggers a checkpoint now and waits for it to complete or fail.
 	TriggerCheckpoint(ctx context.Context, in *TriggerJobCheckpointRequest, opts ...grpc.CallOption) (*CheckpointStats, error)
+	// Takes a savepoint of a running job and waits for it; the job keeps running.
+	TriggerSavepoint(ctx context.Context, in *TriggerSavepointRequest, opts ...grpc.CallOption) (*SavepointResponse, error)
+	// Stops a job with a savepoint (Flink's stop-with-savepoint): the sources stop at the
+	// savepoint's barrier, the tasks end once it completed, and the job ends FINISHED.
+	// Waits until the job ended.
+	StopJob(ctx context.Context, in *StopJobRequest, opts ...grpc.CallOption) (*SavepointResponse, error)
+	// Deletes a savepoint directory, refusing anything that is not one.
+	DisposeSavepoint(ctx context.Context, in *DisposeSavepointRequest, opts ...grpc.CallOption) (*DisposeSavepointResponse, error)
 	// The job's checkpoint history, newest first.
 	ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error)
 	// Checks every retained checkpoint's files in the blob store against its _metadata
@@ -114,6 +126,36 @@ func (c *jobServiceClient) TriggerCheckpoint(ctx context.Context, in *TriggerJob
 	return out, nil
 }
 
+func (c *jobServiceClient) TriggerSavepoint(ctx context.Context, in *TriggerSavepointRequest, opts ...grpc.CallOption) (*SavepointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SavepointResponse)
+	err := c.cc.Invoke(ctx, JobService_TriggerSavepoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) StopJob(ctx context.Context, in *StopJobRequest, opts ...grpc.CallOption) (*SavepointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SavepointResponse)
+	err := c.cc.Invoke(ctx, JobService_StopJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) DisposeSavepoint(ctx context.Context, in *DisposeSavepointRequest, opts ...grpc.CallOption) (*DisposeSavepointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DisposeSavepointResponse)
+	err := c.cc.Invoke(ctx, JobService_DisposeSavepoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *jobServiceClient) ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListCheckpointsResponse)
@@ -173,9 +215,18 @@ type JobServiceServer interface {
 	SubmitJob(context.Context, *SubmitJobRequest) (*SubmitJobResponse, error)
 	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
 	GetJob(context.Context, *GetJobRequest) (*JobStatus, error)
+	// Cancels a job, with a savepoint first when asked (cancel with savepoint).
 	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
 	// Triggers a checkpoint now and waits for it to complete or fail.
 	TriggerCheckpoint(context.Context, *TriggerJobCheckpointRequest) (*CheckpointStats, error)
+	// Takes a savepoint of a running job and waits for it; the job keeps running.
+	TriggerSavepoint(context.Context, *TriggerSavepointRequest) (*SavepointResponse, error)
+	// Stops a job with a savepoint (Flink's stop-with-savepoint): the sources stop at the
+	// savepoint's barrier, the tasks end once it completed, and the job ends FINISHED.
+	// Waits until the job ended.
+	StopJob(context.Context, *StopJobRequest) (*SavepointResponse, error)
+	// Deletes a savepoint directory, refusing anything that is not one.
+	DisposeSavepoint(context.Context, *DisposeSavepointRequest) (*DisposeSavepointResponse, error)
 	// The job's checkpoint history, newest first.
 	ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error)
 	// Checks every retained checkpoint's files in the blob store against its _metadata
@@ -211,6 +262,15 @@ func (UnimplementedJobServiceServer) CancelJob(context.Context, *CancelJobReques
 }
 func (UnimplementedJobServiceServer) TriggerCheckpoint(context.Context, *TriggerJobCheckpointRequest) (*CheckpointStats, error) {
 	return nil, status.Error(codes.Unimplemented, "method TriggerCheckpoint not implemented")
+}
+func (UnimplementedJobServiceServer) TriggerSavepoint(context.Context, *TriggerSavepointRequest) (*SavepointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TriggerSavepoint not implemented")
+}
+func (UnimplementedJobServiceServer) StopJob(context.Context, *StopJobRequest) (*SavepointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StopJob not implemented")
+}
+func (UnimplementedJobServiceServer) DisposeSavepoint(context.Context, *DisposeSavepointRequest) (*DisposeSavepointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DisposeSavepoint not implemented")
 }
 func (UnimplementedJobServiceServer) ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListCheckpoints not implemented")
@@ -338,6 +398,60 @@ func _JobService_TriggerCheckpoint_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_TriggerSavepoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TriggerSavepointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).TriggerSavepoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_TriggerSavepoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).TriggerSavepoint(ctx, req.(*TriggerSavepointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_StopJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).StopJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_StopJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).StopJob(ctx, req.(*StopJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_DisposeSavepoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DisposeSavepointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).DisposeSavepoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_DisposeSavepoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).DisposeSavepoint(ctx, req.(*DisposeSavepointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _JobService_ListCheckpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListCheckpointsRequest)
 	if err := dec(in); err != nil {
@@ -454,6 +568,18 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TriggerCheckpoint",
 			Handler:    _JobService_TriggerCheckpoint_Handler,
+		},
+		{
+			MethodName: "TriggerSavepoint",
+			Handler:    _JobService_TriggerSavepoint_Handler,
+		},
+		{
+			MethodName: "StopJob",
+			Handler:    _JobService_StopJob_Handler,
+		},
+		{
+			MethodName: "DisposeSavepoint",
+			Handler:    _JobService_DisposeSavepoint_Handler,
 		},
 		{
 			MethodName: "ListCheckpoints",

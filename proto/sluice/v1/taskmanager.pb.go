@@ -451,7 +451,18 @@ type TriggerCheckpointRequest struct {
 	AlignedTimeoutMs int64 `protobuf:"varint,8,opt,name=aligned_timeout_ms,json=alignedTimeoutMs,proto3" json:"aligned_timeout_ms,omitempty"`
 	// Full: every task snapshots its keyed state in full, reusing no file of an earlier
 	// checkpoint (incremental backends upload everything anew). Carried in the barrier.
-	Full          bool `protobuf:"varint,9,opt,name=full,proto3" json:"full,omitempty"`
+	Full bool `protobuf:"varint,9,opt,name=full,proto3" json:"full,omitempty"`
+	// A savepoint (savepoint = true): the URL of its directory, where every task writes
+	// its files (paths relative to it), and the format of its keyed state. Both travel in
+	// the barrier.
+	SavepointDir    string          `protobuf:"bytes,10,opt,name=savepoint_dir,json=savepointDir,proto3" json:"savepoint_dir,omitempty"`
+	SavepointFormat SavepointFormat `protobuf:"varint,11,opt,name=savepoint_format,json=savepointFormat,proto3,enum=sluice.v1.SavepointFormat" json:"savepoint_format,omitempty"`
+	// A savepoint that stops the job: the source stops emitting at its barrier and ends
+	// once the savepoint completed (NotifyCheckpoint), or resumes when it was aborted.
+	// Carried in the barrier, so every task knows that its input ends after it.
+	Stop bool `protobuf:"varint,12,opt,name=stop,proto3" json:"stop,omitempty"`
+	// With stop: the source emits the final watermark before the barrier.
+	Drain         bool `protobuf:"varint,13,opt,name=drain,proto3" json:"drain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -549,6 +560,34 @@ func (x *TriggerCheckpointRequest) GetFull() bool {
 	return false
 }
 
+func (x *TriggerCheckpointRequest) GetSavepointDir() string {
+	if x != nil {
+		return x.SavepointDir
+	}
+	return ""
+}
+
+func (x *TriggerCheckpointRequest) GetSavepointFormat() SavepointFormat {
+	if x != nil {
+		return x.SavepointFormat
+	}
+	return SavepointFormat_SAVEPOINT_FORMAT_UNSPECIFIED
+}
+
+func (x *TriggerCheckpointRequest) GetStop() bool {
+	if x != nil {
+		return x.Stop
+	}
+	return false
+}
+
+func (x *TriggerCheckpointRequest) GetDrain() bool {
+	if x != nil {
+		return x.Drain
+	}
+	return false
+}
+
 type TriggerCheckpointResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -590,7 +629,9 @@ type NotifyCheckpointRequest struct {
 	JobId        string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	Attempt      int64                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	CheckpointId int64                  `protobuf:"varint,3,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
-	Complete     bool                   `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
+	// False: the savepoint checkpoint_id, which was to stop the job, was aborted; the
+	// tasks that stopped at its barrier go on. (Other aborted checkpoints are not sent.)
+	Complete bool `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
 	// Why it was aborted (complete = false).
 	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1128,7 +1169,7 @@ const file_sluice_v1_taskmanager_proto_rawDesc = "" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x121\n" +
 	"\x05keyed\x18\x02 \x03(\v2\x1b.sluice.v1.KeyedStateHandleR\x05keyed\x12C\n" +
 	"\x0eoperator_state\x18\x03 \x03(\v2\x1c.sluice.v1.OperatorListStateR\roperatorState\x12<\n" +
-	"\rchannel_state\x18\x04 \x03(\v2\x17.sluice.v1.ChannelStateR\fchannelState\"\xe9\x02\n" +
+	"\rchannel_state\x18\x04 \x03(\v2\x17.sluice.v1.ChannelStateR\fchannelState\"\xff\x03\n" +
 	"\x18TriggerCheckpointRequest\x124\n" +
 	"\texecution\x18\x01 \x01(\v2\x16.sluice.v1.ExecutionIdR\texecution\x12#\n" +
 	"\rcheckpoint_id\x18\x02 \x01(\x03R\fcheckpointId\x12/\n" +
@@ -1138,7 +1179,12 @@ const file_sluice_v1_taskmanager_proto_rawDesc = "" +
 	"\x05final\x18\x06 \x01(\bR\x05final\x12\x1c\n" +
 	"\tunaligned\x18\a \x01(\bR\tunaligned\x12,\n" +
 	"\x12aligned_timeout_ms\x18\b \x01(\x03R\x10alignedTimeoutMs\x12\x12\n" +
-	"\x04full\x18\t \x01(\bR\x04full\"\x1b\n" +
+	"\x04full\x18\t \x01(\bR\x04full\x12#\n" +
+	"\rsavepoint_dir\x18\n" +
+	" \x01(\tR\fsavepointDir\x12E\n" +
+	"\x10savepoint_format\x18\v \x01(\x0e2\x1a.sluice.v1.SavepointFormatR\x0fsavepointFormat\x12\x12\n" +
+	"\x04stop\x18\f \x01(\bR\x04stop\x12\x14\n" +
+	"\x05drain\x18\r \x01(\bR\x05drain\"\x1b\n" +
 	"\x19TriggerCheckpointResponse\"\xa3\x01\n" +
 	"\x17NotifyCheckpointRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
@@ -1232,6 +1278,7 @@ var file_sluice_v1_taskmanager_proto_goTypes = []any{
 	(*KeyedStateHandle)(nil),          // 20: sluice.v1.KeyedStateHandle
 	(*OperatorListState)(nil),         // 21: sluice.v1.OperatorListState
 	(*ChannelState)(nil),              // 22: sluice.v1.ChannelState
+	(SavepointFormat)(0),              // 23: sluice.v1.SavepointFormat
 }
 var file_sluice_v1_taskmanager_proto_depIdxs = []int32{
 	18, // 0: sluice.v1.DeployTaskRequest.execution:type_name -> sluice.v1.ExecutionId
@@ -1245,26 +1292,27 @@ var file_sluice_v1_taskmanager_proto_depIdxs = []int32{
 	22, // 8: sluice.v1.OperatorRestore.channel_state:type_name -> sluice.v1.ChannelState
 	18, // 9: sluice.v1.TriggerCheckpointRequest.execution:type_name -> sluice.v1.ExecutionId
 	0,  // 10: sluice.v1.TriggerCheckpointRequest.mode:type_name -> sluice.v1.CheckpointMode
-	18, // 11: sluice.v1.CancelTaskRequest.execution:type_name -> sluice.v1.ExecutionId
-	13, // 12: sluice.v1.ChannelRequest.key:type_name -> sluice.v1.ChannelKey
-	14, // 13: sluice.v1.ExchangeFrame.requests:type_name -> sluice.v1.ChannelRequest
-	15, // 14: sluice.v1.ExchangeFrame.credits:type_name -> sluice.v1.ChannelCredit
-	1,  // 15: sluice.v1.ExchangeFrame.kind:type_name -> sluice.v1.BufferKind
-	4,  // 16: sluice.v1.TaskService.DeployTask:input_type -> sluice.v1.DeployTaskRequest
-	11, // 17: sluice.v1.TaskService.CancelTask:input_type -> sluice.v1.CancelTaskRequest
-	6,  // 18: sluice.v1.TaskService.TriggerCheckpoint:input_type -> sluice.v1.TriggerCheckpointRequest
-	8,  // 19: sluice.v1.TaskService.NotifyCheckpoint:input_type -> sluice.v1.NotifyCheckpointRequest
-	16, // 20: sluice.v1.ExchangeService.Exchange:input_type -> sluice.v1.ExchangeFrame
-	10, // 21: sluice.v1.TaskService.DeployTask:output_type -> sluice.v1.DeployTaskResponse
-	12, // 22: sluice.v1.TaskService.CancelTask:output_type -> sluice.v1.CancelTaskResponse
-	7,  // 23: sluice.v1.TaskService.TriggerCheckpoint:output_type -> sluice.v1.TriggerCheckpointResponse
-	9,  // 24: sluice.v1.TaskService.NotifyCheckpoint:output_type -> sluice.v1.NotifyCheckpointResponse
-	16, // 25: sluice.v1.ExchangeService.Exchange:output_type -> sluice.v1.ExchangeFrame
-	21, // [21:26] is the sub-list for method output_type
-	16, // [16:21] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	23, // 11: sluice.v1.TriggerCheckpointRequest.savepoint_format:type_name -> sluice.v1.SavepointFormat
+	18, // 12: sluice.v1.CancelTaskRequest.execution:type_name -> sluice.v1.ExecutionId
+	13, // 13: sluice.v1.ChannelRequest.key:type_name -> sluice.v1.ChannelKey
+	14, // 14: sluice.v1.ExchangeFrame.requests:type_name -> sluice.v1.ChannelRequest
+	15, // 15: sluice.v1.ExchangeFrame.credits:type_name -> sluice.v1.ChannelCredit
+	1,  // 16: sluice.v1.ExchangeFrame.kind:type_name -> sluice.v1.BufferKind
+	4,  // 17: sluice.v1.TaskService.DeployTask:input_type -> sluice.v1.DeployTaskRequest
+	11, // 18: sluice.v1.TaskService.CancelTask:input_type -> sluice.v1.CancelTaskRequest
+	6,  // 19: sluice.v1.TaskService.TriggerCheckpoint:input_type -> sluice.v1.TriggerCheckpointRequest
+	8,  // 20: sluice.v1.TaskService.NotifyCheckpoint:input_type -> sluice.v1.NotifyCheckpointRequest
+	16, // 21: sluice.v1.ExchangeService.Exchange:input_type -> sluice.v1.ExchangeFrame
+	10, // 22: sluice.v1.TaskService.DeployTask:output_type -> sluice.v1.DeployTaskResponse
+	12, // 23: sluice.v1.TaskService.CancelTask:output_type -> sluice.v1.CancelTaskResponse
+	7,  // 24: sluice.v1.TaskService.TriggerCheckpoint:output_type -> sluice.v1.TriggerCheckpointResponse
+	9,  // 25: sluice.v1.TaskService.NotifyCheckpoint:output_type -> sluice.v1.NotifyCheckpointResponse
+	16, // 26: sluice.v1.ExchangeService.Exchange:output_type -> sluice.v1.ExchangeFrame
+	22, // [22:27] is the sub-list for method output_type
+	17, // [17:22] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_taskmanager_proto_init() }

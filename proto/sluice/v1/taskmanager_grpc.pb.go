@@ -36,7 +36,8 @@ type TaskServiceClient interface {
 	// Makes a source task snapshot its state and emit the checkpoint's barrier.
 	TriggerCheckpoint(ctx context.Context, in *TriggerCheckpointRequest, opts ...grpc.CallOption) (*TriggerCheckpointResponse, error)
 	// Tells every task of a job attempt on this task manager that a checkpoint completed
-	// (two-phase-commit sinks commit) or was aborted.
+	// (two-phase-commit sinks commit) or that a savepoint stopping the job was aborted
+	// (the sources resume).
 	NotifyCheckpoint(ctx context.Context, in *NotifyCheckpointRequest, opts ...grpc.CallOption) (*NotifyCheckpointResponse, error)
 }
 
@@ -99,7 +100,8 @@ type TaskServiceServer interface {
 	// Makes a source task snapshot its state and emit the checkpoint's barrier.
 	TriggerCheckpoint(context.Context, *TriggerCheckpointRequest) (*TriggerCheckpointResponse, error)
 	// Tells every task of a job attempt on this task manager that a checkpoint completed
-	// (two-phase-commit sinks commit) or was aborted.
+	// (two-phase-commit sinks commit) or that a savepoint stopping the job was aborted
+	// (the sources resume).
 	NotifyCheckpoint(context.Context, *NotifyCheckpointRequest) (*NotifyCheckpointResponse, error)
 	mustEmbedUnimplementedTaskServiceServer()
 }
