@@ -431,7 +431,7 @@ type jobStatus struct {
 	// state backends read from local recovery copies and from the checkpoint storage.
 	RestoredLocalBytes  num `json:"restored_local_bytes"`
 	RestoredRemoteBytes num `json:"restored_remote_bytes"`
-	MaxParallelism int `json:"max_parallelism"`
+	MaxParallelism      int `json:"max_parallelism"`
 	// SavepointPath is the savepoint the job ended with (stop, cancel with savepoint).
 	SavepointPath string `json:"savepoint_path"`
 }
