@@ -367,7 +367,7 @@ type SnapshotStats struct {
 // Snapshot takes the synchronous part of checkpoint id: user SnapshotState hooks run,
 // then every operator's keyed and operator state is captured as of now.
 func (c *Chain) Snapshot(id int64) (*ChainSnapshot, error) {
-	return c.snapshot(id, func(b state.KeyedBackend) (state.AsyncSnapshot, error) { return b.Snapshot(id) })
+	return c.snapshot(id, false, func(b state.KeyedBackend) (state.AsyncSnapshot, error) { return b.Snapshot(id) })
 }
 
 // SnapshotSavepoint takes the synchronous part of savepoint id like Snapshot, with the
@@ -376,7 +376,7 @@ func (c *Chain) Snapshot(id int64) (*ChainSnapshot, error) {
 // Snapshot, which is then self-contained and canonical (the heap backend's; it has no
 // other format, so it serves native too).
 func (c *Chain) SnapshotSavepoint(id int64, format state.SnapshotFormat) (*ChainSnapshot, error) {
-	return c.snapshot(id, func(b state.KeyedBackend) (state.AsyncSnapshot, error) {
+	return c.snapshot(id, true, func(b state.KeyedBackend) (state.AsyncSnapshot, error) {
 		if sp, ok := b.(state.SavepointSnapshotter); ok {
 			return sp.SnapshotSavepoint(id, format)
 		}
@@ -384,11 +384,16 @@ func (c *Chain) SnapshotSavepoint(id int64, format state.SnapshotFormat) (*Chain
 	})
 }
 
-func (c *Chain) snapshot(id int64, keyed func(state.KeyedBackend) (state.AsyncSnapshot, error)) (*ChainSnapshot, error) {
+func (c *Chain) snapshot(id int64, savepoint bool, keyed func(state.KeyedBackend) (state.AsyncSnapshot, error)) (*ChainSnapshot, error) {
 	start := time.Now()
 	s := &ChainSnapshot{id: id}
 	for i, inst := range c.insts {
-		if cp, ok := inst.user().(Checkpointed); ok {
+		if sa, ok := inst.user().(SavepointAware); ok && savepoint {
+			if err := sa.SnapshotSavepointState(id); err != nil {
+				s.Release()
+				return nil, fmt.Errorf("operator %s: snapshot state: %w", c.uids[i], err)
+			}
+		} else if cp, ok := inst.user().(Checkpointed); ok {
 			if err := cp.SnapshotState(id); err != nil {
 				s.Release()
 				return nil, fmt.Errorf("operator %s: snapshot state: %w", c.uids[i], err)

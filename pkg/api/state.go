@@ -270,6 +270,16 @@ type Checkpointed interface {
 	SnapshotState(checkpointID int64) error
 }
 
+// SavepointAware is implemented by Checkpointed functions that snapshot differently for
+// a savepoint: the chain calls SnapshotSavepointState instead of SnapshotState at a
+// savepoint's barrier. A two-phase-commit sink keeps what it pre-commits for a
+// savepoint apart, since a savepoint is not notified: should the job fail over to an
+// earlier checkpoint before a later one commits it, the sink's cleanup of that
+// attempt's leftovers must not take the savepoint's data with it.
+type SavepointAware interface {
+	SnapshotSavepointState(savepointID int64) error
+}
+
 // CheckpointListener is implemented by functions that act when a checkpoint completed,
 // e.g. sinks committing transactions. Notifications may be lost: a notification for n
 // covers every checkpoint up to n. A savepoint is not notified (what a function

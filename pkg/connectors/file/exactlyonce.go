@@ -17,6 +17,7 @@ type TransactionalSink[T any] struct {
 	Guarantee twophase.Guarantee // default exactly-once
 
 	ctx   context.Context
+	tx    *Transactions[T]
 	sink  *twophase.Sink[T]
 	state *api.OperatorListState[[]byte]
 }
@@ -36,7 +37,7 @@ func (s *TransactionalSink[T]) Open(ctx context.Context, rc *api.RuntimeContext)
 	}
 	s.ctx, s.state = ctx, st
 	tx := &Transactions[T]{Dir: s.Dir, Subtask: rc.Subtask, Format: s.Format}
-	s.sink = twophase.New[T](tx, g)
+	s.tx, s.sink = tx, twophase.New[T](tx, g)
 	restored, err := st.Get()
 	if err != nil {
 		return err
@@ -78,6 +79,16 @@ func (s *TransactionalSink[T]) SnapshotState(id int64) error {
 	}
 	s.state.Update([][]byte{b})
 	return nil
+}
+
+// SnapshotSavepointState pre-commits the open transaction for savepoint id under a name
+// of its own (see Transactions.Savepoint), which the cleanup after a failover keeps: a
+// failover to an earlier checkpoint, before the next checkpoint committed it, must not
+// delete what a restore from the savepoint commits.
+func (s *TransactionalSink[T]) SnapshotSavepointState(id int64) error {
+	s.tx.Savepoint = true
+	defer func() { s.tx.Savepoint = false }()
+	return s.SnapshotState(id)
 }
 
 // NotifyCheckpointComplete commits the transactions of checkpoints up to id.

@@ -24,6 +24,12 @@ type Transactions[T any] struct {
 	Dir     string
 	Subtask int
 	Format  func(dst []byte, v T) []byte
+	// Savepoint: PreCommit pre-commits for a savepoint, to the hidden
+	// .<name>.savepoint, which RemoveStale keeps (a restore from the savepoint commits
+	// it; a checkpoint after it commits it too). Such a file is left behind only when
+	// the job failed over before the next checkpoint and the savepoint is never
+	// restored.
+	Savepoint bool
 
 	token string
 	seq   int
@@ -53,7 +59,7 @@ func (t *txn) Handle() []byte {
 
 func (x *Transactions[T]) path(name, state string) string {
 	switch state {
-	case "inprogress", "pending":
+	case "inprogress", "pending", "savepoint":
 		return filepath.Join(x.Dir, "."+name+"."+state)
 	}
 	return filepath.Join(x.Dir, name)
@@ -106,7 +112,11 @@ func (x *Transactions[T]) PreCommit(_ context.Context, t twophase.Txn) error {
 	if err := tx.f.Close(); err != nil {
 		return fmt.Errorf("file sink: %w", err)
 	}
-	if err := os.Rename(x.path(tx.name, "inprogress"), x.path(tx.name, "pending")); err != nil {
+	to := "pending"
+	if x.Savepoint {
+		to = "savepoint"
+	}
+	if err := os.Rename(x.path(tx.name, "inprogress"), x.path(tx.name, to)); err != nil {
 		return fmt.Errorf("file sink: %w", err)
 	}
 	return syncDir(x.Dir)
@@ -119,6 +129,9 @@ func (x *Transactions[T]) Commit(_ context.Context, handle []byte) error {
 		return nil
 	}
 	err := os.Rename(x.path(name, "pending"), x.path(name, "committed"))
+	if errors.Is(err, fs.ErrNotExist) {
+		err = os.Rename(x.path(name, "savepoint"), x.path(name, "committed"))
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, serr := os.Stat(x.path(name, "committed")); serr == nil {
 			return nil // committed before (a repeated notification, or recovery)
@@ -134,6 +147,8 @@ func (x *Transactions[T]) Commit(_ context.Context, handle []byte) error {
 // Abort removes the files of a transaction that never committed.
 func (x *Transactions[T]) Abort(_ context.Context, handle []byte) error {
 	name := strings.TrimPrefix(string(handle), emptyPrefix)
+	// Not a .savepoint file: aborting the transaction a restored checkpoint left open
+	// must not discard it if a later savepoint pre-committed it (see Savepoint).
 	for _, state := range []string{"inprogress", "pending"} {
 		if err := os.Remove(x.path(name, state)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("file sink: %w", err)
@@ -144,7 +159,8 @@ func (x *Transactions[T]) Abort(_ context.Context, handle []byte) error {
 
 // RemoveStale deletes this subtask's hidden transaction files other than keep's: those
 // of crashed attempts that no checkpoint recorded (or whose restore already committed or
-// aborted what it recorded). Call it once the restored transactions are settled.
+// aborted what it recorded), but not those pre-committed for a savepoint (see
+// Savepoint). Call it once the restored transactions are settled.
 func (x *Transactions[T]) RemoveStale(keep twophase.Txn) error {
 	ents, err := os.ReadDir(x.Dir)
 	if errors.Is(err, fs.ErrNotExist) {

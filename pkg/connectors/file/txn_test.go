@@ -197,3 +197,74 @@ func FuzzDecodeState(f *testing.F) {
 		}
 	})
 }
+
+// TestSavepointTransactionSurvivesFailover: a transaction open at checkpoint 1 is
+// pre-committed for savepoint 2; the job fails over to checkpoint 1, whose restore
+// aborts the transaction it left open and removes the leftovers, but keeps the
+// savepoint's file; a later restore from the savepoint commits it.
+func TestSavepointTransactionSurvivesFailover(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	tx := &Transactions[int]{Dir: dir, Format: intLine}
+	s := twophase.New[int](tx, twophase.ExactlyOnce)
+	if err := s.Open(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, 1, 3)
+	cp1, err := s.Snapshot(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.NotifyComplete(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, 4, 6)
+	tx.Savepoint = true
+	sp2, err := s.Snapshot(ctx, 2)
+	tx.Savepoint = false
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, 7, 8) // lost with the crash
+	if got, _ := filepath.Glob(filepath.Join(dir, ".part-0-*.savepoint")); len(got) != 1 {
+		t.Fatalf("savepoint files %v, want 1", got)
+	}
+
+	// Failover to checkpoint 1.
+	tx1 := &Transactions[int]{Dir: dir, Format: intLine}
+	r1 := twophase.New[int](tx1, twophase.ExactlyOnce)
+	if err := r1.Open(ctx, cp1); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx1.RemoveStale(r1.Current()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := filepath.Glob(filepath.Join(dir, ".part-0-*.savepoint")); len(got) != 1 {
+		t.Fatalf("after the failover's cleanup: savepoint files %v, want it kept", got)
+	}
+	if got := committed(t, dir); !slices.Equal(got, []string{"1", "2", "3"}) {
+		t.Fatalf("committed after the failover: %v", got)
+	}
+	if err := r1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new job from the savepoint commits what it pre-committed.
+	tx2 := &Transactions[int]{Dir: dir, Format: intLine}
+	r2 := twophase.New[int](tx2, twophase.ExactlyOnce)
+	if err := r2.Open(ctx, sp2); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx2.RemoveStale(r2.Current()); err != nil {
+		t.Fatal(err)
+	}
+	if got := committed(t, dir); !slices.Equal(got, []string{"1", "2", "3", "4", "5", "6"}) {
+		t.Fatalf("committed after the restore from the savepoint: %v", got)
+	}
+	if err := r2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := hidden(t, dir); n != 0 {
+		t.Fatalf("%d hidden files left", n)
+	}
+}
