@@ -36,6 +36,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sluice-stream/sluice/bench/internal/figures"
 )
 
 type options struct {
@@ -123,7 +125,7 @@ func stateBench(ctx context.Context, o options, out io.Writer) error {
 	fmt.Fprintf(out, "== full checkpoint of %d keys of keyed value state (int64 counts), heap backend, file:// store\n", o.keys)
 	report := func(i int, r snapshotRun) {
 		fmt.Fprintf(out, "  run %d  sync %s  async %s  total %s  %s  restore %s   raw write %s  raw read %s\n",
-			i, dur(r.sync), dur(r.async), dur(r.total()), mb(r.bytes), dur(r.restore), dur(r.rawWrite), dur(r.rawRead))
+			i, figures.Dur(r.sync), figures.Dur(r.async), figures.Dur(r.total()), figures.MB(r.bytes), figures.Dur(r.restore), figures.Dur(r.rawWrite), figures.Dur(r.rawRead))
 	}
 	res, err := runSnapshots(ctx, o.dir, o.keys, o.runs, report)
 	if err != nil {
@@ -131,13 +133,13 @@ func stateBench(ctx context.Context, o options, out io.Writer) error {
 	}
 	m := res.median()
 	fmt.Fprintf(out, "  state built in %s; %d entries in %d key groups; restored state checked key by key\n",
-		dur(res.build), m.entries, stateMaxP)
+		figures.Dur(res.build), m.entries, stateMaxP)
 	fmt.Fprintf(out, "median of %d runs:\n", len(res.runs))
 	fmt.Fprintf(out, "  checkpoint  sync phase %s  async phase %s  total %s  written %d bytes (%s, %.1f bytes/key)  %s\n",
-		dur(m.sync), dur(m.async), dur(m.total()), m.bytes, mb(m.bytes), float64(m.bytes)/float64(res.keys), rate(m.bytes, m.total()))
-	fmt.Fprintf(out, "  restore     %s  %s  %.2f M keys/s\n", dur(m.restore), rate(m.bytes, m.restore), float64(res.keys)/m.restore.Seconds()/1e6)
-	fmt.Fprintf(out, "  raw write   %s  %s   (the same bytes, one Store.WriteFile: hashed, fsynced, renamed)\n", dur(m.rawWrite), rate(m.bytes, m.rawWrite))
-	fmt.Fprintf(out, "  raw read    %s  %s   (one Store.ReadAll: verified)\n", dur(m.rawRead), rate(m.bytes, m.rawRead))
+		figures.Dur(m.sync), figures.Dur(m.async), figures.Dur(m.total()), m.bytes, figures.MB(m.bytes), float64(m.bytes)/float64(res.keys), figures.Rate(m.bytes, m.total()))
+	fmt.Fprintf(out, "  restore     %s  %s  %.2f M keys/s\n", figures.Dur(m.restore), figures.Rate(m.bytes, m.restore), float64(res.keys)/m.restore.Seconds()/1e6)
+	fmt.Fprintf(out, "  raw write   %s  %s   (the same bytes, one Store.WriteFile: hashed, fsynced, renamed)\n", figures.Dur(m.rawWrite), figures.Rate(m.bytes, m.rawWrite))
+	fmt.Fprintf(out, "  raw read    %s  %s   (one Store.ReadAll: verified)\n", figures.Dur(m.rawRead), figures.Rate(m.bytes, m.rawRead))
 	fmt.Fprintf(out, "  ratio checkpoint/raw write %.2f (throughput; the checkpoint takes %.1fx the raw write)\n",
 		m.rawWrite.Seconds()/m.total().Seconds(), m.total().Seconds()/m.rawWrite.Seconds())
 	fmt.Fprintf(out, "  ratio restore/raw read %.2f (throughput; the restore takes %.1fx the raw read)\n",
@@ -160,10 +162,10 @@ func jobBench(ctx context.Context, o jobOptions, out io.Writer) error {
 		}
 		runs = append(runs, r)
 		line := fmt.Sprintf("  %-12s  %d records in %s  %10.0f rec/s  output checked (%d lines exactly once)",
-			r.label(), r.records, dur(r.elapsed), r.recPerSec(), r.lines)
+			r.label(), r.records, figures.Dur(r.elapsed), r.recPerSec(), r.lines)
 		if eo {
 			line += fmt.Sprintf("\n                %d checkpoints completed (every %s, %d failed), median duration %s, median size %s",
-				r.completed, o.interval, r.failed, dur(r.medianDuration), mb(r.medianSize))
+				r.completed, o.interval, r.failed, figures.Dur(r.medianDuration), figures.MB(r.medianSize))
 		} else {
 			line += "\n                checkpointing off, file sink guarantee none"
 		}
@@ -171,26 +173,4 @@ func jobBench(ctx context.Context, o jobOptions, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "  ratio exactly-once/none %.2f (records/s)\n", runs[1].recPerSec()/runs[0].recPerSec())
 	return nil
-}
-
-// dur prints a duration with three significant digits in a fitting unit.
-func dur(d time.Duration) string {
-	switch {
-	case d < time.Millisecond:
-		return fmt.Sprintf("%.1f µs", float64(d)/1e3)
-	case d < time.Second:
-		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
-	}
-	return fmt.Sprintf("%.2f s", d.Seconds())
-}
-
-func mb(n int64) string {
-	if n < 1e6 {
-		return fmt.Sprintf("%.1f kB", float64(n)/1e3)
-	}
-	return fmt.Sprintf("%.1f MB", float64(n)/1e6)
-}
-
-func rate(n int64, d time.Duration) string {
-	return fmt.Sprintf("%.0f MB/s", float64(n)/1e6/d.Seconds())
 }

@@ -45,6 +45,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-stream/sluice/bench/internal/figures"
 	"github.com/sluice-stream/sluice/pkg/blobstore"
 	"github.com/sluice-stream/sluice/pkg/keygroup"
 	"github.com/sluice-stream/sluice/pkg/state"
@@ -110,7 +111,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "incremental checkpoint benchmark: %d CPUs, %s\n", runtime.NumCPU(), runtime.Version())
 	fmt.Fprintf(out, "== %d keys of keyed value state (%d-byte keys, %d random bytes each: %s), %.4g%% of the keys changed between checkpoints,\n",
-		o.keys, keyLen, o.value, mb(int64(o.keys)*int64(keyLen+o.value)), 100*o.change)
+		o.keys, keyLen, o.value, figures.MB(int64(o.keys)*int64(keyLen+o.value)), 100*o.change)
 	fmt.Fprintf(out, "   one RocksDB backend, incremental checkpoints to file://, each after compactions finished\n")
 	var results []result
 	for _, st := range styles {
@@ -185,10 +186,10 @@ func (r result) print(out io.Writer) {
 	if r.style == rocksdb.CompactionUniversal {
 		what = fmt.Sprintf("a compaction at %d sorted runs; the default for incremental checkpoints", r.runs)
 	}
-	fmt.Fprintf(out, "  %s (%s): %d warm-up checkpoints in %s, %d compactions\n", r.style, what, r.warmCps, dur(r.warmup), r.warmCmp)
+	fmt.Fprintf(out, "  %s (%s): %d warm-up checkpoints in %s, %d compactions\n", r.style, what, r.warmCps, figures.Dur(r.warmup), r.warmCmp)
 	line := func(label string, t totals) {
 		fmt.Fprintf(out, "    %-16s changed %9s  uploaded %9s  ratio %6.2f   %4d compactions wrote %9s, %d flushes\n",
-			label, mb(t.changed), mb(t.uploaded), t.ratio(), t.compactions, mb(t.compactionBytes), t.flushes)
+			label, figures.MB(t.changed), figures.MB(t.uploaded), t.ratio(), t.compactions, figures.MB(t.compactionBytes), t.flushes)
 	}
 	line("10 checkpoints", r.span(0, window))
 	all := r.span(0, len(r.cps))
@@ -206,7 +207,7 @@ func (r result) print(out io.Writer) {
 	fmt.Fprintf(out, "    10-checkpoint windows: ratio lowest %.2f, median %.2f, highest %.2f; %d of %d windows ran compactions\n",
 		ws[0], ws[len(ws)/2], ws[len(ws)-1], busy, len(ws))
 	fmt.Fprintf(out, "    sorted runs most %d, mean %.1f; live SST files at most %.2fx the logical bytes; %d write stalls; %s for the measured checkpoints\n",
-		all.maxRuns, float64(all.sumRuns)/float64(all.n), float64(all.maxLive)/float64(r.logical), all.stalls, dur(r.elapsed))
+		all.maxRuns, float64(all.sumRuns)/float64(all.n), float64(all.maxLive)/float64(r.logical), all.stalls, figures.Dur(r.elapsed))
 }
 
 // measure runs the warm-up and the measured checkpoints with compaction style st.
@@ -359,18 +360,4 @@ func idle(ctx context.Context, b *rocksdb.Backend) error {
 		time.Sleep(2 * time.Millisecond)
 	}
 	return nil
-}
-
-func dur(d time.Duration) string {
-	if d < time.Second {
-		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
-	}
-	return fmt.Sprintf("%.2f s", d.Seconds())
-}
-
-func mb(n int64) string {
-	if n < 1e6 {
-		return fmt.Sprintf("%.1f kB", float64(n)/1e3)
-	}
-	return fmt.Sprintf("%.1f MB", float64(n)/1e6)
 }

@@ -27,12 +27,10 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -41,6 +39,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-stream/sluice/bench/internal/figures"
+	"github.com/sluice-stream/sluice/bench/internal/statedata"
 	"github.com/sluice-stream/sluice/pkg/blobstore"
 	"github.com/sluice-stream/sluice/pkg/keygroup"
 	"github.com/sluice-stream/sluice/pkg/state"
@@ -76,18 +76,6 @@ func main() {
 		os.Exit(1)
 	}
 }
-
-func value(dst []byte, k uint64) []byte {
-	r := rand.New(rand.NewPCG(k, 0x5ca1e))
-	for i := 0; i < len(dst); i += 8 {
-		var w [8]byte
-		binary.LittleEndian.PutUint64(w[:], r.Uint64())
-		copy(dst[i:], w[:])
-	}
-	return dst
-}
-
-func key(dst []byte, k uint64) []byte { return binary.BigEndian.AppendUint64(dst[:0], k) }
 
 // ranges are the key-group ranges of parallelism p.
 func ranges(p int) []keygroup.Range {
@@ -144,7 +132,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		for _, h := range hs {
 			size += h.GetFullSize()
 		}
-		fmt.Fprintf(out, "  checkpoint at parallelism %d: %d handles, %.1f MB, written in %s\n", from, len(hs), float64(size)/1e6, dur(time.Since(t0)))
+		fmt.Fprintf(out, "  checkpoint at parallelism %d: %d handles, %.1f MB, written in %s\n", from, len(hs), float64(size)/1e6, figures.Dur(time.Since(t0)))
 		for _, to := range []int{from, 3 - from} {
 			var ds []time.Duration
 			for range o.runs {
@@ -156,7 +144,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			}
 			slices.Sort(ds)
 			results[fmt.Sprintf("%d->%d", from, to)] = ds[len(ds)/2]
-			fmt.Fprintf(out, "  restore %d -> %d  median %s  (runs %v)\n", from, to, dur(ds[len(ds)/2]), durs(ds))
+			fmt.Fprintf(out, "  restore %d -> %d  median %s  (runs %v)\n", from, to, figures.Dur(ds[len(ds)/2]), figures.Durs(ds))
 		}
 	}
 	out1 := results["1->2"].Seconds() / results["2->2"].Seconds()
@@ -190,11 +178,11 @@ func (e *env) build(ctx context.Context, p int) ([]*sluicev1.KeyedStateHandle, e
 				return nil, err
 			}
 		}
-		kb = key(kb, k)
+		kb = statedata.Key(kb, k)
 		kg := keygroup.Of(kb, maxP)
 		i := keygroup.OperatorIndex(kg, p, maxP)
 		bs[i].SetCurrentKey(kb, kg)
-		if err := bs[i].Put(ids[i], nil, value(vb, k)); err != nil {
+		if err := bs[i].Put(ids[i], nil, statedata.Value(vb, k, 0x5ca1e)); err != nil {
 			return nil, err
 		}
 	}
@@ -257,14 +245,14 @@ func (e *env) check(bs []*rocksdb.Backend, rs []keygroup.Range) error {
 		}
 		for s := range uint64(2000) {
 			k := s * uint64(e.keys/2000)
-			kb = key(kb, k)
+			kb = statedata.Key(kb, k)
 			kg := keygroup.Of(kb, maxP)
 			if !rs[i].Contains(kg) {
 				continue
 			}
 			b.SetCurrentKey(kb, kg)
 			v, ok, err := b.Get(id, nil)
-			if err != nil || !ok || string(v) != string(value(want, k)) {
+			if err != nil || !ok || string(v) != string(statedata.Value(want, k, 0x5ca1e)) {
 				return fmt.Errorf("subtask %d: key %d not restored (found %v, %v)", i, k, ok, err)
 			}
 		}
@@ -283,19 +271,4 @@ func (e *env) check(bs []*rocksdb.Backend, rs []keygroup.Range) error {
 		}
 	}
 	return nil
-}
-
-func dur(d time.Duration) string {
-	if d < time.Second {
-		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
-	}
-	return fmt.Sprintf("%.2f s", d.Seconds())
-}
-
-func durs(ds []time.Duration) []string {
-	out := make([]string, len(ds))
-	for i, d := range ds {
-		out[i] = dur(d)
-	}
-	return out
 }

@@ -25,12 +25,10 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -39,6 +37,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-stream/sluice/bench/internal/figures"
+	"github.com/sluice-stream/sluice/bench/internal/statedata"
 	"github.com/sluice-stream/sluice/pkg/blobstore"
 	"github.com/sluice-stream/sluice/pkg/keygroup"
 	"github.com/sluice-stream/sluice/pkg/state"
@@ -76,20 +76,6 @@ func main() {
 	}
 }
 
-// value is key k's value: pseudo-random bytes derived from k, so a restore can be
-// checked without keeping them.
-func value(dst []byte, k uint64) []byte {
-	r := rand.New(rand.NewPCG(k, 0xbe7c4))
-	for i := 0; i < len(dst); i += 8 {
-		var w [8]byte
-		binary.LittleEndian.PutUint64(w[:], r.Uint64())
-		copy(dst[i:], w[:])
-	}
-	return dst
-}
-
-func key(dst []byte, k uint64) []byte { return binary.BigEndian.AppendUint64(dst[:0], k) }
-
 func opts(restoreID int64) state.KeyedOptions {
 	// The default inline threshold, as task managers use it: the small private files
 	// (the meta file, CURRENT, a small MANIFEST) travel inline in the handle.
@@ -122,14 +108,14 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	keys := uint64(o.size / int64(8+o.value))
 	fmt.Fprintf(out, "local recovery benchmark: %d CPUs, %s\n", runtime.NumCPU(), runtime.Version())
 	fmt.Fprintf(out, "== %d keys x (8 + %d) bytes = %s of keyed value state in one RocksDB backend, incremental checkpoint to file://\n",
-		keys, o.value, mb(int64(keys)*int64(8+o.value)))
+		keys, o.value, figures.MB(int64(keys)*int64(8+o.value)))
 	t0 := time.Now()
 	h, err := build(ctx, cfg, files, keys, o.value)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "  state written and checkpointed in %s: checkpoint full size %s in %d shared files\n",
-		dur(time.Since(t0)), mb(h.GetFullSize()), len(h.GetSharedFiles()))
+		figures.Dur(time.Since(t0)), figures.MB(h.GetFullSize()), len(h.GetSharedFiles()))
 
 	remoteCfg := cfg
 	remoteCfg.LocalRecovery = rocksdb.LocalRecovery{}
@@ -152,12 +138,12 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return fmt.Errorf("local restore %d read %d bytes remotely (local copy of checkpoint %d; %s), want none", i, st.RemoteBytes, st.LocalCheckpointID, st.Fallback)
 		}
 		localD, ls = append(localD, d), st
-		fmt.Fprintf(out, "  run %d  remote %s  local %s\n", i, dur(remote[i-1]), dur(d))
+		fmt.Fprintf(out, "  run %d  remote %s  local %s\n", i, figures.Dur(remote[i-1]), figures.Dur(d))
 	}
 	mr, ml := median(remote), median(localD)
 	fmt.Fprintf(out, "median of %d runs (each restore opens the database and checks sampled keys):\n", o.runs)
-	fmt.Fprintf(out, "  remote restore  %s  %s downloaded, verified (SHA-256)      %s\n", dur(mr), mb(rs.RemoteBytes), rate(rs.RemoteBytes, mr))
-	fmt.Fprintf(out, "  local restore   %s  %s from the local copy (CRC-32C), 0 bytes remote  %s\n", dur(ml), mb(ls.LocalBytes), rate(ls.LocalBytes, ml))
+	fmt.Fprintf(out, "  remote restore  %s  %s downloaded, verified (SHA-256)      %s\n", figures.Dur(mr), figures.MB(rs.RemoteBytes), figures.Rate(rs.RemoteBytes, mr))
+	fmt.Fprintf(out, "  local restore   %s  %s from the local copy (CRC-32C), 0 bytes remote  %s\n", figures.Dur(ml), figures.MB(ls.LocalBytes), figures.Rate(ls.LocalBytes, ml))
 	fmt.Fprintf(out, "  ratio local/remote %.2f (time; floor 0.30, goal: local under 1 s for 1 GB)\n", ml.Seconds()/mr.Seconds())
 	return nil
 }
@@ -181,9 +167,9 @@ func build(ctx context.Context, cfg rocksdb.Config, files blobstore.StateFiles, 
 				return nil, err
 			}
 		}
-		kb = key(kb, k)
+		kb = statedata.Key(kb, k)
 		b.SetCurrentKey(kb, keygroup.Of(kb, maxP))
-		if err := b.Put(id, nil, value(vb, k)); err != nil {
+		if err := b.Put(id, nil, statedata.Value(vb, k, 0xbe7c4)); err != nil {
 			return nil, err
 		}
 	}
@@ -221,10 +207,10 @@ func restore(ctx context.Context, cfg rocksdb.Config, files blobstore.StateFiles
 	kb, want := []byte(nil), make([]byte, valueLen)
 	for i := range uint64(1000) {
 		k := i * (keys / 1000)
-		kb = key(kb, k)
+		kb = statedata.Key(kb, k)
 		b.SetCurrentKey(kb, keygroup.Of(kb, maxP))
 		v, ok, err := b.Get(id, nil)
-		if err != nil || !ok || string(v) != string(value(want, k)) {
+		if err != nil || !ok || string(v) != string(statedata.Value(want, k, 0xbe7c4)) {
 			return 0, state.RestoreStats{}, fmt.Errorf("key %d not restored (found %v, %v)", k, ok, err)
 		}
 	}
@@ -235,17 +221,4 @@ func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)/2]
-}
-
-func dur(d time.Duration) string {
-	if d < time.Second {
-		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
-	}
-	return fmt.Sprintf("%.2f s", d.Seconds())
-}
-
-func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
-
-func rate(n int64, d time.Duration) string {
-	return fmt.Sprintf("%.0f MB/s", float64(n)/1e6/d.Seconds())
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/sluice-stream/sluice/pkg/atomicfile"
 	"github.com/sluice-stream/sluice/pkg/state/rocksdb"
 )
 
@@ -80,7 +81,7 @@ func ClaimLocalState(dir, id string) (*LocalState, error) {
 	l.ID = id
 	// Failing to record it must not stop the task manager (the local disk may be
 	// full); it only loses the copies at the next restart without an explicit ID.
-	if err := writeFileAtomic(idFile, []byte(id+"\n")); err != nil {
+	if err := atomicfile.Write(idFile, []byte(id+"\n")); err != nil {
 		l.Warning = fmt.Sprintf("cannot record the resource ID in %s (%v): a restart without taskmanager.resource-id will not find this task manager's local copies", dir, err)
 	}
 	return l, nil
@@ -97,29 +98,6 @@ func (l *LocalState) Release() {
 		l.lock.Close() // closing the descriptor drops the flock
 		l.lock = nil
 	}
-}
-
-// writeFileAtomic replaces name with b: a crash leaves the old or the new content.
-func writeFileAtomic(name string, b []byte) error {
-	tmp := name + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, name)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }
 
 // localJobs lists the jobs of the local recovery root for the heartbeat, reading the

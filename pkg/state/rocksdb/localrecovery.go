@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/sluice-stream/sluice/pkg/atomicfile"
 	"github.com/sluice-stream/sluice/pkg/keygroup"
 	"github.com/sluice-stream/sluice/pkg/state"
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
@@ -223,35 +224,10 @@ func (l *localCopies) pruneOverlapping() {
 	}
 }
 
-// writeLocalManifest writes m into dir atomically: a temporary file, synced, renamed.
+// writeLocalManifest writes m into dir atomically. A copy whose manifest is lost in a
+// crash is only not used.
 func writeLocalManifest(dir string, m *localManifest) error {
-	name := filepath.Join(dir, localManifestName)
-	tmp := name + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(m.encode())
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, name)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	// The rename is durable once the directory is synced; a copy whose manifest is lost
-	// in a crash is only not used.
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.Write(filepath.Join(dir, localManifestName), m.encode())
 }
 
 // fileCRC is the CRC-32C and size of a file's content.

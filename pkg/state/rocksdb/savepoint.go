@@ -108,13 +108,9 @@ func (s *canonicalSnapshot) done() {
 // range, inlined below the inline threshold; a nil handle when the backend holds no
 // entry and no timer.
 func (s *canonicalSnapshot) Run(ctx context.Context, w state.StateWriter) (*sluicev1.KeyedStateHandle, error) {
-	s.mu.Lock()
-	if s.phase != phaseIdle {
-		s.mu.Unlock()
-		return nil, errors.New("rocksdb: snapshot already run or released")
+	if err := s.claim(); err != nil {
+		return nil, err
 	}
-	s.phase = phaseRunning
-	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		s.done()

@@ -347,6 +347,17 @@ func (s *snapshot) done() {
 	s.inst.release()
 }
 
+// claim starts a Run: only one, and none after Release.
+func (s *snapshot) claim() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.phase != phaseIdle {
+		return errors.New("rocksdb: snapshot already run or released")
+	}
+	s.phase = phaseRunning
+	return nil
+}
+
 // Run implements state.AsyncSnapshot: it uploads the files, at most TransferThreads at
 // a time, and returns a handle whose private_files start with the meta file. In
 // incremental mode the SST files are shared files, and those the latest confirmed
@@ -354,13 +365,9 @@ func (s *snapshot) done() {
 // files being written are aborted; files it completed before stay behind, unreferenced
 // (like every file of a checkpoint that is aborted later).
 func (s *snapshot) Run(ctx context.Context, w state.StateWriter) (*sluicev1.KeyedStateHandle, error) {
-	s.mu.Lock()
-	if s.phase != phaseIdle {
-		s.mu.Unlock()
-		return nil, errors.New("rocksdb: snapshot already run or released")
+	if err := s.claim(); err != nil {
+		return nil, err
 	}
-	s.phase = phaseRunning
-	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		s.done()
