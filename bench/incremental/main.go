@@ -17,17 +17,22 @@
 // (-warmup, -level-warmup); then more are measured (-checkpoints, -level-checkpoints:
 // several compaction cycles of the style).
 //
-// For each compaction style (-styles: UNIVERSAL, the default with incremental
-// checkpoints, and LEVEL, RocksDB's default and the one before) it prints, for the
-// first 10 measured checkpoints and for all of them: the bytes changed (keys and values
-// written: the baseline), the bytes uploaded (the handles' incremental size: new SST
-// files, the MANIFEST, CURRENT and the meta file) and the ratio uploaded/changed; the
-// compactions that ran during them and the SST bytes they wrote, from the backend's
-// event counters; the most and mean sorted runs; the most live SST bytes over the
-// logical bytes (space amplification); and write stalls. A 10-checkpoint ratio depends
-// on where the window falls in the compaction cycle, so it also prints the lowest,
-// median and highest ratio of the consecutive 10-checkpoint windows. The floor
-// for the ratio is 2.0, its goal 1.2.
+// Memtables are -writebuffer bytes (1 MiB), so that they flush every few checkpoints
+// and compactions run in every mode, as with state much larger than memory.
+//
+// For each mode (-modes: DELTAS, the default for incremental checkpoints: universal
+// compaction, deltas between bases; UNIVERSAL and LEVEL: every checkpoint a base, with
+// that compaction style) it prints, for the first 10 measured checkpoints and for all
+// of them: the bytes changed (keys and values written: the baseline), the bytes
+// uploaded (the handles' incremental size: deltas, new SST files, the MANIFEST, CURRENT
+// and the meta file) and the ratio uploaded/changed; the compactions that ran during
+// them and the SST bytes they wrote, from the backend's event counters; the bases
+// taken; the most and mean sorted runs; the most live SST bytes over the logical bytes
+// (space amplification); and write stalls. A 10-checkpoint ratio depends on where the
+// window falls in the compaction cycle (and, with deltas, on whether it holds a base),
+// so it also prints the lowest, median and highest ratio of the consecutive
+// 10-checkpoint windows and how many exceed 2.0. The floor for the ratio is
+// 2.0, its goal 1.2.
 package main
 
 import (
@@ -50,6 +55,7 @@ import (
 	"github.com/sluice-stream/sluice/pkg/keygroup"
 	"github.com/sluice-stream/sluice/pkg/state"
 	"github.com/sluice-stream/sluice/pkg/state/rocksdb"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
 const (
@@ -70,8 +76,22 @@ type options struct {
 	levelWarmup int
 	levelCps    int
 	sortedRuns  int
-	styles      string
+	writeBuffer int64
+	modes       string
 	dir         string
+}
+
+// mode is a configuration measured: a compaction style, with or without deltas.
+type mode struct {
+	name   string
+	style  rocksdb.CompactionStyle
+	deltas bool
+}
+
+var modes = map[string]mode{
+	"DELTAS":    {"DELTAS", rocksdb.CompactionUniversal, true},
+	"UNIVERSAL": {"UNIVERSAL", rocksdb.CompactionUniversal, false},
+	"LEVEL":     {"LEVEL", rocksdb.CompactionLevel, false},
 }
 
 func main() {
@@ -84,7 +104,8 @@ func main() {
 	flag.IntVar(&o.levelWarmup, "level-warmup", 20, "LEVEL: checkpoints before the measured ones (steady state)")
 	flag.IntVar(&o.levelCps, "level-checkpoints", 100, "LEVEL: checkpoints measured, a multiple of 10 (its compaction cycle is about 4)")
 	flag.IntVar(&o.sortedRuns, "sorted-runs", 0, "UNIVERSAL: state.backend.rocksdb.compaction.universal.sorted-runs (0: the default, 24)")
-	flag.StringVar(&o.styles, "styles", "UNIVERSAL,LEVEL", "compaction styles to measure, comma-separated")
+	flag.Int64Var(&o.writeBuffer, "writebuffer", 1<<20, "bytes of a memtable (state.backend.rocksdb.writebuffer.size)")
+	flag.StringVar(&o.modes, "modes", "DELTAS,UNIVERSAL,LEVEL", "what to measure, comma-separated: DELTAS (universal compaction, deltas between bases: the default), UNIVERSAL or LEVEL (every checkpoint a base)")
 	flag.StringVar(&o.dir, "dir", "", "parent of the temporary directory (default $TMPDIR)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -98,26 +119,26 @@ func main() {
 
 func run(ctx context.Context, o options, out io.Writer) error {
 	if o.keys < 1000 || o.value < 1 || o.change <= 0 || o.change > 1 || o.warmup < 0 || o.levelWarmup < 0 ||
-		o.checkpoints < window || o.checkpoints%window != 0 || o.levelCps < window || o.levelCps%window != 0 {
-		return errors.New("invalid flags: need -keys >= 1000, -value >= 1, 0 < -change <= 1, warm-ups >= 0, measured checkpoints positive multiples of 10")
+		o.checkpoints < window || o.checkpoints%window != 0 || o.levelCps < window || o.levelCps%window != 0 || o.writeBuffer < 64<<10 {
+		return errors.New("invalid flags: need -keys >= 1000, -value >= 1, 0 < -change <= 1, warm-ups >= 0, measured checkpoints positive multiples of 10, -writebuffer >= 65536")
 	}
-	var styles []rocksdb.CompactionStyle
-	for s := range strings.SplitSeq(o.styles, ",") {
-		st, err := rocksdb.ParseCompactionStyle(strings.TrimSpace(s))
-		if err != nil {
-			return err
+	var ms []mode
+	for s := range strings.SplitSeq(o.modes, ",") {
+		m, ok := modes[strings.ToUpper(strings.TrimSpace(s))]
+		if !ok {
+			return fmt.Errorf("unknown mode %q: want DELTAS, UNIVERSAL or LEVEL", s)
 		}
-		styles = append(styles, st)
+		ms = append(ms, m)
 	}
 	fmt.Fprintf(out, "incremental checkpoint benchmark: %d CPUs, %s\n", runtime.NumCPU(), runtime.Version())
 	fmt.Fprintf(out, "== %d keys of keyed value state (%d-byte keys, %d random bytes each: %s), %.4g%% of the keys changed between checkpoints,\n",
 		o.keys, keyLen, o.value, figures.MB(int64(o.keys)*int64(keyLen+o.value)), 100*o.change)
-	fmt.Fprintf(out, "   one RocksDB backend, incremental checkpoints to file://, each after compactions finished\n")
+	fmt.Fprintf(out, "   one RocksDB backend, %s memtables, incremental checkpoints to file://, each after compactions finished\n", figures.MB(o.writeBuffer))
 	var results []result
-	for _, st := range styles {
-		r, err := measure(ctx, o, st)
+	for _, m := range ms {
+		r, err := measure(ctx, o, m)
 		if err != nil {
-			return fmt.Errorf("%s: %w", st, err)
+			return fmt.Errorf("%s: %w", m.name, err)
 		}
 		results = append(results, r)
 		r.print(out)
@@ -126,8 +147,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	for _, r := range results {
 		first := r.span(0, window)
 		all := r.span(0, len(r.cps))
-		fmt.Fprintf(out, "  %-9s over 10 checkpoints while compaction runs %.2f (%d compactions); steady state over %d checkpoints %.2f (%d compactions)\n",
-			r.style, first.ratio(), first.compactions, len(r.cps), all.ratio(), all.compactions)
+		ws := r.windows()
+		fmt.Fprintf(out, "  %-9s over 10 checkpoints while compaction runs %.2f (%d compactions); steady state over %d checkpoints %.2f (%d compactions, %d bases); windows of 10 highest %.2f\n",
+			r.mode.name, first.ratio(), first.compactions, len(r.cps), all.ratio(), all.compactions, all.bases, ws[len(ws)-1])
 	}
 	return nil
 }
@@ -140,10 +162,11 @@ type cp struct {
 	stalls                      int64
 	sortedRuns                  int
 	liveSST                     int64
+	base                        bool
 }
 
 type result struct {
-	style   rocksdb.CompactionStyle
+	mode    mode
 	logical int64
 	warmup  time.Duration
 	warmCps int
@@ -155,11 +178,11 @@ type result struct {
 
 // totals is the sum over consecutive checkpoints.
 type totals struct {
-	changed, uploaded, compactions, compactionBytes, flushes, stalls int64
-	maxRuns                                                          int
-	sumRuns                                                          int
-	maxLive                                                          int64
-	n                                                                int
+	changed, uploaded, compactions, compactionBytes, flushes, stalls, bases int64
+	maxRuns                                                                 int
+	sumRuns                                                                 int
+	maxLive                                                                 int64
+	n                                                                       int
 }
 
 func (t totals) ratio() float64 { return float64(t.uploaded) / float64(t.changed) }
@@ -173,6 +196,9 @@ func (r result) span(from, to int) totals {
 		t.compactionBytes += c.compactionBytes
 		t.flushes += c.flushes
 		t.stalls += c.stalls
+		if c.base {
+			t.bases++
+		}
 		t.maxRuns = max(t.maxRuns, c.sortedRuns)
 		t.sumRuns += c.sortedRuns
 		t.maxLive = max(t.maxLive, c.liveSST)
@@ -181,38 +207,56 @@ func (r result) span(from, to int) totals {
 	return t
 }
 
-func (r result) print(out io.Writer) {
-	what := "RocksDB's default, the style before"
-	if r.style == rocksdb.CompactionUniversal {
-		what = fmt.Sprintf("a compaction at %d sorted runs; the default for incremental checkpoints", r.runs)
+// windows are the ratios of the consecutive 10-checkpoint windows, sorted.
+func (r result) windows() []float64 {
+	var ws []float64
+	for i := 0; i+window <= len(r.cps); i += window {
+		ws = append(ws, r.span(i, i+window).ratio())
 	}
-	fmt.Fprintf(out, "  %s (%s): %d warm-up checkpoints in %s, %d compactions\n", r.style, what, r.warmCps, figures.Dur(r.warmup), r.warmCmp)
+	slices.Sort(ws)
+	return ws
+}
+
+func (r result) print(out io.Writer) {
+	var what string
+	switch {
+	case r.mode.deltas:
+		what = fmt.Sprintf("universal compaction at %d sorted runs, deltas between bases; the default for incremental checkpoints", r.runs)
+	case r.mode.style == rocksdb.CompactionUniversal:
+		what = fmt.Sprintf("universal compaction at %d sorted runs, every checkpoint a base", r.runs)
+	default:
+		what = "level compaction, RocksDB's default, every checkpoint a base"
+	}
+	fmt.Fprintf(out, "  %s (%s): %d warm-up checkpoints in %s, %d compactions\n", r.mode.name, what, r.warmCps, figures.Dur(r.warmup), r.warmCmp)
 	line := func(label string, t totals) {
-		fmt.Fprintf(out, "    %-16s changed %9s  uploaded %9s  ratio %6.2f   %4d compactions wrote %9s, %d flushes\n",
-			label, figures.MB(t.changed), figures.MB(t.uploaded), t.ratio(), t.compactions, figures.MB(t.compactionBytes), t.flushes)
+		fmt.Fprintf(out, "    %-16s changed %9s  uploaded %9s  ratio %6.2f   %4d compactions wrote %9s, %d flushes, %d bases\n",
+			label, figures.MB(t.changed), figures.MB(t.uploaded), t.ratio(), t.compactions, figures.MB(t.compactionBytes), t.flushes, t.bases)
 	}
 	line("10 checkpoints", r.span(0, window))
 	all := r.span(0, len(r.cps))
 	line(fmt.Sprintf("%d checkpoints", len(r.cps)), all)
-	var ws []float64
-	busy := 0
+	ws := r.windows()
+	busy, over := 0, 0
 	for i := 0; i+window <= len(r.cps); i += window {
-		w := r.span(i, i+window)
-		ws = append(ws, w.ratio())
-		if w.compactions > 0 {
+		if r.span(i, i+window).compactions > 0 {
 			busy++
 		}
 	}
-	slices.Sort(ws)
-	fmt.Fprintf(out, "    10-checkpoint windows: ratio lowest %.2f, median %.2f, highest %.2f; %d of %d windows ran compactions\n",
-		ws[0], ws[len(ws)/2], ws[len(ws)-1], busy, len(ws))
+	for _, w := range ws {
+		if w > 2 {
+			over++
+		}
+	}
+	fmt.Fprintf(out, "    10-checkpoint windows: ratio lowest %.2f, median %.2f, highest %.2f; %d of %d windows ran compactions, %d above 2.0\n",
+		ws[0], ws[len(ws)/2], ws[len(ws)-1], busy, len(ws), over)
 	fmt.Fprintf(out, "    sorted runs most %d, mean %.1f; live SST files at most %.2fx the logical bytes; %d write stalls; %s for the measured checkpoints\n",
 		all.maxRuns, float64(all.sumRuns)/float64(all.n), float64(all.maxLive)/float64(r.logical), all.stalls, figures.Dur(r.elapsed))
 }
 
-// measure runs the warm-up and the measured checkpoints with compaction style st.
-func measure(ctx context.Context, o options, st rocksdb.CompactionStyle) (result, error) {
-	r := result{style: st, logical: int64(o.keys) * int64(keyLen+o.value), warmCps: o.warmup}
+// measure runs the warm-up and the measured checkpoints in mode m.
+func measure(ctx context.Context, o options, m mode) (result, error) {
+	st := m.style
+	r := result{mode: m, logical: int64(o.keys) * int64(keyLen+o.value), warmCps: o.warmup}
 	measured := o.checkpoints
 	if r.runs = o.sortedRuns; r.runs == 0 {
 		r.runs = 24 // Config.UniversalSortedRuns's default
@@ -234,7 +278,10 @@ func measure(ctx context.Context, o options, st rocksdb.CompactionStyle) (result
 	if err != nil {
 		return r, err
 	}
-	cfg := rocksdb.Config{Incremental: true, CompactionStyle: st, UniversalSortedRuns: o.sortedRuns, LocalDir: tmp + "/db"}
+	cfg := rocksdb.Config{
+		Incremental: true, DisableDeltas: !m.deltas, CompactionStyle: st, UniversalSortedRuns: o.sortedRuns,
+		WriteBufferSize: o.writeBuffer, LocalDir: tmp + "/db",
+	}
 	opts := state.KeyedOptions{OperatorUID: uid, KeyGroups: keygroup.Range{Start: 0, End: maxP - 1}, MaxParallelism: maxP}
 	b, err := rocksdb.New(opts, cfg, nil)
 	if err != nil {
@@ -274,22 +321,25 @@ func measure(ctx context.Context, o options, st rocksdb.CompactionStyle) (result
 	// checkpoint waits for the background work, then takes and confirms a checkpoint.
 	// The statistics are those before it: the compactions counted since the previous
 	// ones are those whose files it uploads.
-	checkpoint := func() (int64, rocksdb.CompactionStats, error) {
+	// base says whether it was a base (it wrote no delta).
+	checkpoint := func() (uploaded int64, before rocksdb.CompactionStats, base bool, err error) {
 		if err := idle(ctx, b); err != nil {
-			return 0, rocksdb.CompactionStats{}, err
+			return 0, rocksdb.CompactionStats{}, false, err
 		}
-		before := b.CompactionStats()
+		before = b.CompactionStats()
 		next++
 		s, err := b.Snapshot(next)
 		if err != nil {
-			return 0, before, err
+			return 0, before, false, err
 		}
 		h, err := s.Run(ctx, blobstore.StateFiles{Store: store, ID: next, Prefix: "v0-s0-"})
 		if err != nil {
-			return 0, before, err
+			return 0, before, false, err
 		}
 		b.NotifyCheckpointComplete(next)
-		return h.GetIncrementalSize(), before, nil
+		own := fmt.Sprintf("-delta-%d-", next)
+		base = !slices.ContainsFunc(h.GetSharedFiles(), func(f *sluicev1.StateFile) bool { return strings.Contains(f.GetPath(), own) })
+		return h.GetIncrementalSize(), before, base, nil
 	}
 	change := func() (int64, error) {
 		var n int64
@@ -305,14 +355,14 @@ func measure(ctx context.Context, o options, st rocksdb.CompactionStyle) (result
 
 	start := time.Now()
 	var prev rocksdb.CompactionStats
-	if _, prev, err = checkpoint(); err != nil {
+	if _, prev, _, err = checkpoint(); err != nil {
 		return r, err
 	}
 	for range r.warmCps {
 		if _, err := change(); err != nil {
 			return r, err
 		}
-		if _, prev, err = checkpoint(); err != nil {
+		if _, prev, _, err = checkpoint(); err != nil {
 			return r, err
 		}
 	}
@@ -325,7 +375,7 @@ func measure(ctx context.Context, o options, st rocksdb.CompactionStyle) (result
 			return r, err
 		}
 		var s rocksdb.CompactionStats
-		if c.uploaded, s, err = checkpoint(); err != nil {
+		if c.uploaded, s, c.base, err = checkpoint(); err != nil {
 			return r, err
 		}
 		// The previous checkpoint's flush, and the compactions it triggered, which ran

@@ -8,19 +8,21 @@ import (
 	"testing"
 )
 
-// TestRun: the whole program at a tiny size prints every figure for both styles, and
+// TestRun: the whole program at a tiny size prints every figure for every mode, and
 // LEVEL's compactions really ran during the measured checkpoints.
 func TestRun(t *testing.T) {
 	o := options{keys: 2000, value: 100, change: 0.01, warmup: 30, checkpoints: 20, levelWarmup: 5, levelCps: 20,
-		styles: "UNIVERSAL,LEVEL", dir: t.TempDir()}
+		writeBuffer: 1 << 20, modes: "DELTAS,UNIVERSAL,LEVEL", dir: t.TempDir()}
 	var out bytes.Buffer
 	if err := run(t.Context(), o, &out); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	for _, want := range []string{
-		"UNIVERSAL (a compaction at 24 sorted runs", "LEVEL (RocksDB's default", "10 checkpoints ", "20 checkpoints ",
+		"DELTAS (universal compaction at 24 sorted runs, deltas", "UNIVERSAL (universal compaction at 24 sorted runs, every checkpoint a base",
+		"LEVEL (level compaction", "10 checkpoints ", "20 checkpoints ",
 		"10-checkpoint windows: ratio lowest", "sorted runs most", "write stalls",
-		"UNIVERSAL over 10 checkpoints while compaction runs", "LEVEL     over 10 checkpoints while compaction runs",
+		"DELTAS    over 10 checkpoints while compaction runs", "UNIVERSAL over 10 checkpoints while compaction runs",
+		"LEVEL     over 10 checkpoints while compaction runs",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
@@ -36,12 +38,12 @@ func TestRun(t *testing.T) {
 }
 
 func TestFlagsChecked(t *testing.T) {
-	o := options{keys: 2000, value: 100, change: 0.01, warmup: 1, checkpoints: 15, levelWarmup: 1, levelCps: 10, styles: "LEVEL"}
+	o := options{keys: 2000, value: 100, change: 0.01, warmup: 1, checkpoints: 15, levelWarmup: 1, levelCps: 10, writeBuffer: 1 << 20, modes: "LEVEL"}
 	if err := run(t.Context(), o, &bytes.Buffer{}); err == nil {
 		t.Error("-checkpoints 15 accepted")
 	}
-	o.checkpoints, o.styles = 10, "FIFO"
+	o.checkpoints, o.modes = 10, "FIFO"
 	if err := run(t.Context(), o, &bytes.Buffer{}); err == nil {
-		t.Error("style FIFO accepted")
+		t.Error("mode FIFO accepted")
 	}
 }

@@ -110,7 +110,8 @@ func JobManagerConfig(c *config.Config) (jobmanager.Config, error) {
 // keep theirs otherwise). Memory and local directories are each task manager's own.
 func taskStateConfig(c *config.Config, m map[string]string) map[string]string {
 	set := c.Map()
-	for _, k := range []string{config.StateBackendType, config.StateBackendIncremental, config.StateBackendLocalRecovery, config.RocksDBPredefined, config.RocksDBTransferThreads} {
+	for _, k := range []string{config.StateBackendType, config.StateBackendIncremental, config.StateBackendLocalRecovery, config.RocksDBPredefined, config.RocksDBTransferThreads,
+		config.RocksDBDeltas, config.RocksDBDeltaRatio} {
 		if v, ok := set[k]; ok {
 			m[k] = v
 		} else if key, ok := config.Lookup(k); ok {

@@ -45,6 +45,9 @@ type column struct {
 	name string
 	h    *grocksdb.ColumnFamilyHandle
 	c    cfHandle
+	// dirty holds the keys written since the last checkpoint's snapshot while deltas
+	// are tracked (delta.go); nil otherwise.
+	dirty map[string]struct{}
 }
 
 // instance is the backend's directory: db/ holds the database, snap-*/ the native
@@ -110,11 +113,15 @@ type Backend struct {
 	listBuf []byte // ListGet's list; nil while a ListGet runs (nested calls allocate)
 	enc     []byte
 
-	timers   timers
-	inc      incremental
-	seq      int64 // snapshot directories
-	closed   bool  // closed, or broken by a failed restore: every call fails
-	released bool  // Close ran
+	timers timers
+	inc    incremental
+	// Change tracking for deltas (delta.go): the bytes of the dirty keys, and whether
+	// some change of this interval is not in them (the next snapshot must be a base).
+	dirtyBytes   int
+	dirtyUnknown bool
+	seq          int64 // snapshot directories
+	closed       bool  // closed, or broken by a failed restore: every call fails
+	released     bool  // Close ran
 
 	log         *slog.Logger
 	local       *localCopies // nil: local recovery is off
@@ -179,6 +186,7 @@ func New(opts state.KeyedOptions, cfg Config, mem *Memory) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
+	b.startTracking()
 	return b, nil
 }
 
@@ -267,6 +275,16 @@ func (b *Backend) closeDB() {
 	b.byName = map[string]state.StateID{}
 }
 
+// columnByName finds an open column family by name.
+func (b *Backend) columnByName(name string) (cfHandle, bool) {
+	for _, c := range b.columns() {
+		if c.name == name {
+			return c.c, true
+		}
+	}
+	return nil, false
+}
+
 // columns lists every open column family.
 func (b *Backend) columns() []*column {
 	if b.def == nil {
@@ -336,9 +354,11 @@ func (b *Backend) register(desc state.StateDesc) (state.StateID, error) {
 	}
 	b.mu.Lock()
 	id := state.StateID(len(b.states))
-	b.states = append(b.states, &column{desc: desc, name: name, h: h, c: cfPtr(h)})
+	c := &column{desc: desc, name: name, h: h, c: cfPtr(h)}
+	b.states = append(b.states, c)
 	b.byName[desc.Name] = id
 	b.mu.Unlock()
+	b.newColumnTracked(c)
 	return id, nil
 }
 
@@ -420,6 +440,7 @@ func (b *Backend) Put(id state.StateID, ns, v []byte) error {
 	if err := b.nat.put(c.c, k, v); err != nil {
 		return dbError(c, "put", err)
 	}
+	b.touch(c, k)
 	return nil
 }
 
@@ -434,6 +455,7 @@ func (b *Backend) Delete(id state.StateID, ns []byte) error {
 		if err := b.nat.delete(c.c, k); err != nil {
 			return dbError(c, "delete", err)
 		}
+		b.touch(c, k)
 		return nil
 	}
 	return b.clearPrefix(c, k)
@@ -447,6 +469,7 @@ func (b *Backend) clearPrefix(c *column, p []byte) error {
 	defer wb.Destroy()
 	for it.Seek(p); it.Valid(); it.Next() {
 		wb.DeleteCF(c.h, it.Key())
+		b.touch(c, it.Key())
 	}
 	if err := it.Err(); err != nil {
 		return dbError(c, "clear", err)
@@ -474,6 +497,7 @@ func (b *Backend) ListAppend(id state.StateID, ns, v []byte) error {
 	if err := b.nat.merge(c.c, k, b.enc); err != nil {
 		return dbError(c, "append", err)
 	}
+	b.touch(c, k)
 	return nil
 }
 
@@ -513,12 +537,14 @@ func (b *Backend) ListUpdate(id state.StateID, ns []byte, vs [][]byte) error {
 		if err := b.nat.delete(c.c, k); err != nil {
 			return dbError(c, "delete", err)
 		}
+		b.touch(c, k)
 		return nil
 	}
 	b.enc = state.EncodeList(b.enc[:0], vs)
 	if err := b.nat.put(c.c, k, b.enc); err != nil {
 		return dbError(c, "put", err)
 	}
+	b.touch(c, k)
 	return nil
 }
 
@@ -548,9 +574,11 @@ func (b *Backend) MapPut(id state.StateID, ns, userKey, v []byte) error {
 	if c.desc.Kind != state.KindMap {
 		return wrongKind(c, "MapPut")
 	}
-	if err := b.nat.put(c.c, b.userKey(k, userKey), v); err != nil {
+	k = b.userKey(k, userKey)
+	if err := b.nat.put(c.c, k, v); err != nil {
 		return dbError(c, "put", err)
 	}
+	b.touch(c, k)
 	return nil
 }
 
@@ -563,9 +591,11 @@ func (b *Backend) MapDelete(id state.StateID, ns, userKey []byte) error {
 	if c.desc.Kind != state.KindMap {
 		return wrongKind(c, "MapDelete")
 	}
-	if err := b.nat.delete(c.c, b.userKey(k, userKey)); err != nil {
+	k = b.userKey(k, userKey)
+	if err := b.nat.delete(c.c, k); err != nil {
 		return dbError(c, "delete", err)
 	}
+	b.touch(c, k)
 	return nil
 }
 

@@ -177,15 +177,16 @@ func TestIncrementalOnePercentOfMillionKeys(t *testing.T) {
 	}
 }
 
-// TestIncrementalSteadyStateUploads: over many checkpoints that each follow a change
-// of 1% of the keys, with compactions running between them, universal compaction
-// (the incremental default) uploads a few times the bytes changed, level compaction
-// many times more: each of its level-0 compactions rewrites all of level 1. The bounds
-// are loose; bench/incremental measures the figures.
+// TestIncrementalSteadyStateUploads: without deltas (every checkpoint a base), over
+// many checkpoints that each follow a change of 1% of the keys, with compactions
+// running between them, universal compaction uploads a few times the bytes changed,
+// level compaction many times more: each of its level-0 compactions rewrites all of
+// level 1. The bounds are loose; bench/incremental measures the figures, and
+// TestDeltaSteadyStateUploads the default, with deltas.
 func TestIncrementalSteadyStateUploads(t *testing.T) {
 	const keys = 50_000
 	measure := func(style rocksdb.CompactionStyle, warmup, n int) (ratio float64, compactions int64) {
-		r := newUploadRun(t, rocksdb.Config{Incremental: true, CompactionStyle: style}, keys)
+		r := newUploadRun(t, rocksdb.Config{Incremental: true, DisableDeltas: true, CompactionStyle: style}, keys)
 		r.checkpoint()
 		for range warmup {
 			r.change(0.01)
@@ -217,11 +218,11 @@ func TestIncrementalSteadyStateUploads(t *testing.T) {
 	}
 }
 
-// TestManifestStaysSmall: every checkpoint uploads the MANIFEST whole; RocksDB starts a
-// new one past 16 KiB instead of appending every flush's and compaction's edit for the
+// TestManifestStaysSmall: every base uploads the MANIFEST whole; RocksDB starts a new
+// one past 16 KiB instead of appending every flush's and compaction's edit for the
 // life of the job.
 func TestManifestStaysSmall(t *testing.T) {
-	r := newUploadRun(t, rocksdb.Config{Incremental: true}, 2000)
+	r := newUploadRun(t, rocksdb.Config{Incremental: true, DisableDeltas: true}, 2000)
 	var most int64
 	for id := int64(1); id <= 200; id++ {
 		r.change(0.01)
@@ -242,7 +243,7 @@ func TestManifestStaysSmall(t *testing.T) {
 // compacts level 0 at 4 files), the sorted runs are counted, and a closed backend
 // reports nothing.
 func TestCompactionStats(t *testing.T) {
-	r := newUploadRun(t, rocksdb.Config{Incremental: true, CompactionStyle: rocksdb.CompactionLevel}, 2000)
+	r := newUploadRun(t, rocksdb.Config{Incremental: true, DisableDeltas: true, CompactionStyle: rocksdb.CompactionLevel}, 2000)
 	for range 6 {
 		r.change(0.1)
 		r.checkpoint()

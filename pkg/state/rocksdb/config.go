@@ -89,6 +89,16 @@ type Config struct {
 	// it from later checkpoints; otherwise every snapshot uploads every file as files of
 	// its own checkpoint.
 	Incremental bool
+	// DisableDeltas makes every incremental snapshot a base: a native checkpoint whose
+	// new SST files, compaction output included, are uploaded. By default a snapshot
+	// uploads only the entries changed since the latest confirmed checkpoint, as one
+	// SST file per state, until a base is worth it (see DeltaRatio and delta.go).
+	DisableDeltas bool
+	// DeltaRatio: a new base is taken once the deltas since the current one hold
+	// DeltaRatio times what the base would upload; uploads stay within about
+	// 1 + 1/DeltaRatio times the bytes of the changed entries, and a restore reads up to
+	// DeltaRatio times that in deltas. 0 means DefaultDeltaRatio.
+	DeltaRatio float64
 	// LocalDir is where the backends create their instance directories. Empty uses
 	// state.KeyedOptions.LocalDir, else the system's temporary directory.
 	LocalDir string
@@ -118,6 +128,9 @@ type Config struct {
 	// the checkpoint storage, for one); nil discards it.
 	Log *slog.Logger
 }
+
+// DefaultDeltaRatio is Config.DeltaRatio's default.
+const DefaultDeltaRatio = 2.0
 
 // LocalRecovery configures local recovery (see Config.LocalRecovery).
 type LocalRecovery struct {
@@ -227,6 +240,8 @@ func ConfigFrom(c *config.Config) (Config, error) {
 		Incremental:     c.Bool(config.StateBackendIncremental),
 		LocalDir:        c.String(config.RocksDBLocalDir),
 		TransferThreads: c.Int(config.RocksDBTransferThreads),
+		DisableDeltas:   !c.Bool(config.RocksDBDeltas),
+		DeltaRatio:      c.Float(config.RocksDBDeltaRatio),
 	}
 	if c.IsSet(config.RocksDBBlockCacheSize) {
 		cfg.BlockCacheSize = c.MemorySize(config.RocksDBBlockCacheSize)

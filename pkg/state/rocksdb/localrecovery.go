@@ -86,6 +86,12 @@ func (l *localCopies) begin(id int64) (dir string, ok bool) {
 	return dir, true
 }
 
+// hasCopy says whether checkpoint id has a copy with its manifest written.
+func (l *localCopies) hasCopy(id int64) bool {
+	_, err := os.Stat(filepath.Join(l.chkDir(id), localManifestName))
+	return err == nil
+}
+
 // failed ends a copy that could not be written: it is removed and the failure logged.
 func (l *localCopies) failed(id int64, what string, err error) {
 	l.mu.Lock()
@@ -309,6 +315,9 @@ func handleFiles(h *sluicev1.KeyedStateHandle, m *snapshotMeta) map[string]*slui
 	}
 	for i, name := range m.private {
 		files[name] = h.GetPrivateFiles()[i+1]
+	}
+	for i, d := range m.deltas {
+		files[d.name] = h.GetSharedFiles()[len(m.shared)+i]
 	}
 	return files
 }

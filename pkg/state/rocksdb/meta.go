@@ -19,16 +19,22 @@ import (
 //	per state: u8 kind | bytes name | bytes column family |
 //	uvarint shared count | per shared file: bytes local name |
 //	uvarint private count | per other private file: bytes local name |
+//	[version 2: uvarint delta count | per delta: bytes column family | bytes local name] |
 //	u32 CRC-32C of everything before it
 //
 // Integers are big-endian; bytes is a uvarint length and the bytes. The local names
 // (e.g. "000012.sst", "MANIFEST-000005", "CURRENT") are in the order of the handle's
 // shared_files and private_files[1:]: a file's name in the blob store says nothing
 // about its name in the database directory, and inline files have no name at all.
+// Version 2 (written only when there are deltas, see delta.go) adds the deltas: SST
+// files of changed entries, each for one column family, to ingest in order after
+// opening the database; they are the last shared files of the handle, after those
+// the shared names list.
 
 const (
-	metaMagic   = "SLUICERM"
-	metaVersion = 1
+	metaMagic        = "SLUICERM"
+	metaVersion      = 1
+	metaVersionDelta = 2
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -44,6 +50,13 @@ type snapshotMeta struct {
 	states  []metaState
 	shared  []string
 	private []string
+	deltas  []metaDelta
+}
+
+// metaDelta is a delta file: its local name and the column family it goes into.
+type metaDelta struct {
+	column string
+	name   string
 }
 
 func appendBytes(dst []byte, b string) []byte {
@@ -53,7 +66,11 @@ func appendBytes(dst []byte, b string) []byte {
 
 func (m *snapshotMeta) encode() []byte {
 	b := append([]byte(nil), metaMagic...)
-	b = binary.BigEndian.AppendUint16(b, metaVersion)
+	version := uint16(metaVersion)
+	if len(m.deltas) > 0 {
+		version = metaVersionDelta
+	}
+	b = binary.BigEndian.AppendUint16(b, version)
 	b = binary.BigEndian.AppendUint32(b, uint32(m.maxP))
 	b = binary.BigEndian.AppendUint32(b, uint32(m.kgs.Start))
 	b = binary.BigEndian.AppendUint32(b, uint32(m.kgs.End))
@@ -67,6 +84,13 @@ func (m *snapshotMeta) encode() []byte {
 		b = binary.AppendUvarint(b, uint64(len(names)))
 		for _, n := range names {
 			b = appendBytes(b, n)
+		}
+	}
+	if version == metaVersionDelta {
+		b = binary.AppendUvarint(b, uint64(len(m.deltas)))
+		for _, d := range m.deltas {
+			b = appendBytes(b, d.column)
+			b = appendBytes(b, d.name)
 		}
 	}
 	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
@@ -125,8 +149,9 @@ func decodeMeta(b []byte, label string) (*snapshotMeta, error) {
 		return nil, corrupt("checksum mismatch")
 	}
 	d := &metaDecoder{b: body[len(metaMagic):]}
-	if v := binary.BigEndian.Uint16(d.fixed(2)); v != metaVersion {
-		return nil, corrupt(fmt.Sprintf("unsupported version %d", v))
+	version := binary.BigEndian.Uint16(d.fixed(2))
+	if version != metaVersion && version != metaVersionDelta {
+		return nil, corrupt(fmt.Sprintf("unsupported version %d", version))
 	}
 	m := &snapshotMeta{maxP: int(binary.BigEndian.Uint32(d.fixed(4)))}
 	m.kgs.Start = int(binary.BigEndian.Uint32(d.fixed(4)))
@@ -155,6 +180,19 @@ func decodeMeta(b []byte, label string) (*snapshotMeta, error) {
 			*names = append(*names, name)
 		}
 	}
+	if version == metaVersionDelta {
+		n := d.uvarint(uint64(len(d.b)))
+		for range n {
+			md := metaDelta{column: d.bytes(), name: d.bytes()}
+			if d.err == nil && !validColumn(md.column) && md.column != eventColumn && md.column != processingColumn {
+				return nil, corrupt(fmt.Sprintf("bad column family name %q", md.column))
+			}
+			if d.err == nil && !validLocalName(md.name) {
+				return nil, corrupt(fmt.Sprintf("bad file name %q", md.name))
+			}
+			m.deltas = append(m.deltas, md)
+		}
+	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("trailing bytes")
 	}
@@ -171,7 +209,11 @@ func decodeMeta(b []byte, label string) (*snapshotMeta, error) {
 		}
 		seen["s:"+s.desc.Name], seen["c:"+s.column] = true, true
 	}
-	for _, name := range append(append([]string(nil), m.shared...), m.private...) {
+	names := append(append([]string(nil), m.shared...), m.private...)
+	for _, md := range m.deltas {
+		names = append(names, md.name)
+	}
+	for _, name := range names {
 		if seen["f:"+name] {
 			return nil, corrupt(fmt.Sprintf("file %q twice", name))
 		}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/linxGnu/grocksdb"
@@ -147,13 +148,18 @@ func (b *Backend) restore(ctx context.Context, handles []*sluicev1.KeyedStateHan
 		if err := b.open(dir, m.states, false, false); err != nil {
 			return err
 		}
+		if err := ingestDeltas(b.nat, b.columnByName, dir, m); err != nil {
+			return errorf("restore key groups %v: %w", p.hr, err)
+		}
 		if err := b.clip(p.hr); err != nil {
 			return err
 		}
 		if !b.cfg.NoClaim {
 			reuse = map[string]sharedFile{}
 			for i, name := range m.shared {
-				reuse[name] = sharedFile{f: p.h.GetSharedFiles()[i], crc: crcs[name], hasCRC: true}
+				if strings.HasSuffix(name, ".sst") {
+					reuse[name] = sharedFile{f: p.h.GetSharedFiles()[i], crc: crcs[name], hasCRC: true}
+				}
 			}
 		}
 	}
@@ -178,6 +184,7 @@ func (b *Backend) restore(ctx context.Context, handles []*sluicev1.KeyedStateHan
 		return err
 	}
 	b.inc.restored(reuse)
+	b.startTracking()
 	if src != nil && parts[base].hr == b.kgs && cnt.local.Load() > 0 {
 		// The copy restored from is this backend's own: it stays as the confirmed one.
 		b.local.restoredFrom(src.id)
@@ -208,9 +215,9 @@ func (b *Backend) readMeta(ctx context.Context, p part, r state.StateReader, cnt
 	if m.kgs != p.hr {
 		return nil, errorf("restore: state file %s: %w: it covers key groups %v, the handle says %v", label, state.ErrCorrupt, m.kgs, p.hr)
 	}
-	if len(m.shared) != len(h.GetSharedFiles()) || len(m.private) != len(h.GetPrivateFiles())-1 {
+	if len(m.shared)+len(m.deltas) != len(h.GetSharedFiles()) || len(m.private) != len(h.GetPrivateFiles())-1 {
 		return nil, errorf("restore: state file %s: %w: it names %d shared and %d private files, the handle has %d and %d",
-			label, state.ErrCorrupt, len(m.shared), len(m.private), len(h.GetSharedFiles()), len(h.GetPrivateFiles())-1)
+			label, state.ErrCorrupt, len(m.shared)+len(m.deltas), len(m.private), len(h.GetSharedFiles()), len(h.GetPrivateFiles())-1)
 	}
 	return m, nil
 }
@@ -403,7 +410,8 @@ func (b *Backend) merge(ctx context.Context, p part, r state.StateReader, cnt *r
 		names = append(names, s.column)
 		targets = append(targets, b.states[id])
 	}
-	db, hs, err := openDB(b.o, dbDir, names, true, false)
+	// Read-only, unless deltas are to be ingested first.
+	db, hs, err := openDB(b.o, dbDir, names, len(m.deltas) == 0, false)
 	if err != nil {
 		return err
 	}
@@ -414,6 +422,16 @@ func (b *Backend) merge(ctx context.Context, p part, r state.StateReader, cnt *r
 		db.Close()
 	}()
 	src := newNative(db, b.o.ro, b.o.wo)
+	err = ingestDeltas(src, func(name string) (cfHandle, bool) {
+		i := slices.Index(names, name)
+		if i < 0 {
+			return nil, false
+		}
+		return cfPtr(hs[i]), true
+	}, dbDir, m)
+	if err != nil {
+		return errorf("restore key groups %v: %w", p.in, err)
+	}
 	// The files of each column family, by chunk of key groups; written concurrently,
 	// at most TransferThreads at a time.
 	type export struct {

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "rocksdb/cache.h"
+#include "rocksdb/db.h"
 #include "rocksdb/env.h"
 #include "rocksdb/merge_operator.h"
 #include "rocksdb/options.h"
@@ -24,6 +25,9 @@
 
 using ROCKSDB_NAMESPACE::BlockBasedTableOptions;
 using ROCKSDB_NAMESPACE::Cache;
+using ROCKSDB_NAMESPACE::ColumnFamilyHandle;
+using ROCKSDB_NAMESPACE::DB;
+using ROCKSDB_NAMESPACE::IngestExternalFileOptions;
 using ROCKSDB_NAMESPACE::EnvOptions;
 using ROCKSDB_NAMESPACE::Logger;
 using ROCKSDB_NAMESPACE::LRUCacheOptions;
@@ -42,6 +46,12 @@ struct rocksdb_options_t {
 };
 struct rocksdb_block_based_table_options_t {
   BlockBasedTableOptions rep;
+};
+struct rocksdb_t {
+  DB* rep;
+};
+struct rocksdb_column_family_handle_t {
+  ColumnFamilyHandle* rep;
 };
 
 struct sluice_memory {
@@ -169,6 +179,48 @@ int64_t sluice_export_range(rocksdb_t* db, rocksdb_column_family_handle_t* cf,
     return -1;
   }
   return n;
+}
+
+int64_t sluice_write_delta(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* keys,
+                           const size_t* ends, size_t n, const rocksdb_options_t* o,
+                           const char* path, char** err) {
+  SstFileWriter w(EnvOptions(), o->rep, nullptr, false);
+  Status s = w.Open(path);
+  int64_t puts = 0;
+  ROCKSDB_NAMESPACE::ReadOptions ro;
+  ro.fill_cache = false;
+  ROCKSDB_NAMESPACE::PinnableSlice v;
+  size_t start = 0;
+  for (size_t i = 0; s.ok() && i < n; i++) {
+    Slice k(keys + start, ends[i] - start);
+    start = ends[i];
+    v.Reset();
+    s = db->rep->Get(ro, cf->rep, k, &v);
+    if (s.ok()) {
+      s = w.Put(k, v);
+      puts++;
+    } else if (s.IsNotFound()) {
+      s = w.Delete(k);
+    }
+  }
+  if (s.ok()) s = w.Finish();
+  if (!s.ok()) {
+    *err = strdup(s.ToString().c_str());
+    std::remove(path);
+    return -1;
+  }
+  return puts;
+}
+
+void sluice_ingest_file(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* path,
+                        char** err) {
+  IngestExternalFileOptions io;
+  io.move_files = true;
+  io.write_global_seqno = false;
+  io.allow_global_seqno = true;
+  io.allow_blocking_flush = true;
+  Status s = db->rep->IngestExternalFile(cf->rep, {std::string(path)}, io);
+  if (!s.ok()) *err = strdup(s.ToString().c_str());
 }
 
 }  // extern "C"

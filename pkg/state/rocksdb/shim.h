@@ -49,6 +49,22 @@ int64_t sluice_export_range(rocksdb_t* db, rocksdb_column_family_handle_t* cf,
                             size_t upperlen, const rocksdb_options_t* o, const char* path,
                             char** err);
 
+// sluice_write_delta writes the current value of each of the n keys of column family cf
+// of db (keys[ends[i-1]:ends[i]], ends[-1] = 0, sorted and distinct) into a new SST
+// file at path as a Put, or a Delete when the key is absent, through an SstFileWriter
+// with the options o. It returns the number of Puts; on error -1, *err set (free it
+// with rocksdb_free), nothing left at path.
+int64_t sluice_write_delta(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* keys,
+                           const size_t* ends, size_t n, const rocksdb_options_t* o,
+                           const char* path, char** err);
+
+// sluice_ingest_file ingests the SST file at path into column family cf of db, moved
+// (hard-linked, then unlinked from path) rather than copied, newer than everything in
+// the column family, without writing the sequence number into the file: a file that
+// is also a hard link of a local recovery copy is never modified. Sets *err on error.
+void sluice_ingest_file(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* path,
+                        char** err);
+
 #ifdef __cplusplus
 }
 #endif

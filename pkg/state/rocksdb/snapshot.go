@@ -22,18 +22,46 @@ import (
 	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
-// incremental is what a backend knows of its shared files: those of the latest
-// checkpoint it was told completed (the only ones a new snapshot may reference), and
-// those of snapshots uploaded but not yet confirmed. It also remembers the IDs of the
-// savepoints it took, whose completion changes none of it. The task goroutine and the
-// asynchronous phases share it.
+// incremental is what a backend knows of its shared files: what the latest checkpoint
+// it was told completed uploaded (the only files a new snapshot may reference), and
+// what snapshots uploaded but not yet confirmed did. With deltas (delta.go) it also
+// keeps the keys each checkpoint's interval changed until a checkpoint at or after it
+// is confirmed. It also remembers the IDs of the savepoints it took, whose completion
+// changes none of it. The task goroutine and the asynchronous phases share it.
 type incremental struct {
 	mu          sync.Mutex
 	confirmedID int64
-	confirmed   map[string]sharedFile // local SST name -> its shared file
-	pending     map[int64]map[string]sharedFile
+	confirmed   *chainRecord
+	pending     map[int64]*chainRecord
 	forceFull   bool
 	savepoints  map[int64]bool // not yet notified, at most maxPending
+	dirty       map[int64]*dirtySet
+	dirtyLost   int64 // newest checkpoint whose dirty set was forgotten unconfirmed
+}
+
+// chainRecord is what one snapshot uploaded, for later snapshots to build on.
+type chainRecord struct {
+	id int64
+	// reuse maps local SST names to their shared files: what a base may reference.
+	reuse map[string]sharedFile
+	// With deltas: the base's shared files (SST, MANIFEST, CURRENT) in the order of its
+	// meta file, its states, and the deltas since it, in order. extendable says a delta
+	// snapshot may add to it.
+	base       []namedFile
+	states     []metaState
+	deltas     []deltaFile
+	deltaBytes int64
+	extendable bool
+}
+
+type namedFile struct {
+	name string
+	sf   sharedFile
+}
+
+type deltaFile struct {
+	column string
+	namedFile
 }
 
 // sharedFile is a shared file and, when known, the CRC-32C of the local SST file it
@@ -57,20 +85,23 @@ func (i *incremental) base() map[string]sharedFile {
 		i.forceFull = false
 		return nil
 	}
-	return i.confirmed
+	if i.confirmed == nil {
+		return nil
+	}
+	return i.confirmed.reuse
 }
 
-// uploaded records the shared files of snapshot id (all it references).
-func (i *incremental) uploaded(id int64, files map[string]sharedFile) {
+// uploaded records what snapshot id uploaded (nil: nothing, the state is empty).
+func (i *incremental) uploaded(id int64, rec *chainRecord) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if id <= i.confirmedID {
 		return
 	}
 	if i.pending == nil {
-		i.pending = map[int64]map[string]sharedFile{}
+		i.pending = map[int64]*chainRecord{}
 	}
-	i.pending[id] = files
+	i.pending[id] = rec
 	for len(i.pending) > maxPending {
 		delete(i.pending, slices.Min(slices.Collect(maps.Keys(i.pending))))
 	}
@@ -91,6 +122,11 @@ func (i *incremental) complete(id int64) {
 	for p := range i.pending {
 		if p <= id {
 			delete(i.pending, p)
+		}
+	}
+	for p := range i.dirty {
+		if p <= id {
+			delete(i.dirty, p)
 		}
 	}
 }
@@ -119,11 +155,15 @@ func (i *incremental) savepointDone(id int64) bool {
 	return true
 }
 
-// restored sets the confirmed files to those of a restored snapshot.
+// restored sets the confirmed files to those of a restored snapshot (nil: none may be
+// referenced); the next snapshot is a base.
 func (i *incremental) restored(files map[string]sharedFile) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	i.confirmedID, i.confirmed, i.pending = 0, files, nil
+	i.confirmedID, i.confirmed, i.pending, i.dirty, i.dirtyLost = 0, nil, nil, nil, 0
+	if files != nil {
+		i.confirmed = &chainRecord{reuse: files}
+	}
 }
 
 // NotifyCheckpointComplete implements state.CheckpointListener: the files of checkpoint
@@ -173,6 +213,9 @@ type snapshot struct {
 	states      []metaState
 	incremental bool
 	reuse       map[string]sharedFile // nil: upload everything
+	sharedMeta  bool                  // MANIFEST and CURRENT are shared files too (a base for deltas)
+	delta       *deltaPlan            // non-nil: a delta snapshot (delta.go)
+	deltaCols   []string              // the column family of each of files, for a delta
 	inc         *incremental
 	inst        *instance
 	transfer    int
@@ -202,6 +245,12 @@ func (b *Backend) Snapshot(checkpointID int64) (state.AsyncSnapshot, error) {
 	if b.closed {
 		return nil, state.ErrClosed
 	}
+	var plan *deltaPlan
+	if b.deltasOn() {
+		if plan = b.inc.planDelta(checkpointID, b.takeDirty()); plan != nil && b.deltaWorthIt(plan.rec) {
+			return b.deltaSnapshot(checkpointID, plan)
+		}
+	}
 	dir, ents, local := b.localCheckpoint(checkpointID)
 	if dir == "" {
 		var err error
@@ -222,6 +271,7 @@ func (b *Backend) Snapshot(checkpointID int64) (state.AsyncSnapshot, error) {
 	s.incremental, s.local = b.cfg.Incremental, local
 	if s.incremental {
 		s.reuse = b.inc.base()
+		s.sharedMeta = b.deltasOn()
 	}
 	return s, nil
 }
@@ -386,12 +436,15 @@ func (s *snapshot) Run(ctx context.Context, w state.StateWriter) (*sluicev1.Keye
 	if w == nil {
 		return nil, errors.New("rocksdb: nil StateWriter")
 	}
-	h, shared, crcs, err := s.write(ctx, w)
+	if s.delta != nil {
+		return s.runDelta(ctx, w)
+	}
+	h, rec, crcs, err := s.write(ctx, w)
 	if err != nil {
 		return nil, errorf("snapshot %d: %w", s.id, err)
 	}
 	if s.incremental {
-		s.inc.uploaded(s.id, shared)
+		s.inc.uploaded(s.id, rec)
 	}
 	if s.local != nil {
 		s.keepLocal(h, crcs)
@@ -406,7 +459,7 @@ func (s *snapshot) keepLocal(h *sluicev1.KeyedStateHandle, crcs []uint32) {
 	shared, private := h.GetSharedFiles(), h.GetPrivateFiles()[1:]
 	for i, f := range s.files {
 		var sf *sluicev1.StateFile
-		if s.incremental && f.sst {
+		if s.isShared(f) {
 			sf, shared = shared[0], shared[1:]
 		} else {
 			sf, private = private[0], private[1:]
@@ -422,12 +475,19 @@ func (s *snapshot) keepLocal(h *sluicev1.KeyedStateHandle, crcs []uint32) {
 	s.mu.Unlock()
 }
 
-// write uploads the files and returns the handle, the shared files by local name and
+// isShared says whether a file of a base snapshot is a shared file: SST files in
+// incremental mode, and with deltas MANIFEST and CURRENT too, which every delta
+// snapshot on the base references.
+func (s *snapshot) isShared(f localFile) bool {
+	return s.incremental && (f.sst || s.sharedMeta)
+}
+
+// write uploads the files and returns the handle, the record of what it uploaded and
 // the CRC-32C of every file of s.files.
-func (s *snapshot) write(ctx context.Context, w state.StateWriter) (*sluicev1.KeyedStateHandle, map[string]sharedFile, []uint32, error) {
+func (s *snapshot) write(ctx context.Context, w state.StateWriter) (*sluicev1.KeyedStateHandle, *chainRecord, []uint32, error) {
 	var sharedIdx, privateIdx []int // into s.files
 	for i, f := range s.files {
-		if s.incremental && f.sst {
+		if s.isShared(f) {
 			sharedIdx = append(sharedIdx, i)
 		} else {
 			privateIdx = append(privateIdx, i)
@@ -440,7 +500,7 @@ func (s *snapshot) write(ctx context.Context, w state.StateWriter) (*sluicev1.Ke
 	g.SetLimit(s.transfer)
 	for _, i := range sharedIdx {
 		f := s.files[i]
-		if r, ok := s.reuse[f.name]; ok && r.f.GetSize() == f.size {
+		if r, ok := s.reuse[f.name]; ok && f.sst && r.f.GetSize() == f.size {
 			out[i], crcs[i] = r.f, r.crc
 			if !r.hasCRC && s.local != nil {
 				// Reused from a snapshot whose CRC is unknown: the local copy's manifest
@@ -475,12 +535,19 @@ func (s *snapshot) write(ctx context.Context, w state.StateWriter) (*sluicev1.Ke
 	}
 	m := &snapshotMeta{maxP: s.maxP, kgs: s.kgs, states: s.states}
 	h := &sluicev1.KeyedStateHandle{KeyGroupStart: int32(s.kgs.Start), KeyGroupEnd: int32(s.kgs.End), Backend: Name}
-	shared := map[string]sharedFile{}
+	rec := &chainRecord{id: s.id, reuse: map[string]sharedFile{}, states: s.states, extendable: s.sharedMeta}
 	for _, i := range sharedIdx {
-		m.shared = append(m.shared, s.files[i].name)
+		f := s.files[i]
+		m.shared = append(m.shared, f.name)
 		h.SharedFiles = append(h.SharedFiles, out[i])
-		r, reused := s.reuse[s.files[i].name]
-		shared[s.files[i].name] = sharedFile{f: out[i], crc: crcs[i], hasCRC: !reused || r.hasCRC || s.local != nil}
+		r, reused := s.reuse[f.name]
+		sf := sharedFile{f: out[i], crc: crcs[i], hasCRC: !reused || !f.sst || r.hasCRC || s.local != nil}
+		if f.sst {
+			rec.reuse[f.name] = sf
+		}
+		if s.sharedMeta {
+			rec.base = append(rec.base, namedFile{name: f.name, sf: sf})
+		}
 	}
 	for _, i := range privateIdx {
 		m.private = append(m.private, s.files[i].name)
@@ -500,7 +567,7 @@ func (s *snapshot) write(ctx context.Context, w state.StateWriter) (*sluicev1.Ke
 			h.IncrementalSize += f.GetSize()
 		}
 	}
-	return h, shared, crcs, nil
+	return h, rec, crcs, nil
 }
 
 // sharedName names an SST file in shared/: unique across the job because it carries
