@@ -55,7 +55,6 @@ import (
 	"github.com/sluice-stream/sluice/pkg/keygroup"
 	"github.com/sluice-stream/sluice/pkg/state"
 	"github.com/sluice-stream/sluice/pkg/state/rocksdb"
-	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
 const (
@@ -77,6 +76,7 @@ type options struct {
 	levelCps    int
 	sortedRuns  int
 	writeBuffer int64
+	baseShare   float64
 	modes       string
 	dir         string
 }
@@ -105,6 +105,7 @@ func main() {
 	flag.IntVar(&o.levelCps, "level-checkpoints", 100, "LEVEL: checkpoints measured, a multiple of 10 (its compaction cycle is about 4)")
 	flag.IntVar(&o.sortedRuns, "sorted-runs", 0, "UNIVERSAL: state.backend.rocksdb.compaction.universal.sorted-runs (0: the default, 24)")
 	flag.Int64Var(&o.writeBuffer, "writebuffer", 1<<20, "bytes of a memtable (state.backend.rocksdb.writebuffer.size)")
+	flag.Float64Var(&o.baseShare, "base-share", rocksdb.DefaultBaseShare, "DELTAS: state.backend.rocksdb.incremental.base-share")
 	flag.StringVar(&o.modes, "modes", "DELTAS,UNIVERSAL,LEVEL", "what to measure, comma-separated: DELTAS (universal compaction, deltas between bases: the default), UNIVERSAL or LEVEL (every checkpoint a base)")
 	flag.StringVar(&o.dir, "dir", "", "parent of the temporary directory (default $TMPDIR)")
 	flag.Parse()
@@ -119,8 +120,8 @@ func main() {
 
 func run(ctx context.Context, o options, out io.Writer) error {
 	if o.keys < 1000 || o.value < 1 || o.change <= 0 || o.change > 1 || o.warmup < 0 || o.levelWarmup < 0 ||
-		o.checkpoints < window || o.checkpoints%window != 0 || o.levelCps < window || o.levelCps%window != 0 || o.writeBuffer < 64<<10 {
-		return errors.New("invalid flags: need -keys >= 1000, -value >= 1, 0 < -change <= 1, warm-ups >= 0, measured checkpoints positive multiples of 10, -writebuffer >= 65536")
+		o.checkpoints < window || o.checkpoints%window != 0 || o.levelCps < window || o.levelCps%window != 0 || o.writeBuffer < 64<<10 || o.baseShare < 0.05 || o.baseShare > 10 {
+		return errors.New("invalid flags: need -keys >= 1000, -value >= 1, 0 < -change <= 1, warm-ups >= 0, measured checkpoints positive multiples of 10, -writebuffer >= 65536, 0.05 <= -base-share <= 10")
 	}
 	var ms []mode
 	for s := range strings.SplitSeq(o.modes, ",") {
@@ -172,6 +173,7 @@ type result struct {
 	warmCps int
 	warmCmp int64
 	runs    int // UNIVERSAL: sorted runs that start a compaction
+	share   float64
 	elapsed time.Duration
 	cps     []cp
 }
@@ -221,7 +223,7 @@ func (r result) print(out io.Writer) {
 	var what string
 	switch {
 	case r.mode.deltas:
-		what = fmt.Sprintf("universal compaction at %d sorted runs, deltas between bases; the default for incremental checkpoints", r.runs)
+		what = fmt.Sprintf("universal compaction at %d sorted runs, deltas, base share %.2g; the default for incremental checkpoints", r.runs, r.share)
 	case r.mode.style == rocksdb.CompactionUniversal:
 		what = fmt.Sprintf("universal compaction at %d sorted runs, every checkpoint a base", r.runs)
 	default:
@@ -256,7 +258,7 @@ func (r result) print(out io.Writer) {
 // measure runs the warm-up and the measured checkpoints in mode m.
 func measure(ctx context.Context, o options, m mode) (result, error) {
 	st := m.style
-	r := result{mode: m, logical: int64(o.keys) * int64(keyLen+o.value), warmCps: o.warmup}
+	r := result{mode: m, logical: int64(o.keys) * int64(keyLen+o.value), warmCps: o.warmup, share: o.baseShare}
 	measured := o.checkpoints
 	if r.runs = o.sortedRuns; r.runs == 0 {
 		r.runs = 24 // Config.UniversalSortedRuns's default
@@ -280,7 +282,7 @@ func measure(ctx context.Context, o options, m mode) (result, error) {
 	}
 	cfg := rocksdb.Config{
 		Incremental: true, DisableDeltas: !m.deltas, CompactionStyle: st, UniversalSortedRuns: o.sortedRuns,
-		WriteBufferSize: o.writeBuffer, LocalDir: tmp + "/db",
+		WriteBufferSize: o.writeBuffer, BaseShare: o.baseShare, LocalDir: tmp + "/db",
 	}
 	opts := state.KeyedOptions{OperatorUID: uid, KeyGroups: keygroup.Range{Start: 0, End: maxP - 1}, MaxParallelism: maxP}
 	b, err := rocksdb.New(opts, cfg, nil)
@@ -321,7 +323,10 @@ func measure(ctx context.Context, o options, m mode) (result, error) {
 	// checkpoint waits for the background work, then takes and confirms a checkpoint.
 	// The statistics are those before it: the compactions counted since the previous
 	// ones are those whose files it uploads.
-	// base says whether it was a base (it wrote no delta).
+	// base says whether it started a new base: every checkpoint without deltas; with
+	// them, a native base or a switch to a base of chunks (the first file it references
+	// changed).
+	var first string
 	checkpoint := func() (uploaded int64, before rocksdb.CompactionStats, base bool, err error) {
 		if err := idle(ctx, b); err != nil {
 			return 0, rocksdb.CompactionStats{}, false, err
@@ -337,8 +342,10 @@ func measure(ctx context.Context, o options, m mode) (result, error) {
 			return 0, before, false, err
 		}
 		b.NotifyCheckpointComplete(next)
-		own := fmt.Sprintf("-delta-%d-", next)
-		base = !slices.ContainsFunc(h.GetSharedFiles(), func(f *sluicev1.StateFile) bool { return strings.Contains(f.GetPath(), own) })
+		if fs := h.GetSharedFiles(); len(fs) > 0 {
+			base = !m.deltas || fs[0].GetPath() != first
+			first = fs[0].GetPath()
+		}
 		return h.GetIncrementalSize(), before, base, nil
 	}
 	change := func() (int64, error) {

@@ -111,7 +111,7 @@ func JobManagerConfig(c *config.Config) (jobmanager.Config, error) {
 func taskStateConfig(c *config.Config, m map[string]string) map[string]string {
 	set := c.Map()
 	for _, k := range []string{config.StateBackendType, config.StateBackendIncremental, config.StateBackendLocalRecovery, config.RocksDBPredefined, config.RocksDBTransferThreads,
-		config.RocksDBDeltas, config.RocksDBDeltaRatio} {
+		config.RocksDBDeltas, config.RocksDBBaseShare} {
 		if v, ok := set[k]; ok {
 			m[k] = v
 		} else if key, ok := config.Lookup(k); ok {

@@ -119,9 +119,11 @@ type Backend struct {
 	// some change of this interval is not in them (the next snapshot must be a base).
 	dirtyBytes   int
 	dirtyUnknown bool
-	seq          int64 // snapshot directories
-	closed       bool  // closed, or broken by a failed restore: every call fails
-	released     bool  // Close ran
+	stage        *stage  // the next base being written, with deltas (delta.go)
+	deltaAvg     float64 // moving average of the bytes of delta snapshots
+	seq          int64   // snapshot directories
+	closed       bool    // closed, or broken by a failed restore: every call fails
+	released     bool    // Close ran
 
 	log         *slog.Logger
 	local       *localCopies // nil: local recovery is off
@@ -672,6 +674,7 @@ func (b *Backend) Close() error {
 	}
 	b.closed, b.released = true, true
 	b.keyErr = state.ErrClosed
+	b.dropStage()
 	b.closeDB()
 	b.o.destroy()
 	b.inst.release()

@@ -203,13 +203,13 @@ func TestConfigFrom(t *testing.T) {
 		config.RocksDBHighPrioRatio:    "0.2",
 		config.RocksDBThreads:          "6",
 		config.RocksDBBlockCacheSize:   "32 mb",
-		config.RocksDBDeltaRatio:       "4",
+		config.RocksDBBaseShare:        "0.25",
 	})
 	must(t, err)
 	cfg, err := rocksdb.ConfigFrom(c)
 	must(t, err)
 	want := rocksdb.Config{Predefined: rocksdb.FlashSSDOptimized, BlockCacheSize: 32 << 20, WriteBufferSize: 16 << 20, WriteBufferCount: 3,
-		BackgroundJobs: 6, TransferThreads: 8, Incremental: true, DeltaRatio: 4, LocalDir: "/var/sluice"}
+		BackgroundJobs: 6, TransferThreads: 8, Incremental: true, BaseShare: 0.25, LocalDir: "/var/sluice"}
 	if fmt.Sprint(cfg) != fmt.Sprint(want) {
 		t.Fatalf("ConfigFrom = %+v, want %+v", cfg, want)
 	}
@@ -226,7 +226,7 @@ func TestConfigFrom(t *testing.T) {
 	// Unset tuning keys leave the predefined options alone.
 	cfg, err = rocksdb.ConfigFrom(config.New())
 	must(t, err)
-	if fmt.Sprint(cfg) != fmt.Sprint(rocksdb.Config{TransferThreads: 4, DeltaRatio: rocksdb.DefaultDeltaRatio}) {
+	if fmt.Sprint(cfg) != fmt.Sprint(rocksdb.Config{TransferThreads: 4, BaseShare: rocksdb.DefaultBaseShare}) {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 }

@@ -95,6 +95,7 @@ type uploadRun struct {
 	rng   *rand.Rand
 	val   []byte
 	next  int64
+	want  []string // each key's value
 }
 
 func newUploadRun(t testing.TB, cfg rocksdb.Config, keys int) *uploadRun {
@@ -103,7 +104,7 @@ func newUploadRun(t testing.TB, cfg rocksdb.Config, keys int) *uploadRun {
 	var err error
 	r.id, err = r.b.Register(state.StateDesc{Name: "v", Kind: state.KindValue})
 	must(t, err)
-	r.keys, r.kgs = make([][]byte, keys), make([]int, keys)
+	r.keys, r.kgs, r.want = make([][]byte, keys), make([]int, keys), make([]string, keys)
 	for i := range r.keys {
 		r.keys[i] = fmt.Appendf(nil, "key-%08d", i)
 		r.kgs[i] = keygroup.Of(r.keys[i], 128)
@@ -124,6 +125,7 @@ func (r *uploadRun) put(i int) int64 {
 	}
 	r.b.SetCurrentKey(r.keys[i], r.kgs[i])
 	must(r.t, r.b.Put(r.id, nil, r.val))
+	r.want[i] = string(r.val)
 	return int64(len(r.keys[i]) + len(r.val))
 }
 

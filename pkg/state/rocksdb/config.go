@@ -89,16 +89,16 @@ type Config struct {
 	// it from later checkpoints; otherwise every snapshot uploads every file as files of
 	// its own checkpoint.
 	Incremental bool
-	// DisableDeltas makes every incremental snapshot a base: a native checkpoint whose
-	// new SST files, compaction output included, are uploaded. By default a snapshot
-	// uploads only the entries changed since the latest confirmed checkpoint, as one
-	// SST file per state, until a base is worth it (see DeltaRatio and delta.go).
+	// DisableDeltas makes every incremental snapshot a native base: a native checkpoint
+	// whose new SST files, compaction output included, are uploaded. By default a
+	// snapshot uploads only the entries changed since the latest confirmed checkpoint,
+	// as one SST file per state, and a share of the next base (see BaseShare, delta.go).
 	DisableDeltas bool
-	// DeltaRatio: a new base is taken once the deltas since the current one hold
-	// DeltaRatio times what the base would upload; uploads stay within about
-	// 1 + 1/DeltaRatio times the bytes of the changed entries, and a restore reads up to
-	// DeltaRatio times that in deltas. 0 means DefaultDeltaRatio.
-	DeltaRatio float64
+	// BaseShare is the share of its deltas' bytes that a delta snapshot adds of the next
+	// base: uploads stay within about 1 + BaseShare times the changed entries, and a
+	// restore reads the base and up to about 2/BaseShare times the state in deltas.
+	// 0 means DefaultBaseShare.
+	BaseShare float64
 	// LocalDir is where the backends create their instance directories. Empty uses
 	// state.KeyedOptions.LocalDir, else the system's temporary directory.
 	LocalDir string
@@ -129,8 +129,8 @@ type Config struct {
 	Log *slog.Logger
 }
 
-// DefaultDeltaRatio is Config.DeltaRatio's default.
-const DefaultDeltaRatio = 2.0
+// DefaultBaseShare is Config.BaseShare's default.
+const DefaultBaseShare = 0.5
 
 // LocalRecovery configures local recovery (see Config.LocalRecovery).
 type LocalRecovery struct {
@@ -241,7 +241,7 @@ func ConfigFrom(c *config.Config) (Config, error) {
 		LocalDir:        c.String(config.RocksDBLocalDir),
 		TransferThreads: c.Int(config.RocksDBTransferThreads),
 		DisableDeltas:   !c.Bool(config.RocksDBDeltas),
-		DeltaRatio:      c.Float(config.RocksDBDeltaRatio),
+		BaseShare:       c.Float(config.RocksDBBaseShare),
 	}
 	if c.IsSet(config.RocksDBBlockCacheSize) {
 		cfg.BlockCacheSize = c.MemorySize(config.RocksDBBlockCacheSize)

@@ -3,6 +3,7 @@
 package rocksdb_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -27,23 +28,38 @@ func deltaFiles(h *sluicev1.KeyedStateHandle, id int64) (all, own int) {
 	return all, own
 }
 
+// nativeBase says whether h's base is a native checkpoint (it has a MANIFEST) rather
+// than a stage's chunks.
+func nativeBase(h *sluicev1.KeyedStateHandle) bool {
+	for _, f := range h.GetSharedFiles() {
+		if strings.Contains(f.GetPath(), "-MANIFEST-") {
+			return true
+		}
+	}
+	return false
+}
+
 // TestDeltaSnapshotsRestoreExactly: with deltas (the incremental default), checkpoints
-// after the first upload only the changed entries of every state kind and timers; some
-// are never confirmed, so the next delta repeats their changes. Every checkpoint
-// restores to exactly the state it was taken at, whole and rescaled (clipped), and two
-// subtasks' handles with deltas merge into one backend.
+// after the first upload only the changed entries of every state kind and timers, and
+// chunks of the next base, which then replaces the native one; some checkpoints are
+// never confirmed, so the next delta repeats their changes and the next chunks are
+// uploaded again. Every checkpoint restores to exactly the state it was taken at,
+// whole and rescaled (clipped), and two subtasks' handles with deltas merge into one
+// backend.
 func TestDeltaSnapshotsRestoreExactly(t *testing.T) {
+	defer rocksdb.SetMinChunk(rocksdb.SetMinChunk(4 << 10))
 	for _, maxP := range []int{128, 1000} {
 		t.Run(fmt.Sprintf("maxP=%d", maxP), func(t *testing.T) {
 			store, _ := fileStore(t)
-			cfg := rocksdb.Config{Incremental: true}
+			cfg := rocksdb.Config{Incremental: true, BaseShare: 1}
 			b := newBackend(t, cfg, opts(t, maxP, all(maxP)))
 			want := content{}
 			var (
 				hs    []*sluicev1.KeyedStateHandle
 				wants []content
 			)
-			for id := int64(1); id <= 10; id++ {
+			switches := 0
+			for id := int64(1); id <= 30; id++ {
 				n := 400
 				if id == 1 {
 					n = 8000
@@ -51,11 +67,14 @@ func TestDeltaSnapshotsRestoreExactly(t *testing.T) {
 				mixed(t, b, want, uint64(100+id), 900, n)
 				h := checkpoint(t, b, store, id)
 				all, own := deltaFiles(h, id)
-				t.Logf("checkpoint %d: %d deltas (%d new), uploaded %d of %d bytes", id, all, own, h.GetIncrementalSize(), h.GetFullSize())
+				if id > 1 && !nativeBase(h) && nativeBase(hs[len(hs)-1]) {
+					switches++
+				}
+				t.Logf("checkpoint %d: %d deltas (%d new), native base %v, uploaded %d of %d bytes", id, all, own, nativeBase(h), h.GetIncrementalSize(), h.GetFullSize())
 				if id > 1 && own == 0 {
 					t.Fatalf("checkpoint %d wrote no delta", id)
 				}
-				if id > 1 && h.GetIncrementalSize()*3 > h.GetFullSize() {
+				if id > 1 && h.GetIncrementalSize()*2 > h.GetFullSize() {
 					t.Fatalf("checkpoint %d uploaded %d of %d bytes", id, h.GetIncrementalSize(), h.GetFullSize())
 				}
 				if id%4 != 2 { // 2, 6, 10 never confirmed
@@ -63,8 +82,13 @@ func TestDeltaSnapshotsRestoreExactly(t *testing.T) {
 				}
 				hs, wants = append(hs, h), append(wants, want.clone())
 			}
+			if switches == 0 || nativeBase(hs[len(hs)-1]) {
+				t.Fatalf("no switch to a base of chunks (%d)", switches)
+			}
 			for i, h := range hs {
-				sameContent(t, fmt.Sprintf("checkpoint %d", i+1), contentOf(t, restore(t, cfg, opts(t, maxP, all(maxP)), store, h)), wants[i])
+				if i%4 == 1 || i == len(hs)-1 {
+					sameContent(t, fmt.Sprintf("checkpoint %d", i+1), contentOf(t, restore(t, cfg, opts(t, maxP, all(maxP)), store, h)), wants[i])
+				}
 			}
 			last, w := hs[len(hs)-1], wants[len(wants)-1]
 			lo, hi := keygroup.Range{Start: 0, End: maxP/3 - 1}, keygroup.Range{Start: maxP / 3, End: maxP - 1}
@@ -160,30 +184,94 @@ func TestDeltaNeedsBase(t *testing.T) {
 }
 
 // TestDeltaSteadyStateUploads: with deltas, over many checkpoints that each follow a
-// change of 1% of the keys, the uploads stay within 1 + 1/DeltaRatio (plus the files'
-// own overhead) of the bytes changed, bases included, whatever compaction does;
-// without deltas (TestIncrementalSteadyStateUploads) they are several times that.
+// change of 1% of the keys, the uploads stay within about 1 + BaseShare times the
+// bytes changed (plus the files' own overhead) in every window of 10 checkpoints,
+// bases of chunks included, whatever compaction does (without deltas,
+// TestIncrementalSteadyStateUploads, they are several times that); the last
+// checkpoint restores every value.
 func TestDeltaSteadyStateUploads(t *testing.T) {
 	const keys, n = 50_000, 300
-	r := newUploadRun(t, rocksdb.Config{Incremental: true}, keys)
+	r := newUploadRun(t, rocksdb.Config{Incremental: true, WriteBufferSize: 1 << 20}, keys)
 	r.checkpoint()
 	for range 20 {
 		r.change(0.01)
 		r.checkpoint()
 	}
-	var changed, uploaded int64
-	bases := 0
-	for range n {
-		changed += r.change(0.01)
-		h := r.checkpoint()
-		uploaded += h.GetIncrementalSize()
-		if _, own := deltaFiles(h, r.next); own == 0 {
-			bases++
+	var changed, uploaded, wc, wu int64
+	var h *sluicev1.KeyedStateHandle
+	switches, worst := 0, 0.0
+	for i := range n {
+		c := r.change(0.01)
+		prev := h
+		h = r.checkpoint()
+		changed, uploaded = changed+c, uploaded+h.GetIncrementalSize()
+		wc, wu = wc+c, wu+h.GetIncrementalSize()
+		if i%10 == 9 {
+			worst, wc, wu = max(worst, float64(wu)/float64(wc)), 0, 0
+		}
+		if prev != nil && !nativeBase(h) && nativeBase(prev) || prev != nil && !nativeBase(h) && firstChunk(h) != firstChunk(prev) {
+			switches++
 		}
 	}
 	ratio := float64(uploaded) / float64(changed)
-	t.Logf("%d checkpoints: uploaded %d bytes for %d changed (%.2fx), %d bases", n, uploaded, changed, ratio, bases)
-	if bases == 0 || ratio > 1.7 {
-		t.Fatalf("uploaded/changed %.2f with %d bases (want at most 1.7, and some bases)", ratio, bases)
+	t.Logf("%d checkpoints: uploaded %d bytes for %d changed (%.2fx, windows of 10 at most %.2fx), %d switches to a new base", n, uploaded, changed, ratio, worst, switches)
+	if switches == 0 || ratio > 1.8 || worst > 2 {
+		t.Fatalf("uploaded/changed %.2f, windows of 10 at most %.2f, %d switches (want at most 1.8 and 2.0, and a switch)", ratio, worst, switches)
+	}
+	b := restore(t, rocksdb.Config{Incremental: true}, opts(t, 128, all(128)), r.store, h)
+	for i, k := range r.keys {
+		b.SetCurrentKey(k, r.kgs[i])
+		v, ok, err := b.Get(r.id, nil)
+		if err != nil || !ok || string(v) != r.want[i] {
+			t.Fatalf("key %s restored as %x (present %v, %v), want %x", k, v, ok, err, r.want[i])
+		}
+	}
+}
+
+// firstChunk is the path of the first chunk h references ("" if none).
+func firstChunk(h *sluicev1.KeyedStateHandle) string {
+	for _, f := range h.GetSharedFiles() {
+		if strings.Contains(f.GetPath(), "-base-") {
+			return f.GetPath()
+		}
+	}
+	return ""
+}
+
+// TestDeltaLocalRecovery: with local recovery, the copies of delta checkpoints hold
+// the base (native, then after a switch the chunks) and every delta, so a new backend
+// restores the latest one without reading an SST file remotely, whichever base it has.
+func TestDeltaLocalRecovery(t *testing.T) {
+	defer rocksdb.SetMinChunk(rocksdb.SetMinChunk(4 << 10))
+	root := t.TempDir()
+	cfg := lrConfig(root, true)
+	cfg.BaseShare = 1
+	store, _ := fileStore(t)
+	b := newBackend(t, cfg, opts(t, 128, all(128)))
+	m := newModel()
+	rng := newRand(77)
+	write(t, b, m, rng, 1000, 10000)
+	sawNative, sawChunks := false, false
+	for id := int64(1); id <= 25; id++ {
+		write(t, b, m, rng, 1000, 300)
+		h := checkpoint(t, b, store, id)
+		b.NotifyCheckpointComplete(id)
+		if id%6 != 0 && id != 25 {
+			continue
+		}
+		native := nativeBase(h)
+		sawNative, sawChunks = sawNative || native, sawChunks || !native
+		r := newBackend(t, cfg, restoreOpts(t, all(128), id))
+		cr := newCountingReader(store)
+		must(t, r.Restore(context.Background(), []*sluicev1.KeyedStateHandle{h}, cr))
+		st := r.LastRestore()
+		if st.LocalCheckpointID != id || st.Fallback != "" || cr.read(sstPath) != 0 {
+			t.Fatalf("checkpoint %d (native base %v): %+v, %d SST bytes read remotely", id, native, st, cr.read(sstPath))
+		}
+		check(t, fmt.Sprintf("checkpoint %d", id), r, m.clone())
+		must(t, r.Close())
+	}
+	if !sawNative || !sawChunks {
+		t.Fatalf("restored a native base %v, a base of chunks %v: want both", sawNative, sawChunks)
 	}
 }

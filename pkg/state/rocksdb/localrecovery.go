@@ -317,7 +317,7 @@ func handleFiles(h *sluicev1.KeyedStateHandle, m *snapshotMeta) map[string]*slui
 		files[name] = h.GetPrivateFiles()[i+1]
 	}
 	for i, d := range m.deltas {
-		files[d.name] = h.GetSharedFiles()[len(m.shared)+i]
+		files[d.name()] = h.GetSharedFiles()[len(m.shared)+i]
 	}
 	return files
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
+	"slices"
 	"strings"
 
 	"github.com/sluice-stream/sluice/pkg/keygroup"
@@ -19,17 +21,25 @@ import (
 //	per state: u8 kind | bytes name | bytes column family |
 //	uvarint shared count | per shared file: bytes local name |
 //	uvarint private count | per other private file: bytes local name |
-//	[version 2: uvarint delta count | per delta: bytes column family | bytes local name] |
+//	[version 2: uvarint column family count | per column family: bytes name |
+//	 uvarint delta count | per delta: u8 kind (0 delta, 1 chunk) | uvarint checkpoint |
+//	   uvarint column family index | chunk: uvarint sequence number |
+//	 uvarint staged count | per staged chunk: uvarint checkpoint |
+//	   uvarint column family index | uvarint sequence number] |
 //	u32 CRC-32C of everything before it
 //
 // Integers are big-endian; bytes is a uvarint length and the bytes. The local names
 // (e.g. "000012.sst", "MANIFEST-000005", "CURRENT") are in the order of the handle's
 // shared_files and private_files[1:]: a file's name in the blob store says nothing
 // about its name in the database directory, and inline files have no name at all.
-// Version 2 (written only when there are deltas, see delta.go) adds the deltas: SST
-// files of changed entries, each for one column family, to ingest in order after
-// opening the database; they are the last shared files of the handle, after those
-// the shared names list.
+// Version 2 (written only when there are deltas or staged files, see delta.go) adds the
+// deltas: SST files, each for one column family, to ingest in order after opening the
+// database (or into an empty one when there are no shared names: a base of chunks);
+// they are the shared files of the handle after those the shared names list. Then the
+// staged files, the last shared files: chunks of the next base, referenced so that
+// they are kept, and not restored. A delta's local name is "delta-<checkpoint>-<column
+// family>.sst", a chunk's "base-<checkpoint>-<column family>-<sequence number>.sst",
+// so the meta file grows by a few bytes per delta.
 
 const (
 	metaMagic        = "SLUICERM"
@@ -51,12 +61,24 @@ type snapshotMeta struct {
 	shared  []string
 	private []string
 	deltas  []metaDelta
+	staged  []metaDelta
 }
 
-// metaDelta is a delta file: its local name and the column family it goes into.
+// metaDelta is a delta, or a chunk of a base: the column family it goes into, the
+// checkpoint that wrote it (a chunk: the one its stage started at) and a chunk's
+// sequence number in its stage. They make its local name.
 type metaDelta struct {
 	column string
-	name   string
+	ckpt   int64
+	chunk  bool
+	seq    int
+}
+
+func (d metaDelta) name() string {
+	if d.chunk {
+		return fmt.Sprintf("base-%d-%s-%d.sst", d.ckpt, d.column, d.seq)
+	}
+	return fmt.Sprintf("delta-%d-%s.sst", d.ckpt, d.column)
 }
 
 func appendBytes(dst []byte, b string) []byte {
@@ -67,7 +89,7 @@ func appendBytes(dst []byte, b string) []byte {
 func (m *snapshotMeta) encode() []byte {
 	b := append([]byte(nil), metaMagic...)
 	version := uint16(metaVersion)
-	if len(m.deltas) > 0 {
+	if len(m.deltas) > 0 || len(m.staged) > 0 {
 		version = metaVersionDelta
 	}
 	b = binary.BigEndian.AppendUint16(b, version)
@@ -87,10 +109,36 @@ func (m *snapshotMeta) encode() []byte {
 		}
 	}
 	if version == metaVersionDelta {
+		var cols []string
+		idx := map[string]int{}
+		for _, d := range append(slices.Clone(m.deltas), m.staged...) {
+			if _, ok := idx[d.column]; !ok {
+				idx[d.column] = len(cols)
+				cols = append(cols, d.column)
+			}
+		}
+		b = binary.AppendUvarint(b, uint64(len(cols)))
+		for _, c := range cols {
+			b = appendBytes(b, c)
+		}
 		b = binary.AppendUvarint(b, uint64(len(m.deltas)))
 		for _, d := range m.deltas {
-			b = appendBytes(b, d.column)
-			b = appendBytes(b, d.name)
+			kind := byte(0)
+			if d.chunk {
+				kind = 1
+			}
+			b = append(b, kind)
+			b = binary.AppendUvarint(b, uint64(d.ckpt))
+			b = binary.AppendUvarint(b, uint64(idx[d.column]))
+			if d.chunk {
+				b = binary.AppendUvarint(b, uint64(d.seq))
+			}
+		}
+		b = binary.AppendUvarint(b, uint64(len(m.staged)))
+		for _, d := range m.staged {
+			b = binary.AppendUvarint(b, uint64(d.ckpt))
+			b = binary.AppendUvarint(b, uint64(idx[d.column]))
+			b = binary.AppendUvarint(b, uint64(d.seq))
 		}
 	}
 	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
@@ -181,16 +229,35 @@ func decodeMeta(b []byte, label string) (*snapshotMeta, error) {
 		}
 	}
 	if version == metaVersionDelta {
-		n := d.uvarint(uint64(len(d.b)))
-		for range n {
-			md := metaDelta{column: d.bytes(), name: d.bytes()}
-			if d.err == nil && !validColumn(md.column) && md.column != eventColumn && md.column != processingColumn {
-				return nil, corrupt(fmt.Sprintf("bad column family name %q", md.column))
+		var cols []string
+		for range d.uvarint(uint64(len(d.b))) {
+			c := d.bytes()
+			if d.err == nil && !validColumn(c) && c != eventColumn && c != processingColumn {
+				return nil, corrupt(fmt.Sprintf("bad column family name %q", c))
 			}
-			if d.err == nil && !validLocalName(md.name) {
-				return nil, corrupt(fmt.Sprintf("bad file name %q", md.name))
+			cols = append(cols, c)
+		}
+		entry := func(chunk bool) metaDelta {
+			md := metaDelta{chunk: chunk, ckpt: int64(d.uvarint(math.MaxInt64))}
+			if i := d.uvarint(uint64(len(cols))); d.err == nil && i < uint64(len(cols)) {
+				md.column = cols[i]
+			} else {
+				d.fail("bad column family index")
 			}
-			m.deltas = append(m.deltas, md)
+			if chunk {
+				md.seq = int(d.uvarint(math.MaxInt32))
+			}
+			return md
+		}
+		for range d.uvarint(uint64(len(d.b))) {
+			kind := d.fixed(1)[0]
+			if kind > 1 {
+				d.fail("bad delta kind")
+			}
+			m.deltas = append(m.deltas, entry(kind == 1))
+		}
+		for range d.uvarint(uint64(len(d.b))) {
+			m.staged = append(m.staged, entry(true))
 		}
 	}
 	if d.err == nil && len(d.b) != 0 {
@@ -211,13 +278,20 @@ func decodeMeta(b []byte, label string) (*snapshotMeta, error) {
 	}
 	names := append(append([]string(nil), m.shared...), m.private...)
 	for _, md := range m.deltas {
-		names = append(names, md.name)
+		names = append(names, md.name())
 	}
 	for _, name := range names {
 		if seen["f:"+name] {
 			return nil, corrupt(fmt.Sprintf("file %q twice", name))
 		}
 		seen["f:"+name] = true
+	}
+	// Staged files are never restored: their names need only be distinct among them.
+	for _, md := range m.staged {
+		if seen["g:"+md.name()] {
+			return nil, corrupt(fmt.Sprintf("staged file %q twice", md.name()))
+		}
+		seen["g:"+md.name()] = true
 	}
 	return m, nil
 }

@@ -438,3 +438,44 @@ func (n native) ingestFile(cf cfHandle, path string) error {
 	C.sluice_ingest_file(n.db, cf, cpath, &e)
 	return cError(e)
 }
+
+// exportChunk writes the entries of column family cf from key lower on into a new SST
+// file at path until their keys and values reach limit bytes (sluice_export_chunk). It
+// returns the entries written (0: no file) and the key to resume at, nil when the
+// column family has no more.
+func (n native) exportChunk(cf cfHandle, lower []byte, limit int64, o *grocksdb.Options, path string) (int64, []byte, error) {
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	var (
+		e    *C.char
+		next *C.char
+		nlen C.size_t
+	)
+	r := C.sluice_export_chunk(n.db, cf, boundPtr(lower), C.size_t(len(lower)), C.uint64_t(limit), (*C.rocksdb_options_t)(cptr(o)), cpath, &next, &nlen, &e)
+	if r < 0 {
+		return 0, nil, cError(e)
+	}
+	var resume []byte
+	if next != nil {
+		resume = C.GoBytes(unsafe.Pointer(next), C.int(nlen))
+		C.rocksdb_free(unsafe.Pointer(next))
+	}
+	return int64(r), resume, nil
+}
+
+// ingestFiles ingests SST files with disjoint key ranges into column family cf in one
+// ingestion, moving them and leaving their bytes unmodified (sluice_ingest_files).
+func (n native) ingestFiles(cf cfHandle, paths []string) error {
+	cs := make([]*C.char, len(paths))
+	for i, p := range paths {
+		cs[i] = C.CString(p)
+	}
+	defer func() {
+		for _, c := range cs {
+			C.free(unsafe.Pointer(c))
+		}
+	}()
+	var e *C.char
+	C.sluice_ingest_files(n.db, cf, (**C.char)(unsafe.Pointer(&cs[0])), C.size_t(len(cs)), &e)
+	return cError(e)
+}

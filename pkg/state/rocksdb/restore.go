@@ -145,7 +145,8 @@ func (b *Backend) restore(ctx context.Context, handles []*sluicev1.KeyedStateHan
 		if err != nil {
 			return err
 		}
-		if err := b.open(dir, m.states, false, false); err != nil {
+		// A base of chunks (no shared names) is ingested into a new database.
+		if err := b.open(dir, m.states, false, len(m.shared) == 0); err != nil {
 			return err
 		}
 		if err := ingestDeltas(b.nat, b.columnByName, dir, m); err != nil {
@@ -185,6 +186,7 @@ func (b *Backend) restore(ctx context.Context, handles []*sluicev1.KeyedStateHan
 	}
 	b.inc.restored(reuse)
 	b.startTracking()
+	b.dropStage()
 	if src != nil && parts[base].hr == b.kgs && cnt.local.Load() > 0 {
 		// The copy restored from is this backend's own: it stays as the confirmed one.
 		b.local.restoredFrom(src.id)
@@ -215,9 +217,9 @@ func (b *Backend) readMeta(ctx context.Context, p part, r state.StateReader, cnt
 	if m.kgs != p.hr {
 		return nil, errorf("restore: state file %s: %w: it covers key groups %v, the handle says %v", label, state.ErrCorrupt, m.kgs, p.hr)
 	}
-	if len(m.shared)+len(m.deltas) != len(h.GetSharedFiles()) || len(m.private) != len(h.GetPrivateFiles())-1 {
+	if shared := len(m.shared) + len(m.deltas) + len(m.staged); shared != len(h.GetSharedFiles()) || len(m.private) != len(h.GetPrivateFiles())-1 {
 		return nil, errorf("restore: state file %s: %w: it names %d shared and %d private files, the handle has %d and %d",
-			label, state.ErrCorrupt, len(m.shared)+len(m.deltas), len(m.private), len(h.GetSharedFiles()), len(h.GetPrivateFiles())-1)
+			label, state.ErrCorrupt, shared, len(m.private), len(h.GetSharedFiles()), len(h.GetPrivateFiles())-1)
 	}
 	return m, nil
 }
@@ -410,8 +412,9 @@ func (b *Backend) merge(ctx context.Context, p part, r state.StateReader, cnt *r
 		names = append(names, s.column)
 		targets = append(targets, b.states[id])
 	}
-	// Read-only, unless deltas are to be ingested first.
-	db, hs, err := openDB(b.o, dbDir, names, len(m.deltas) == 0, false)
+	// Read-only, unless deltas are to be ingested first (into a new database when the
+	// base is of chunks).
+	db, hs, err := openDB(b.o, dbDir, names, len(m.deltas) == 0 && len(m.shared) > 0, len(m.shared) == 0)
 	if err != nil {
 		return err
 	}

@@ -13,9 +13,11 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
+#include "rocksdb/iterator.h"
 #include "rocksdb/env.h"
 #include "rocksdb/merge_operator.h"
 #include "rocksdb/options.h"
@@ -212,15 +214,71 @@ int64_t sluice_write_delta(rocksdb_t* db, rocksdb_column_family_handle_t* cf, co
   return puts;
 }
 
-void sluice_ingest_file(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* path,
-                        char** err) {
+int64_t sluice_export_chunk(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* lower,
+                            size_t lowerlen, uint64_t limit, const rocksdb_options_t* o,
+                            const char* path, char** next, size_t* nextlen, char** err) {
+  *next = nullptr;
+  *nextlen = 0;
+  ROCKSDB_NAMESPACE::ReadOptions ro;
+  ro.fill_cache = false;
+  ro.total_order_seek = true;
+  ro.readahead_size = 2 << 20;
+  std::unique_ptr<ROCKSDB_NAMESPACE::Iterator> it(db->rep->NewIterator(ro, cf->rep));
+  std::unique_ptr<SstFileWriter> w;
+  Status s;
+  int64_t n = 0;
+  uint64_t bytes = 0;
+  for (it->Seek(Slice(lower, lowerlen)); it->Valid(); it->Next()) {
+    if (bytes >= limit) {
+      Slice k = it->key();
+      *next = static_cast<char*>(malloc(k.size() > 0 ? k.size() : 1));
+      memcpy(*next, k.data(), k.size());
+      *nextlen = k.size();
+      break;
+    }
+    if (!w) {
+      w.reset(new SstFileWriter(EnvOptions(), o->rep, nullptr, false));
+      s = w->Open(path);
+      if (!s.ok()) break;
+    }
+    s = w->Put(it->key(), it->value());
+    if (!s.ok()) break;
+    bytes += it->key().size() + it->value().size();
+    n++;
+  }
+  if (s.ok()) s = it->status();
+  if (s.ok() && w) s = w->Finish();
+  if (!s.ok()) {
+    free(*next);
+    *next = nullptr;
+    *err = strdup(s.ToString().c_str());
+    w.reset();
+    std::remove(path);
+    return -1;
+  }
+  return n;
+}
+
+static void ingest(rocksdb_t* db, rocksdb_column_family_handle_t* cf,
+                   const std::vector<std::string>& paths, char** err) {
   IngestExternalFileOptions io;
   io.move_files = true;
   io.write_global_seqno = false;
   io.allow_global_seqno = true;
   io.allow_blocking_flush = true;
-  Status s = db->rep->IngestExternalFile(cf->rep, {std::string(path)}, io);
+  Status s = db->rep->IngestExternalFile(cf->rep, paths, io);
   if (!s.ok()) *err = strdup(s.ToString().c_str());
+}
+
+void sluice_ingest_file(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* path,
+                        char** err) {
+  ingest(db, cf, {std::string(path)}, err);
+}
+
+void sluice_ingest_files(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* const* paths,
+                         size_t n, char** err) {
+  std::vector<std::string> v(paths, paths + n);
+  ingest(db, cf, v, err);
 }
 
 }  // extern "C"

@@ -58,12 +58,28 @@ int64_t sluice_write_delta(rocksdb_t* db, rocksdb_column_family_handle_t* cf, co
                            const size_t* ends, size_t n, const rocksdb_options_t* o,
                            const char* path, char** err);
 
+// sluice_export_chunk writes the entries of column family cf of db from key lower on
+// (the merged value of each key, as a Put, in key order) into a new SST file at path,
+// through an SstFileWriter with the options o, until their keys and values reach limit
+// bytes. *next is then the key to resume at (malloc'd, *nextlen bytes: free it with
+// rocksdb_free), or NULL when the column family has no more keys. It returns the number
+// of entries written: 0 leaves no file. On error it returns -1, sets *err and removes
+// what it wrote.
+int64_t sluice_export_chunk(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* lower,
+                            size_t lowerlen, uint64_t limit, const rocksdb_options_t* o,
+                            const char* path, char** next, size_t* nextlen, char** err);
+
 // sluice_ingest_file ingests the SST file at path into column family cf of db, moved
 // (hard-linked, then unlinked from path) rather than copied, newer than everything in
 // the column family, without writing the sequence number into the file: a file that
 // is also a hard link of a local recovery copy is never modified. Sets *err on error.
 void sluice_ingest_file(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* path,
                         char** err);
+
+// sluice_ingest_files ingests n SST files with disjoint key ranges into column family
+// cf of db in one ingestion, as sluice_ingest_file does one.
+void sluice_ingest_files(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* const* paths,
+                         size_t n, char** err);
 
 #ifdef __cplusplus
 }

@@ -44,14 +44,20 @@ type chainRecord struct {
 	id int64
 	// reuse maps local SST names to their shared files: what a base may reference.
 	reuse map[string]sharedFile
-	// With deltas: the base's shared files (SST, MANIFEST, CURRENT) in the order of its
-	// meta file, its states, and the deltas since it, in order. extendable says a delta
-	// snapshot may add to it.
+	// With deltas: the native base's shared files (SST, MANIFEST, CURRENT) in the order
+	// of its meta file (none when the base is a stage's chunks, the first deltas), its
+	// states, and the deltas since it, in order. extendable says a delta snapshot may
+	// add to it.
 	base       []namedFile
 	states     []metaState
 	deltas     []deltaFile
 	deltaBytes int64
 	extendable bool
+	// The stage (the next base) it uploaded chunks of, and those chunks; or, switched,
+	// the stage whose chunks became its base.
+	stage    *stage
+	staged   []deltaFile
+	switched bool
 }
 
 type namedFile struct {
@@ -59,10 +65,13 @@ type namedFile struct {
 	sf   sharedFile
 }
 
+// deltaFile is an uploaded delta or chunk of a stage.
 type deltaFile struct {
-	column string
-	namedFile
+	metaDelta
+	sf sharedFile
 }
+
+func (d deltaFile) named() namedFile { return namedFile{name: d.name(), sf: d.sf} }
 
 // sharedFile is a shared file and, when known, the CRC-32C of the local SST file it
 // was uploaded from (what the manifest of a local recovery copy records).
@@ -216,6 +225,10 @@ type snapshot struct {
 	sharedMeta  bool                  // MANIFEST and CURRENT are shared files too (a base for deltas)
 	delta       *deltaPlan            // non-nil: a delta snapshot (delta.go)
 	deltaCols   []string              // the column family of each of files, for a delta
+	stage       *stage                // a delta's stage, referenced until done
+	switchStage bool                  // the stage's chunks become the base
+	staged      []deltaFile           // chunks of stage confirmed uploaded
+	chunks      []chunkFile           // chunks of stage to upload
 	inc         *incremental
 	inst        *instance
 	transfer    int
@@ -247,10 +260,11 @@ func (b *Backend) Snapshot(checkpointID int64) (state.AsyncSnapshot, error) {
 	}
 	var plan *deltaPlan
 	if b.deltasOn() {
-		if plan = b.inc.planDelta(checkpointID, b.takeDirty()); plan != nil && b.deltaWorthIt(plan.rec) {
+		if plan = b.inc.planDelta(checkpointID, b.takeDirty()); plan != nil {
 			return b.deltaSnapshot(checkpointID, plan)
 		}
 	}
+	b.dropStage() // a native base starts the chain over
 	dir, ents, local := b.localCheckpoint(checkpointID)
 	if dir == "" {
 		var err error
@@ -394,6 +408,9 @@ func (s *snapshot) done() {
 	} else {
 		os.RemoveAll(s.dir)
 	}
+	if s.stage != nil {
+		s.stage.release()
+	}
 	s.inst.release()
 }
 
@@ -518,7 +535,7 @@ func (s *snapshot) write(ctx context.Context, w state.StateWriter) (*sluicev1.Ke
 		}
 		uploaded[i] = true
 		g.Go(func() (err error) {
-			out[i], crcs[i], err = s.upload(gctx, w, f, true)
+			out[i], crcs[i], err = s.upload(gctx, s.dir, w, f, true)
 			return err
 		})
 	}
@@ -581,7 +598,7 @@ func (s *snapshot) sharedName(local string) string {
 // with the CRC-32C of its bytes.
 func (s *snapshot) private(ctx context.Context, w state.StateWriter, f localFile) (*sluicev1.StateFile, uint32, error) {
 	if f.size >= int64(s.opts.InlineLimit()) {
-		return s.upload(ctx, w, f, false)
+		return s.upload(ctx, s.dir, w, f, false)
 	}
 	b, err := os.ReadFile(filepath.Join(s.dir, f.name))
 	if err != nil {
@@ -604,10 +621,10 @@ func (s *snapshot) writeBytes(ctx context.Context, w state.StateWriter, name str
 	return sw.Close()
 }
 
-// upload copies a file of the native checkpoint to a new shared or private file and
+// upload copies a file of dir (the native checkpoint's, or a stage's) to a new shared or private file and
 // returns it with the CRC-32C of the bytes read.
-func (s *snapshot) upload(ctx context.Context, w state.StateWriter, f localFile, shared bool) (*sluicev1.StateFile, uint32, error) {
-	in, err := os.Open(filepath.Join(s.dir, f.name))
+func (s *snapshot) upload(ctx context.Context, dir string, w state.StateWriter, f localFile, shared bool) (*sluicev1.StateFile, uint32, error) {
+	in, err := os.Open(filepath.Join(dir, f.name))
 	if err != nil {
 		return nil, 0, err
 	}
