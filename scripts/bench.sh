@@ -10,7 +10,7 @@
 #   BENCH_RESTORE_FLAGS   extra flags for bin/bench-restore (e.g. "-size=4000000000 -runs=5")
 #   BENCH_RESCALE_FLAGS   extra flags for bin/bench-rescale (e.g. "-keys=4000000")
 #   BENCH_INCREMENTAL_FLAGS extra flags for bin/bench-incremental (e.g. "-keys=1000000",
-#                           "-styles=UNIVERSAL", "-sorted-runs=48"); it needs cgo (RocksDB)
+#                           "-modes=DELTAS", "-base-share=0.2", "-sorted-runs=48"); it needs cgo (RocksDB)
 #   BENCHTIME             -benchtime of the Go benchmarks (default 1s)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -55,6 +55,7 @@ import (
 	"github.com/sluice-stream/sluice/pkg/keygroup"
 	"github.com/sluice-stream/sluice/pkg/state"
 	"github.com/sluice-stream/sluice/pkg/state/rocksdb"
+	sluicev1 "github.com/sluice-stream/sluice/proto/sluice/v1"
 )
 
 const (
@@ -176,6 +177,10 @@ type result struct {
 	share   float64
 	elapsed time.Duration
 	cps     []cp
+	// restoring the last checkpoint
+	restore      time.Duration
+	restoreBytes int64
+	restoreFiles int
 }
 
 // totals is the sum over consecutive checkpoints.
@@ -253,6 +258,8 @@ func (r result) print(out io.Writer) {
 		ws[0], ws[len(ws)/2], ws[len(ws)-1], busy, len(ws), over)
 	fmt.Fprintf(out, "    sorted runs most %d, mean %.1f; live SST files at most %.2fx the logical bytes; %d write stalls; %s for the measured checkpoints\n",
 		all.maxRuns, float64(all.sumRuns)/float64(all.n), float64(all.maxLive)/float64(r.logical), all.stalls, figures.Dur(r.elapsed))
+	fmt.Fprintf(out, "    restoring the last checkpoint read %s (%.2fx the logical bytes) from %d files in %s\n",
+		figures.MB(r.restoreBytes), float64(r.restoreBytes)/float64(r.logical), r.restoreFiles, figures.Dur(r.restore))
 }
 
 // measure runs the warm-up and the measured checkpoints in mode m.
@@ -326,7 +333,10 @@ func measure(ctx context.Context, o options, m mode) (result, error) {
 	// base says whether it started a new base: every checkpoint without deltas; with
 	// them, a native base or a switch to a base of chunks (the first file it references
 	// changed).
-	var first string
+	var (
+		first string
+		last  *sluicev1.KeyedStateHandle
+	)
 	checkpoint := func() (uploaded int64, before rocksdb.CompactionStats, base bool, err error) {
 		if err := idle(ctx, b); err != nil {
 			return 0, rocksdb.CompactionStats{}, false, err
@@ -342,6 +352,7 @@ func measure(ctx context.Context, o options, m mode) (result, error) {
 			return 0, before, false, err
 		}
 		b.NotifyCheckpointComplete(next)
+		last = h
 		if fs := h.GetSharedFiles(); len(fs) > 0 {
 			base = !m.deltas || fs[0].GetPath() != first
 			first = fs[0].GetPath()
@@ -397,6 +408,19 @@ func measure(ctx context.Context, o options, m mode) (result, error) {
 		r.cps = append(r.cps, c)
 	}
 	r.elapsed = time.Since(start)
+
+	// What restoring the last checkpoint reads and costs: with deltas, the base and the
+	// deltas since the stage it came from started.
+	rb, err := rocksdb.New(opts, cfg, nil)
+	if err != nil {
+		return r, err
+	}
+	defer rb.Close()
+	start = time.Now()
+	if err := rb.Restore(ctx, []*sluicev1.KeyedStateHandle{last}, blobstore.StateFiles{Store: store, ID: next}); err != nil {
+		return r, fmt.Errorf("restore checkpoint %d: %w", next, err)
+	}
+	r.restore, r.restoreBytes, r.restoreFiles = time.Since(start), rb.LastRestore().RemoteBytes, len(last.GetSharedFiles())+len(last.GetPrivateFiles())
 	return r, nil
 }
 

@@ -20,7 +20,7 @@ func TestRun(t *testing.T) {
 	for _, want := range []string{
 		"DELTAS (universal compaction at 24 sorted runs, deltas, base share 0.5", "UNIVERSAL (universal compaction at 24 sorted runs, every checkpoint a base",
 		"LEVEL (level compaction", "10 checkpoints ", "20 checkpoints ",
-		"10-checkpoint windows: ratio lowest", "sorted runs most", "write stalls",
+		"10-checkpoint windows: ratio lowest", "sorted runs most", "write stalls", "restoring the last checkpoint read",
 		"DELTAS    over 10 checkpoints while compaction runs", "UNIVERSAL over 10 checkpoints while compaction runs",
 		"LEVEL     over 10 checkpoints while compaction runs",
 	} {

@@ -22,7 +22,16 @@ import (
 // It reports both costs and their ratio; the brief's floor is 1.3x, its goal 1.1x.
 //
 //	go test -run XXX -bench ValueGetUpdate ./pkg/state/rocksdb
+//
+// Sub-benchmark incremental runs the backend with incremental checkpoints and deltas,
+// which track every key written (one map lookup per write, an insert the first time a
+// key is written after a checkpoint).
 func BenchmarkValueGetUpdate(b *testing.B) {
+	b.Run("full", func(b *testing.B) { benchValueGetUpdate(b, rocksdb.Config{}) })
+	b.Run("incremental", func(b *testing.B) { benchValueGetUpdate(b, rocksdb.Config{Incremental: true}) })
+}
+
+func benchValueGetUpdate(b *testing.B, cfg rocksdb.Config) {
 	const n = 100_000
 	keys := makeKeys(n, 128)
 	order := make([]int32, 1<<20)
@@ -32,7 +41,7 @@ func BenchmarkValueGetUpdate(b *testing.B) {
 	}
 	var buf [8]byte
 
-	be := newBackend(b, rocksdb.Config{}, opts(b, 128, all(128)))
+	be := newBackend(b, cfg, opts(b, 128, all(128)))
 	id, err := be.Register(state.StateDesc{Name: "count", Kind: state.KindValue})
 	must(b, err)
 	for _, k := range keys {

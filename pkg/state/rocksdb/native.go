@@ -384,6 +384,16 @@ func useMemory(m cMemory, t *grocksdb.BlockBasedTableOptions, db *grocksdb.Optio
 	}
 }
 
+// setNoSync makes o (DB options, or column family options an SstFileWriter uses) use an
+// Env that never syncs a file or directory (sluice_options_set_no_sync): the database
+// is a working copy, rebuilt from a checkpoint after any crash, and each sync of a
+// flush, ingestion or native checkpoint costs milliseconds. A local recovery copy that
+// a machine crash damages fails its CRC-32C check and is read from the checkpoint
+// storage instead.
+func setNoSync(o *grocksdb.Options) {
+	C.sluice_options_set_no_sync((*C.rocksdb_options_t)(cptr(o)))
+}
+
 // setListMerge sets the list-append merge operator on column family options o.
 func setListMerge(o *grocksdb.Options) {
 	C.sluice_options_set_list_merge((*C.rocksdb_options_t)(cptr(o)))

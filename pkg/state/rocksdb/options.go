@@ -121,9 +121,9 @@ func newOptions(cfg Config, mem *Memory) (*options, error) {
 	o.db = grocksdb.NewDefaultOptions()
 	o.db.SetCreateIfMissing(true)
 	o.db.SetCreateIfMissingColumnFamilies(true)
-	// The database's durability is the checkpoints: no fsync, no WAL (see wo), a quiet
-	// info log.
-	o.db.SetUseFsync(false)
+	// The database's durability is the checkpoints: no file or directory is ever
+	// synced (setNoSync), no WAL (see wo), a quiet info log.
+	setNoSync(o.db)
 	o.db.SetInfoLogLevel(grocksdb.WarnInfoLogLevel)
 	o.db.SetKeepLogFileNum(2)
 	o.db.SetMaxLogFileSize(8 << 20)
@@ -180,6 +180,7 @@ func (o *options) column(name string) *grocksdb.Options {
 		return c
 	}
 	c := grocksdb.NewDefaultOptions()
+	setNoSync(c) // what an SstFileWriter with these options writes is not synced either
 	switch o.cfg.Predefined {
 	case SpinningDiskOptimized, SpinningDiskOptimizedHighMem:
 		c.SetCompactionStyle(grocksdb.LevelCompactionStyle)

@@ -42,9 +42,11 @@ func (p part) rocks() bool { return p.h.GetBackend() == Name }
 //
 // The RocksDB handle with the most key groups in range becomes the database: its files
 // are downloaded (verified against their size and SHA-256, whatever the reader does)
-// into the instance directory and opened, and the key groups outside the range are
+// into the instance directory and opened (a base of chunks: into a new database), its
+// deltas (delta.go) ingested in order, and the key groups outside the range are
 // deleted with range deletions (rescaling). Every other RocksDB handle is downloaded
-// into a temporary directory and opened read-only, and its key groups in range are
+// into a temporary directory and opened (read-only unless it has deltas to ingest
+// first), and its key groups in range are
 // ingested as SST files written from it (see merge); full-snapshot handles are decoded
 // and written with batched writes.
 //
@@ -56,9 +58,9 @@ func (p part) rocks() bool { return p.h.GetBackend() == Name }
 // the copy does not match. LastRestore reports what came from where, and why not
 // locally.
 //
-// In incremental mode the shared files of the database's handle count as uploaded:
-// the first snapshot references them instead of uploading them again (unless
-// Config.NoClaim). Private files are never reused.
+// In incremental mode the shared SST files of the database's native base count as
+// uploaded: the first snapshot, a native base, references them instead of uploading
+// them again (unless Config.NoClaim). Private files, deltas and chunks are never reused.
 func (b *Backend) Restore(ctx context.Context, handles []*sluicev1.KeyedStateHandle, r state.StateReader) error {
 	if b.closed {
 		return state.ErrClosed

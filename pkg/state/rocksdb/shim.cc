@@ -19,6 +19,7 @@
 #include "rocksdb/db.h"
 #include "rocksdb/iterator.h"
 #include "rocksdb/env.h"
+#include "rocksdb/file_system.h"
 #include "rocksdb/merge_operator.h"
 #include "rocksdb/options.h"
 #include "rocksdb/sst_file_writer.h"
@@ -92,9 +93,93 @@ class ListAppend : public MergeOperator {
   const char* Name() const override { return "sluice.ListAppend"; }
 };
 
+// NoSyncFile and NoSyncDir skip every sync: the database is a disposable working copy
+// (no write-ahead log; a checkpoint is the only durable state), so making its files
+// durable against a machine crash buys nothing, and each sync of an ingestion, flush or
+// native checkpoint costs milliseconds.
+class NoSyncFile : public ROCKSDB_NAMESPACE::FSWritableFileOwnerWrapper {
+ public:
+  using FSWritableFileOwnerWrapper::FSWritableFileOwnerWrapper;
+  ROCKSDB_NAMESPACE::IOStatus Sync(const ROCKSDB_NAMESPACE::IOOptions&,
+                                   ROCKSDB_NAMESPACE::IODebugContext*) override {
+    return ROCKSDB_NAMESPACE::IOStatus::OK();
+  }
+  ROCKSDB_NAMESPACE::IOStatus Fsync(const ROCKSDB_NAMESPACE::IOOptions&,
+                                    ROCKSDB_NAMESPACE::IODebugContext*) override {
+    return ROCKSDB_NAMESPACE::IOStatus::OK();
+  }
+  ROCKSDB_NAMESPACE::IOStatus RangeSync(uint64_t, uint64_t, const ROCKSDB_NAMESPACE::IOOptions&,
+                                        ROCKSDB_NAMESPACE::IODebugContext*) override {
+    return ROCKSDB_NAMESPACE::IOStatus::OK();
+  }
+};
+
+class NoSyncDir : public ROCKSDB_NAMESPACE::FSDirectoryWrapper {
+ public:
+  using FSDirectoryWrapper::FSDirectoryWrapper;
+  ROCKSDB_NAMESPACE::IOStatus Fsync(const ROCKSDB_NAMESPACE::IOOptions&,
+                                    ROCKSDB_NAMESPACE::IODebugContext*) override {
+    return ROCKSDB_NAMESPACE::IOStatus::OK();
+  }
+  ROCKSDB_NAMESPACE::IOStatus FsyncWithDirOptions(const ROCKSDB_NAMESPACE::IOOptions&,
+                                                  ROCKSDB_NAMESPACE::IODebugContext*,
+                                                  const ROCKSDB_NAMESPACE::DirFsyncOptions&) override {
+    return ROCKSDB_NAMESPACE::IOStatus::OK();
+  }
+};
+
+class NoSyncFS : public ROCKSDB_NAMESPACE::FileSystemWrapper {
+  // wrap replaces the file *r the target opened (when s is OK) by one that never syncs.
+  static ROCKSDB_NAMESPACE::IOStatus wrap(ROCKSDB_NAMESPACE::IOStatus s,
+                                          std::unique_ptr<ROCKSDB_NAMESPACE::FSWritableFile>* r) {
+    if (s.ok()) r->reset(new NoSyncFile(std::move(*r)));
+    return s;
+  }
+
+ public:
+  using FileSystemWrapper::FileSystemWrapper;
+  const char* Name() const override { return "SluiceNoSync"; }
+  ROCKSDB_NAMESPACE::IOStatus NewWritableFile(const std::string& f,
+                                              const ROCKSDB_NAMESPACE::FileOptions& o,
+                                              std::unique_ptr<ROCKSDB_NAMESPACE::FSWritableFile>* r,
+                                              ROCKSDB_NAMESPACE::IODebugContext* dbg) override {
+    return wrap(target()->NewWritableFile(f, o, r, dbg), r);
+  }
+  ROCKSDB_NAMESPACE::IOStatus ReopenWritableFile(const std::string& f,
+                                                 const ROCKSDB_NAMESPACE::FileOptions& o,
+                                                 std::unique_ptr<ROCKSDB_NAMESPACE::FSWritableFile>* r,
+                                                 ROCKSDB_NAMESPACE::IODebugContext* dbg) override {
+    return wrap(target()->ReopenWritableFile(f, o, r, dbg), r);
+  }
+  ROCKSDB_NAMESPACE::IOStatus ReuseWritableFile(const std::string& f, const std::string& old,
+                                                const ROCKSDB_NAMESPACE::FileOptions& o,
+                                                std::unique_ptr<ROCKSDB_NAMESPACE::FSWritableFile>* r,
+                                                ROCKSDB_NAMESPACE::IODebugContext* dbg) override {
+    return wrap(target()->ReuseWritableFile(f, old, o, r, dbg), r);
+  }
+  ROCKSDB_NAMESPACE::IOStatus NewDirectory(const std::string& name,
+                                           const ROCKSDB_NAMESPACE::IOOptions& o,
+                                           std::unique_ptr<ROCKSDB_NAMESPACE::FSDirectory>* r,
+                                           ROCKSDB_NAMESPACE::IODebugContext* dbg) override {
+    std::unique_ptr<ROCKSDB_NAMESPACE::FSDirectory> d;
+    ROCKSDB_NAMESPACE::IOStatus s = target()->NewDirectory(name, o, &d, dbg);
+    if (s.ok()) r->reset(new NoSyncDir(std::move(d)));
+    return s;
+  }
+};
+
 }  // namespace
 
 extern "C" {
+
+void sluice_options_set_no_sync(rocksdb_options_t* o) {
+  // One Env for the process, never destroyed: databases may outlive any owner.
+  static ROCKSDB_NAMESPACE::Env* env =
+      ROCKSDB_NAMESPACE::NewCompositeEnv(
+          std::make_shared<NoSyncFS>(ROCKSDB_NAMESPACE::FileSystem::Default()))
+          .release();
+  o->rep.env = env;
+}
 
 sluice_memory* sluice_memory_create(size_t cache_capacity, double high_pri_pool_ratio,
                                     size_t write_buffer_limit) {

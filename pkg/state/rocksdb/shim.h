@@ -49,6 +49,10 @@ int64_t sluice_export_range(rocksdb_t* db, rocksdb_column_family_handle_t* cf,
                             size_t upperlen, const rocksdb_options_t* o, const char* path,
                             char** err);
 
+// sluice_options_set_no_sync makes o (DB options) use an Env that never syncs files or
+// directories: the database is a disposable working copy.
+void sluice_options_set_no_sync(rocksdb_options_t* o);
+
 // sluice_write_delta writes the current value of each of the n keys of column family cf
 // of db (keys[ends[i-1]:ends[i]], ends[-1] = 0, sorted and distinct) into a new SST
 // file at path as a Put, or a Delete when the key is absent, through an SstFileWriter
