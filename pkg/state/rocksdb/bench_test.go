@@ -120,16 +120,23 @@ func benchValueGetUpdate(b *testing.B, cfg rocksdb.Config) {
 	b.ReportMetric(float64(backend)/float64(rawT), "cost-ratio")
 }
 
-// BenchmarkSnapshot measures the synchronous phase (flush and native checkpoint) after
-// 1% of 200k keys changed, and the asynchronous phase of an incremental snapshot to a
-// file:// blob store, with the default compaction of incremental snapshots (universal).
-// It also reports the bytes uploaded over the bytes changed (keys and values), which
-// depends on where the b.N checkpoints fall in the compaction cycle: bench/incremental
-// measures its steady state.
+// BenchmarkSnapshot measures the synchronous phase after 1% of 200k keys changed, and
+// the asynchronous phase of an incremental snapshot to a file:// blob store: with
+// deltas (the default: writing the delta and a chunk of the next base, then uploading
+// them) and without (flush and native checkpoint, then uploading the new SST files,
+// with the default compaction of incremental snapshots, universal). It also reports
+// the bytes uploaded over the bytes changed (keys and values), which depends on where
+// the b.N checkpoints fall in the compaction or base cycle: bench/incremental measures
+// their steady state.
 func BenchmarkSnapshot(b *testing.B) {
+	b.Run("deltas", func(b *testing.B) { benchSnapshot(b, rocksdb.Config{Incremental: true}) })
+	b.Run("bases", func(b *testing.B) { benchSnapshot(b, rocksdb.Config{Incremental: true, DisableDeltas: true}) })
+}
+
+func benchSnapshot(b *testing.B, cfg rocksdb.Config) {
 	const n = 200_000
 	store, _ := fileStore(b)
-	be := newBackend(b, rocksdb.Config{Incremental: true}, opts(b, 128, all(128)))
+	be := newBackend(b, cfg, opts(b, 128, all(128)))
 	id, err := be.Register(state.StateDesc{Name: "v", Kind: state.KindValue})
 	must(b, err)
 	keys := makeKeys(n, 128)
@@ -145,8 +152,8 @@ func BenchmarkSnapshot(b *testing.B) {
 	for _, k := range keys {
 		put(k)
 	}
-	checkpoint(b, be, store, 0)
-	be.NotifyCheckpointComplete(0)
+	checkpoint(b, be, store, 1)
+	be.NotifyCheckpointComplete(1)
 	var syncT, asyncT time.Duration
 	var uploaded, changed int64
 	b.ResetTimer()
@@ -159,15 +166,15 @@ func BenchmarkSnapshot(b *testing.B) {
 		}
 		b.StartTimer()
 		t0 := time.Now()
-		s, err := be.Snapshot(int64(i + 1))
+		s, err := be.Snapshot(int64(i + 2))
 		must(b, err)
 		t1 := time.Now()
-		h, err := s.Run(context.Background(), blobstoreFiles(store, int64(i+1)))
+		h, err := s.Run(context.Background(), blobstoreFiles(store, int64(i+2)))
 		must(b, err)
 		asyncT += time.Since(t1)
 		syncT += t1.Sub(t0)
 		uploaded += h.GetIncrementalSize()
-		be.NotifyCheckpointComplete(int64(i + 1))
+		be.NotifyCheckpointComplete(int64(i + 2))
 	}
 	b.ReportMetric(float64(syncT.Microseconds())/float64(b.N)/1000, "sync-ms")
 	b.ReportMetric(float64(asyncT.Microseconds())/float64(b.N)/1000, "async-ms")
