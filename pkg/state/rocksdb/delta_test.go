@@ -5,6 +5,9 @@ package rocksdb_test
 import (
 	"context"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -273,5 +276,59 @@ func TestDeltaLocalRecovery(t *testing.T) {
 	}
 	if !sawNative || !sawChunks {
 		t.Fatalf("restored a native base %v, a base of chunks %v: want both", sawNative, sawChunks)
+	}
+}
+
+// TestDeltaChainKeepsWhatItNeeds: after every confirmed checkpoint, every file of the
+// checkpoint storage that the checkpoint does not reference is deleted (the chain
+// retaining one checkpoint), through native bases, staged chunks and switches to bases
+// of chunks; each checkpoint still restores exactly, and what the storage holds stays
+// bounded.
+func TestDeltaChainKeepsWhatItNeeds(t *testing.T) {
+	defer rocksdb.SetMinChunk(rocksdb.SetMinChunk(4 << 10))
+	store, dir := fileStore(t)
+	cfg := rocksdb.Config{Incremental: true, BaseShare: 1}
+	b := newBackend(t, cfg, opts(t, 128, all(128)))
+	want := content{}
+	mixed(t, b, want, 900, 900, 8000)
+	switches, most := 0, 0
+	var prev *sluicev1.KeyedStateHandle
+	for id := int64(1); id <= 40; id++ {
+		mixed(t, b, want, 900+uint64(id), 900, 300)
+		h := checkpoint(t, b, store, id)
+		b.NotifyCheckpointComplete(id)
+		if prev != nil && !nativeBase(h) && (nativeBase(prev) || firstChunk(h) != firstChunk(prev)) {
+			switches++
+		}
+		prev = h
+		keep := map[string]bool{}
+		for _, f := range append(h.GetSharedFiles(), h.GetPrivateFiles()...) {
+			if f.GetPath() != "" {
+				keep[filepath.ToSlash(f.GetPath())] = true
+			}
+		}
+		n := 0
+		must(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			rel, err := filepath.Rel(dir, p)
+			if err != nil {
+				return err
+			}
+			if !keep[filepath.ToSlash(rel)] {
+				return os.Remove(p)
+			}
+			n++
+			return nil
+		}))
+		most = max(most, n)
+		if id%8 == 0 || id == 40 {
+			sameContent(t, fmt.Sprintf("checkpoint %d", id), contentOf(t, restore(t, cfg, opts(t, 128, all(128)), store, h)), want.clone())
+		}
+	}
+	t.Logf("%d switches to a new base; at most %d files in the checkpoint storage", switches, most)
+	if switches < 2 {
+		t.Fatalf("%d switches, want at least 2", switches)
 	}
 }
