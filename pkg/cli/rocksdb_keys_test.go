@@ -36,3 +36,25 @@ func TestTaskStateConfigSendsCompactionKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestTaskStateConfigSendsDeltaKeys: the jobmanager's delta settings always reach the
+// tasks (its defaults when unset), whatever a task manager's own config says.
+func TestTaskStateConfigSendsDeltaKeys(t *testing.T) {
+	m := taskStateConfig(config.New(), map[string]string{})
+	if m[config.RocksDBDeltas] != "true" || m[config.RocksDBBaseShare] != "0.5" {
+		t.Errorf("defaults sent: deltas %q, base-share %q", m[config.RocksDBDeltas], m[config.RocksDBBaseShare])
+	}
+	c := config.New()
+	for k, v := range map[string]string{config.RocksDBDeltas: "false", config.RocksDBBaseShare: "0.2"} {
+		if err := c.Set(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m = taskStateConfig(c, map[string]string{})
+	if m[config.RocksDBDeltas] != "false" || m[config.RocksDBBaseShare] != "0.2" {
+		t.Errorf("set sent: deltas %q, base-share %q", m[config.RocksDBDeltas], m[config.RocksDBBaseShare])
+	}
+	if err := c.Set(config.RocksDBBaseShare, "0"); err == nil {
+		t.Error("base-share 0 accepted")
+	}
+}
