@@ -45,9 +45,9 @@ type column struct {
 	name string
 	h    *grocksdb.ColumnFamilyHandle
 	c    cfHandle
-	// dirty holds the keys written since the last checkpoint's snapshot while deltas
-	// are tracked (delta.go); nil otherwise.
-	dirty map[string]struct{}
+	// dirty holds the keys written since the last checkpoint's snapshot, with what
+	// was written, while deltas are tracked (delta.go); nil otherwise.
+	dirty *dirtyKeys
 }
 
 // instance is the backend's directory: db/ holds the database, snap-*/ the native
@@ -117,13 +117,13 @@ type Backend struct {
 	inc    incremental
 	// Change tracking for deltas (delta.go): the bytes of the dirty keys, and whether
 	// some change of this interval is not in them (the next snapshot must be a base).
-	dirtyBytes   int
+	dirtyBytes   int // memory: keys, values and entries
+	dirtyData    int // keys and values
 	dirtyUnknown bool
-	stage        *stage  // the next base being written, with deltas (delta.go)
-	deltaAvg     float64 // moving average of the bytes of delta snapshots
-	seq          int64   // snapshot directories
-	closed       bool    // closed, or broken by a failed restore: every call fails
-	released     bool    // Close ran
+	stage        *stage // the next base being written, with deltas (delta.go)
+	seq          int64  // snapshot directories
+	closed       bool   // closed, or broken by a failed restore: every call fails
+	released     bool   // Close ran
 
 	log         *slog.Logger
 	local       *localCopies // nil: local recovery is off
@@ -442,7 +442,7 @@ func (b *Backend) Put(id state.StateID, ns, v []byte) error {
 	if err := b.nat.put(c.c, k, v); err != nil {
 		return dbError(c, "put", err)
 	}
-	b.touch(c, k)
+	b.trackPut(c, k, v)
 	return nil
 }
 
@@ -457,7 +457,7 @@ func (b *Backend) Delete(id state.StateID, ns []byte) error {
 		if err := b.nat.delete(c.c, k); err != nil {
 			return dbError(c, "delete", err)
 		}
-		b.touch(c, k)
+		b.trackDelete(c, k)
 		return nil
 	}
 	return b.clearPrefix(c, k)
@@ -471,7 +471,7 @@ func (b *Backend) clearPrefix(c *column, p []byte) error {
 	defer wb.Destroy()
 	for it.Seek(p); it.Valid(); it.Next() {
 		wb.DeleteCF(c.h, it.Key())
-		b.touch(c, it.Key())
+		b.trackDelete(c, it.Key())
 	}
 	if err := it.Err(); err != nil {
 		return dbError(c, "clear", err)
@@ -499,7 +499,7 @@ func (b *Backend) ListAppend(id state.StateID, ns, v []byte) error {
 	if err := b.nat.merge(c.c, k, b.enc); err != nil {
 		return dbError(c, "append", err)
 	}
-	b.touch(c, k)
+	b.trackMerge(c, k)
 	return nil
 }
 
@@ -539,14 +539,14 @@ func (b *Backend) ListUpdate(id state.StateID, ns []byte, vs [][]byte) error {
 		if err := b.nat.delete(c.c, k); err != nil {
 			return dbError(c, "delete", err)
 		}
-		b.touch(c, k)
+		b.trackDelete(c, k)
 		return nil
 	}
 	b.enc = state.EncodeList(b.enc[:0], vs)
 	if err := b.nat.put(c.c, k, b.enc); err != nil {
 		return dbError(c, "put", err)
 	}
-	b.touch(c, k)
+	b.trackPut(c, k, b.enc)
 	return nil
 }
 
@@ -580,7 +580,7 @@ func (b *Backend) MapPut(id state.StateID, ns, userKey, v []byte) error {
 	if err := b.nat.put(c.c, k, v); err != nil {
 		return dbError(c, "put", err)
 	}
-	b.touch(c, k)
+	b.trackPut(c, k, v)
 	return nil
 }
 
@@ -597,7 +597,7 @@ func (b *Backend) MapDelete(id state.StateID, ns, userKey []byte) error {
 	if err := b.nat.delete(c.c, k); err != nil {
 		return dbError(c, "delete", err)
 	}
-	b.touch(c, k)
+	b.trackDelete(c, k)
 	return nil
 }
 

@@ -6,11 +6,13 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 
+	"github.com/linxGnu/grocksdb"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluice-stream/sluice/pkg/state"
@@ -21,14 +23,16 @@ import (
 // close to what changed, whatever compaction does. A native base is an incremental
 // snapshot as without deltas: a native checkpoint whose SST files not yet uploaded are
 // uploaded (with MANIFEST and CURRENT as shared files too). A delta snapshot takes no
-// native checkpoint: its synchronous phase writes, for each column family, the current
-// value of every key written since the latest confirmed checkpoint (a Delete where the
-// key is gone) into one SST file, and its asynchronous phase uploads these files; its
-// handle references the base's files and the deltas since it, which a restore
-// ingests in order after opening the base. Compaction output is never uploaded.
+// native checkpoint: the backend records every write, key and value (dirtyKeys), and
+// the synchronous phase ends the interval; the asynchronous phase writes, for each
+// column family, the latest write of every key since the latest confirmed checkpoint
+// (a Delete where the key is gone) into one SST file, from those records alone, and
+// uploads these files; its handle references the base's files and the deltas since
+// it, which a restore ingests in order after opening the base. Compaction output is
+// never uploaded.
 //
 // Deltas pile up, so each delta snapshot also writes and uploads a share of the next
-// base (a stage), Config.BaseShare of its deltas' bytes: every column family's
+// base (a stage), Config.BaseShare of its interval's written bytes: every column family's
 // entries, in key order, exported into SST files ("chunks") from the database as it is
 // at that synchronous phase, resuming where the previous chunk ended. Once every chunk
 // is written and confirmed uploaded, the next delta snapshot switches: its base is the
@@ -40,13 +44,18 @@ import (
 // of two stages (about 2/BaseShare times the state). Until then the chunks are staged
 // files of the handles: referenced, so that they are kept, but not restored.
 //
+// So that a stage ends before maxDeltas deltas pile up, a delta snapshot adds at least
+// 2/maxDeltas of the state's size (as its SST files and memtables measure it) to the
+// stage's credit: with very few changes per checkpoint, a checkpoint uploads that
+// rather than its share.
+//
 // A native base is taken when it must: no confirmed snapshot to build on, a forced full
 // snapshot, a restore, a state registered or changes not tracked (more than
-// maxDirtyBytes of keys) since the confirmed one, or maxDeltas deltas.
+// maxDirtyBytes of keys and values) since the confirmed one, or maxDeltas deltas.
 
 const (
-	// maxDeltas bounds the deltas (chunks included) of a handle: each is one ingestion
-	// on restore.
+	// maxDeltas bounds the deltas of a handle, chunks aside: each is one ingestion on
+	// restore (a column family's chunks are one together).
 	maxDeltas = 1024
 	// maxDirtyBytes bounds the memory of the keys tracked per backend between two
 	// checkpoints; beyond it tracking stops and the next snapshot is a native base,
@@ -58,10 +67,9 @@ const (
 	maxChunk = 64 << 20
 )
 
-// A chunk is written once the stage's credit reaches three delta snapshots' share (by
-// a moving average of their bytes), at least minChunk: small enough that no ten
-// checkpoints upload much more than their share, large enough to keep the chunks few.
-// A variable for tests.
+// A delta snapshot writes its share as one chunk, or, when the stage's credit is below
+// minChunk, leaves it for a later one: small deltas do not make tiny chunks. A variable
+// for tests.
 var minChunk float64 = 64 << 10
 
 // stage is the next base being written: chunks of the column families cols, in order,
@@ -136,10 +144,22 @@ func (b *Backend) newStage(id int64) (*stage, error) {
 	return st, nil
 }
 
-// export writes chunks while the stage has credit for one of at least least bytes.
-func (b *Backend) export(st *stage, least float64) error {
-	least = min(max(least, minChunk), maxChunk)
-	for !st.done && st.credit >= least {
+// liveDataSize is an upper bound of the state's bytes: its SST files (overwritten and
+// deleted entries not yet compacted away included) and memtables.
+func (b *Backend) liveDataSize() uint64 {
+	var n uint64
+	for _, c := range b.columns() {
+		for _, p := range []string{"rocksdb.live-sst-files-size", "rocksdb.cur-size-all-mem-tables"} {
+			v, _ := b.nat.intProperty(c.c, p)
+			n += v
+		}
+	}
+	return n
+}
+
+// export writes chunks while the stage has credit for one.
+func (b *Backend) export(st *stage) error {
+	for !st.done && st.credit >= minChunk {
 		col := st.cols[st.col]
 		cf, ok := b.columnByName(col)
 		if !ok {
@@ -168,15 +188,69 @@ func (b *Backend) export(st *stage, least float64) error {
 	return nil
 }
 
-// dirtySet is the keys written in one checkpoint interval, by column family name;
-// complete is false when some change of the interval is not in it.
+// dirtySet is what was written in one checkpoint interval, by column family name and
+// key; complete is false when some change of the interval is not in it. bytes counts
+// the keys and values. Handed over at the interval's end, it is never modified again.
 type dirtySet struct {
-	cols     map[string]map[string]struct{}
+	cols     map[string]*dirtyKeys
 	complete bool
+	bytes    int64 // keys and values
 }
 
+// dirtyKeys is the last write of each key of a column family in an interval: a value,
+// a deletion, or a merge (a list append), whose value is read at the interval's end.
+// The values live in one arena, so that tracking allocates nothing per write but the
+// key's string the first time, and the collector has no per-key object to scan.
+type dirtyKeys struct {
+	idx   map[string]int32
+	ents  []dirtyEntry
+	arena []byte
+}
+
+type dirtyEntry struct {
+	off, n uint32 // the value: arena[off:off+n]
+	kind   uint8
+}
+
+func newDirtyKeys() *dirtyKeys { return &dirtyKeys{idx: map[string]int32{}} }
+
+// value is entry i's value.
+func (d *dirtyKeys) value(i int32) []byte {
+	e := d.ents[i]
+	return d.arena[e.off : e.off+e.n]
+}
+
+// set records v (nil for a deletion or a merge) as key k's write and returns the bytes
+// of memory it added.
+func (d *dirtyKeys) set(k, v []byte, kind uint8) int {
+	i, ok := d.idx[string(k)]
+	added := 0
+	if !ok {
+		i = int32(len(d.ents))
+		d.idx[string(k)] = i
+		d.ents = append(d.ents, dirtyEntry{})
+		added += len(k) + dirtyEntryOverhead
+	}
+	e := &d.ents[i]
+	if uint32(len(v)) <= e.n { // in place: a counter's update, say
+		copy(d.arena[e.off:], v)
+	} else {
+		e.off = uint32(len(d.arena))
+		d.arena = append(d.arena, v...)
+		added += len(v)
+	}
+	e.n, e.kind = uint32(len(v)), kind
+	return added
+}
+
+const (
+	dirtyPut = iota
+	dirtyDelete
+	dirtyMerge
+)
+
 // deltaPlan is what a delta snapshot builds on: the confirmed record and the dirty sets
-// of every interval after it (the current one included).
+// of every interval after it (the current one included), oldest first.
 type deltaPlan struct {
 	rec  *chainRecord
 	sets []*dirtySet
@@ -185,64 +259,90 @@ type deltaPlan struct {
 // deltasOn says whether snapshots may be deltas.
 func (b *Backend) deltasOn() bool { return b.cfg.Incremental && !b.cfg.DisableDeltas }
 
-// touch records that key k of column family c was written; the hot path. Keys are
-// tracked only with deltas on (c.dirty is nil otherwise, or after an overflow).
-func (b *Backend) touch(c *column, k []byte) {
+// trackPut, trackDelete and trackMerge record a write of key k of column family c; the
+// hot path. Keys are tracked only with deltas on (c.dirty is nil otherwise, or after
+// an overflow). A key already written in the interval costs a map lookup and a copy of
+// the value into its entry's buffer; a new one allocates its entry.
+func (b *Backend) trackPut(c *column, k, v []byte) { b.track(c, k, v, dirtyPut) }
+func (b *Backend) trackDelete(c *column, k []byte) { b.track(c, k, nil, dirtyDelete) }
+func (b *Backend) trackMerge(c *column, k []byte)  { b.track(c, k, nil, dirtyMerge) }
+
+func (b *Backend) track(c *column, k, v []byte, kind uint8) {
 	if c.dirty == nil {
 		return
 	}
-	if _, ok := c.dirty[string(k)]; ok {
-		return
-	}
-	c.dirty[string(k)] = struct{}{}
-	b.dirtyBytes += len(k) + dirtyEntryOverhead
-	if b.dirtyBytes > maxDirtyBytes {
+	added := c.dirty.set(k, v, kind)
+	b.dirtyBytes += added
+	b.dirtyData += len(k) + len(v) // about: rewrites count again
+	if b.dirtyBytes > maxDirtyBytes || len(c.dirty.arena) > math.MaxUint32/2 {
 		b.stopTracking()
 	}
 }
 
 // startTracking starts a new interval with empty dirty sets.
 func (b *Backend) startTracking() {
-	b.dirtyBytes, b.dirtyUnknown = 0, false
+	b.dirtyBytes, b.dirtyData, b.dirtyUnknown = 0, 0, false
 	on := b.deltasOn()
 	for _, c := range b.columns() {
 		c.dirty = nil
 		if on {
-			c.dirty = map[string]struct{}{}
+			c.dirty = newDirtyKeys()
 		}
 	}
 }
 
-// stopTracking gives up tracking this interval: the next snapshot is a base.
+// stopTracking gives up tracking this interval: the next snapshot is a native base.
 func (b *Backend) stopTracking() {
 	for _, c := range b.columns() {
 		c.dirty = nil
 	}
-	b.dirtyBytes, b.dirtyUnknown = 0, true
+	b.dirtyBytes, b.dirtyData, b.dirtyUnknown = 0, 0, true
 }
 
 // newColumnTracked sets up tracking for a column family created now: the snapshots
-// on earlier bases know nothing of it, so the interval needs a base.
+// on earlier bases know nothing of it, so the interval needs a native base.
 func (b *Backend) newColumnTracked(c *column) {
 	if b.deltasOn() && !b.dirtyUnknown {
-		c.dirty = map[string]struct{}{}
+		c.dirty = newDirtyKeys()
 		b.dirtyUnknown = true
 	}
 }
 
-// takeDirty ends the current interval and returns its dirty set.
-func (b *Backend) takeDirty() *dirtySet {
-	d := &dirtySet{cols: map[string]map[string]struct{}{}, complete: !b.dirtyUnknown}
-	for _, c := range b.columns() {
-		if len(c.dirty) > 0 {
-			d.cols[c.name] = c.dirty
+// takeDirty ends the current interval and returns its dirty set, the merged keys'
+// values read now (a list append's value is its operands merged with what was there).
+func (b *Backend) takeDirty() (*dirtySet, error) {
+	d := &dirtySet{cols: map[string]*dirtyKeys{}, complete: !b.dirtyUnknown, bytes: int64(b.dirtyData)}
+	if d.complete {
+		for _, c := range b.columns() {
+			if c.dirty == nil || len(c.dirty.ents) == 0 {
+				continue
+			}
+			dk := c.dirty
+			d.cols[c.name] = dk
+			for k, i := range dk.idx {
+				if dk.ents[i].kind != dirtyMerge {
+					continue
+				}
+				v, ok, err := b.nat.get(c.c, []byte(k), b.val[:0])
+				b.val = v
+				if err != nil {
+					b.stopTracking()
+					b.startTracking()
+					return &dirtySet{}, errorf("read the list %x for the delta: %w", k, err)
+				}
+				kind := uint8(dirtyPut)
+				if !ok {
+					kind = dirtyDelete
+				}
+				dk.set([]byte(k), v, kind)
+				d.bytes += int64(len(v))
+			}
 		}
-	}
-	if !d.complete {
+	} else {
 		d.cols = nil
 	}
 	b.startTracking()
-	return d
+	return d, nil
 }
 
 // planDelta records the dirty set of checkpoint id's interval and returns what a delta
@@ -260,40 +360,40 @@ func (i *incremental) planDelta(id int64, cur *dirtySet) *deltaPlan {
 		i.dirtyLost = max(i.dirtyLost, oldest)
 	}
 	rec := i.confirmed
-	if i.forceFull || rec == nil || !rec.extendable || len(rec.deltas) >= maxDeltas || i.dirtyLost > i.confirmedID {
+	if i.forceFull || rec == nil || !rec.extendable || i.dirtyLost > i.confirmedID {
+		return nil
+	}
+	deltas := 0
+	for _, d := range rec.deltas {
+		if !d.chunk {
+			deltas++
+		}
+	}
+	if deltas >= maxDeltas {
 		return nil
 	}
 	p := &deltaPlan{rec: rec}
-	for c, d := range i.dirty {
+	for _, c := range slices.Sorted(maps.Keys(i.dirty)) {
 		if c <= i.confirmedID {
 			continue
 		}
-		if !d.complete {
+		if d := i.dirty[c]; !d.complete {
 			return nil
+		} else {
+			p.sets = append(p.sets, d)
 		}
-		p.sets = append(p.sets, d)
 	}
 	return p
 }
 
-// deltaSnapshot is the synchronous phase of a delta snapshot: the delta files, written
-// into the local recovery copy's directory when the confirmed checkpoint has a copy to
-// build on, else into a directory of the instance; then the stage's share (a new stage
-// when there is none, or when the confirmed checkpoint switched to the current one), or
-// the switch to the stage when every chunk is written and confirmed.
-func (b *Backend) deltaSnapshot(id int64, plan *deltaPlan) (state.AsyncSnapshot, error) {
-	keys := map[string][]string{}
-	for _, c := range b.columns() {
-		union := map[string]struct{}{}
-		for _, d := range plan.sets {
-			for k := range d.cols[c.name] {
-				union[k] = struct{}{}
-			}
-		}
-		if len(union) > 0 {
-			keys[c.name] = slices.Sorted(maps.Keys(union))
-		}
-	}
+// deltaSnapshot is the synchronous phase of a delta snapshot, after the interval ended
+// (cur, takeDirty): it picks the directory of the delta files, the local recovery
+// copy's when the confirmed checkpoint has a copy to build on, else one of the
+// instance, and writes the stage's share (a new stage when there is none, or when the
+// confirmed checkpoint switched to the current one), or decides the switch to the stage
+// when every chunk is written and confirmed. The delta files are written by the
+// asynchronous phase, from the dirty sets alone.
+func (b *Backend) deltaSnapshot(id int64, plan *deltaPlan, cur *dirtySet) (state.AsyncSnapshot, error) {
 	var (
 		dir   string
 		local *localCopies
@@ -322,29 +422,7 @@ func (b *Backend) deltaSnapshot(id int64, plan *deltaPlan) (state.AsyncSnapshot,
 		}
 		return nil, errorf("snapshot %d: delta: %w", id, err)
 	}
-	var (
-		files []localFile
-		cols  []string
-		bytes int64
-	)
-	for _, c := range b.columns() {
-		ks := keys[c.name]
-		if len(ks) == 0 {
-			continue
-		}
-		name := metaDelta{column: c.name, ckpt: id}.name()
-		path := filepath.Join(dir, name)
-		if _, err := b.nat.writeDelta(c.c, ks, b.o.column(c.name), path); err != nil {
-			return fail(fmt.Errorf("column family %s: %w", c.name, err))
-		}
-		info, err := os.Stat(path)
-		if err != nil {
-			return fail(err)
-		}
-		files = append(files, localFile{name: name, size: info.Size(), sst: true})
-		cols = append(cols, c.name)
-		bytes += info.Size()
-	}
+	bytes := cur.bytes
 
 	rec := plan.rec
 	if st := b.stage; st != nil && rec.switched && rec.stage == st {
@@ -368,18 +446,14 @@ func (b *Backend) deltaSnapshot(id int64, plan *deltaPlan) (state.AsyncSnapshot,
 		if share <= 0 {
 			share = DefaultBaseShare
 		}
-		if b.deltaAvg == 0 {
-			b.deltaAvg = float64(bytes)
-		}
-		b.deltaAvg = 0.8*b.deltaAvg + 0.2*float64(bytes)
-		st.credit += share * float64(bytes)
-		if err := b.export(st, 3*share*b.deltaAvg); err != nil {
+		st.credit += max(share*float64(bytes), float64(b.liveDataSize())*2/maxDeltas)
+		if err := b.export(st); err != nil {
 			b.dropStage()
 			return fail(err)
 		}
 	}
-	s := b.newSnapshot(id, dir, files, false)
-	s.incremental, s.local, s.delta, s.deltaCols = true, local, plan, cols
+	s := b.newSnapshot(id, dir, nil, false)
+	s.incremental, s.local, s.delta = true, local, plan
 	s.stage, s.switchStage, s.staged = st, switchNow, confirmed
 	st.acquire()
 	if !switchNow {
@@ -402,6 +476,9 @@ func (b *Backend) deltaSnapshot(id int64, plan *deltaPlan) (state.AsyncSnapshot,
 // switch, the stage's chunks, the deltas since it started and these.
 func (s *snapshot) runDelta(ctx context.Context, w state.StateWriter) (*sluicev1.KeyedStateHandle, error) {
 	rec := s.delta.rec
+	if err := s.writeDeltas(); err != nil {
+		return nil, errorf("snapshot %d: delta: %w", s.id, err)
+	}
 	out := make([]*sluicev1.StateFile, len(s.files))
 	crcs := make([]uint32, len(s.files))
 	chunks := make([]deltaFile, len(s.chunks))
@@ -475,6 +552,96 @@ func (s *snapshot) runDelta(ctx context.Context, w state.StateWriter) (*sluicev1
 		s.keepLocalDelta(ctx, h, next)
 	}
 	return h, nil
+}
+
+// writeDeltas writes the delta files into s.dir, one per column family written to in
+// the intervals of s.delta (the latest write of each key, in key order, a deletion as
+// a deletion), and lists them in s.files and s.deltaCols. It reads only the dirty
+// sets, never the database, and uses options of its own: the backend may be gone.
+func (s *snapshot) writeDeltas() error {
+	cols := map[string]bool{}
+	for _, d := range s.delta.sets {
+		for c, m := range d.cols {
+			if len(m.ents) > 0 {
+				cols[c] = true
+			}
+		}
+	}
+	if len(cols) == 0 {
+		return nil
+	}
+	o, eo, done := deltaWriterOptions()
+	defer done()
+	for _, col := range slices.Sorted(maps.Keys(cols)) {
+		latest := map[string]dirtyRef{}
+		for _, d := range s.delta.sets { // oldest first: the latest write wins
+			if dk := d.cols[col]; dk != nil {
+				for k, i := range dk.idx {
+					latest[k] = dirtyRef{dk, i}
+				}
+			}
+		}
+		md := metaDelta{column: col, ckpt: s.id}
+		path := filepath.Join(s.dir, md.name())
+		if err := writeDeltaFile(o, eo, path, latest); err != nil {
+			return fmt.Errorf("column family %s: %w", col, err)
+		}
+		info, err := os.Stat(path)
+		if err != nil {
+			return err
+		}
+		s.files = append(s.files, localFile{name: md.name(), size: info.Size(), sst: true})
+		s.deltaCols = append(s.deltaCols, col)
+	}
+	return nil
+}
+
+// deltaWriterOptions are the options delta files are written with: RocksDB's defaults
+// with a bloom filter (10 bits per key), so that reads skip an ingested delta without
+// the key. done destroys them.
+func deltaWriterOptions() (*grocksdb.Options, *grocksdb.EnvOptions, func()) {
+	t := grocksdb.NewDefaultBlockBasedTableOptions()
+	t.SetFilterPolicy(grocksdb.NewBloomFilterFull(10)) // the table options own it
+	o := grocksdb.NewDefaultOptions()
+	o.SetBlockBasedTableFactory(t)
+	setNoSync(o)
+	eo := grocksdb.NewDefaultEnvOptions()
+	return o, eo, func() {
+		eo.Destroy()
+		o.Destroy()
+		t.Destroy()
+	}
+}
+
+// dirtyRef is entry i of a dirtyKeys.
+type dirtyRef struct {
+	d *dirtyKeys
+	i int32
+}
+
+// writeDeltaFile writes entries in key order into a new SST file at path.
+func writeDeltaFile(o *grocksdb.Options, eo *grocksdb.EnvOptions, path string, entries map[string]dirtyRef) (err error) {
+	w := grocksdb.NewSSTFileWriter(eo, o)
+	defer w.Destroy()
+	if err := w.Open(path); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(path)
+		}
+	}()
+	for _, k := range slices.Sorted(maps.Keys(entries)) {
+		if r := entries[k]; r.d.ents[r.i].kind == dirtyDelete {
+			err = w.Delete([]byte(k))
+		} else {
+			err = w.Put([]byte(k), r.d.value(r.i))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return w.Finish()
 }
 
 // keepLocalDelta completes the local recovery copy of delta snapshot h (record rec):

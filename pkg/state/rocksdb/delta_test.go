@@ -287,7 +287,7 @@ func TestDeltaLocalRecovery(t *testing.T) {
 func TestDeltaChainKeepsWhatItNeeds(t *testing.T) {
 	defer rocksdb.SetMinChunk(rocksdb.SetMinChunk(4 << 10))
 	store, dir := fileStore(t)
-	cfg := rocksdb.Config{Incremental: true, BaseShare: 1}
+	cfg := rocksdb.Config{Incremental: true, BaseShare: 2}
 	b := newBackend(t, cfg, opts(t, 128, all(128)))
 	want := content{}
 	mixed(t, b, want, 900, 900, 8000)
@@ -330,5 +330,33 @@ func TestDeltaChainKeepsWhatItNeeds(t *testing.T) {
 	t.Logf("%d switches to a new base; at most %d files in the checkpoint storage", switches, most)
 	if switches < 2 {
 		t.Fatalf("%d switches, want at least 2", switches)
+	}
+}
+
+// TestDeltaFewChanges: with very few changes per checkpoint, stages still end before
+// maxDeltas deltas pile up (each checkpoint adds at least 1/512 of the state to its
+// stage), so no checkpoint after the first is a native base, which would upload the
+// whole state at once.
+func TestDeltaFewChanges(t *testing.T) {
+	r := newUploadRun(t, rocksdb.Config{Incremental: true}, 5000)
+	first := r.checkpoint()
+	switches, most := 0, 0
+	prev := first
+	for id := r.next + 1; id <= r.next+1100; id++ {
+		r.put(r.rng.IntN(len(r.keys)))
+		h := checkpoint(t, r.b, r.store, id)
+		r.b.NotifyCheckpointComplete(id)
+		if nativeBase(h) && !nativeBase(prev) {
+			t.Fatalf("checkpoint %d is a native base (after %d switches)", id, switches)
+		}
+		if !nativeBase(h) && (nativeBase(prev) || firstChunk(h) != firstChunk(prev)) {
+			switches++
+		}
+		all, _ := deltaFiles(h, id)
+		most, prev = max(most, all), h
+	}
+	t.Logf("1100 checkpoints of one change each: %d switches, at most %d deltas and chunks", switches, most)
+	if switches < 2 || most > 1024 {
+		t.Fatalf("%d switches to a new base (want at least 2), at most %d deltas and chunks", switches, most)
 	}
 }

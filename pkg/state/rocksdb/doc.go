@@ -28,8 +28,9 @@
 // copied into a reused buffer, valid until the next call, as state.KeyedBackend allows),
 // no WAL (checkpoints are the durability), and no file ever synced (an Env whose syncs
 // do nothing: after any crash the database is rebuilt from a checkpoint). With deltas,
-// a write also records its key in the column family's dirty set (a map lookup; an
-// insert the first time per checkpoint interval). BenchmarkValueGetUpdate compares a
+// a write also records its key and value in the column family's dirty set (a map
+// lookup and a copy into an arena; the key's string is allocated the first time per
+// checkpoint interval), so that a delta snapshot reads nothing from the database. BenchmarkValueGetUpdate compares a
 // get-and-update with raw grocksdb on the same bytes.
 //
 // # Snapshots
@@ -63,10 +64,10 @@
 // See delta.go: a delta snapshot uploads, per column family, the current value of every
 // key written since the latest confirmed checkpoint, and a share (Config.BaseShare) of
 // the next base, chunks of the state in key order, which replace the base once all are
-// uploaded; compaction output is never uploaded. bench/incremental: 1.61 times the
-// bytes changed in steady state, no 10-checkpoint window above 1.73 (1.30 at share 0.2),
-// for restores that read the base and the deltas since its stage started (3.7 times the
-// state there). The rest of this section is about snapshots without deltas
+// uploaded; compaction output is never uploaded. bench/incremental: 1.59 times the
+// bytes changed in steady state, no 10-checkpoint window above 1.60 (1.43 at share 0.2),
+// for restores that read the base and the deltas since its stage started (3.6 times the
+// state there, in 481 files). The rest of this section is about snapshots without deltas
 // (Config.DisableDeltas) and native bases.
 //
 // # Compaction

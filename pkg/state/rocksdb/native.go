@@ -414,31 +414,6 @@ func (n native) exportRange(cf cfHandle, lower, upper []byte, o *grocksdb.Option
 	return int64(r), nil
 }
 
-// writeDelta writes the current value of every key of keys (sorted, distinct) of column
-// family cf into a new SST file at path with the column family options o, a Delete for
-// each absent key (sluice_write_delta: one cgo call for the whole file), and returns
-// the number of values written.
-func (n native) writeDelta(cf cfHandle, keys []string, o *grocksdb.Options, path string) (int64, error) {
-	total := 0
-	for _, k := range keys {
-		total += len(k)
-	}
-	buf := make([]byte, 0, total)
-	ends := make([]C.size_t, len(keys))
-	for i, k := range keys {
-		buf = append(buf, k...)
-		ends[i] = C.size_t(len(buf))
-	}
-	cpath := C.CString(path)
-	defer C.free(unsafe.Pointer(cpath))
-	var e *C.char
-	r := C.sluice_write_delta(n.db, cf, bufPtr(buf), &ends[0], C.size_t(len(keys)), (*C.rocksdb_options_t)(cptr(o)), cpath, &e)
-	if r < 0 {
-		return 0, cError(e)
-	}
-	return int64(r), nil
-}
-
 // ingestFile ingests the SST file at path into column family cf, moving it and
 // leaving its bytes unmodified (sluice_ingest_file).
 func (n native) ingestFile(cf cfHandle, path string) error {

@@ -268,37 +268,6 @@ int64_t sluice_export_range(rocksdb_t* db, rocksdb_column_family_handle_t* cf,
   return n;
 }
 
-int64_t sluice_write_delta(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* keys,
-                           const size_t* ends, size_t n, const rocksdb_options_t* o,
-                           const char* path, char** err) {
-  SstFileWriter w(EnvOptions(), o->rep, nullptr, false);
-  Status s = w.Open(path);
-  int64_t puts = 0;
-  ROCKSDB_NAMESPACE::ReadOptions ro;
-  ro.fill_cache = false;
-  ROCKSDB_NAMESPACE::PinnableSlice v;
-  size_t start = 0;
-  for (size_t i = 0; s.ok() && i < n; i++) {
-    Slice k(keys + start, ends[i] - start);
-    start = ends[i];
-    v.Reset();
-    s = db->rep->Get(ro, cf->rep, k, &v);
-    if (s.ok()) {
-      s = w.Put(k, v);
-      puts++;
-    } else if (s.IsNotFound()) {
-      s = w.Delete(k);
-    }
-  }
-  if (s.ok()) s = w.Finish();
-  if (!s.ok()) {
-    *err = strdup(s.ToString().c_str());
-    std::remove(path);
-    return -1;
-  }
-  return puts;
-}
-
 int64_t sluice_export_chunk(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* lower,
                             size_t lowerlen, uint64_t limit, const rocksdb_options_t* o,
                             const char* path, char** next, size_t* nextlen, char** err) {

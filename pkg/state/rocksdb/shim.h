@@ -53,15 +53,6 @@ int64_t sluice_export_range(rocksdb_t* db, rocksdb_column_family_handle_t* cf,
 // directories: the database is a disposable working copy.
 void sluice_options_set_no_sync(rocksdb_options_t* o);
 
-// sluice_write_delta writes the current value of each of the n keys of column family cf
-// of db (keys[ends[i-1]:ends[i]], ends[-1] = 0, sorted and distinct) into a new SST
-// file at path as a Put, or a Delete when the key is absent, through an SstFileWriter
-// with the options o. It returns the number of Puts; on error -1, *err set (free it
-// with rocksdb_free), nothing left at path.
-int64_t sluice_write_delta(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* keys,
-                           const size_t* ends, size_t n, const rocksdb_options_t* o,
-                           const char* path, char** err);
-
 // sluice_export_chunk writes the entries of column family cf of db from key lower on
 // (the merged value of each key, as a Put, in key order) into a new SST file at path,
 // through an SstFileWriter with the options o, until their keys and values reach limit

@@ -258,11 +258,13 @@ func (b *Backend) Snapshot(checkpointID int64) (state.AsyncSnapshot, error) {
 	if b.closed {
 		return nil, state.ErrClosed
 	}
-	var plan *deltaPlan
 	if b.deltasOn() {
-		if plan = b.inc.planDelta(checkpointID, b.takeDirty()); plan != nil {
-			return b.deltaSnapshot(checkpointID, plan)
+		cur, err := b.takeDirty()
+		if plan := b.inc.planDelta(checkpointID, cur); plan != nil && err == nil {
+			return b.deltaSnapshot(checkpointID, plan, cur)
 		}
+		// Without the interval's changes (err: a list could not be read, the set is
+		// incomplete), a native base.
 	}
 	b.dropStage() // a native base starts the chain over
 	dir, ents, local := b.localCheckpoint(checkpointID)

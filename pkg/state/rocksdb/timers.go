@@ -215,7 +215,7 @@ func (t *timers) register(q *timerQueue, ts int64, key []byte, keyGroup int, ns 
 	if err := t.b.nat.put(q.col.c, k, nil); err != nil {
 		return errorf("register %v timer: %w", q.domain, err)
 	}
-	t.b.touch(q.col, k)
+	t.b.trackPut(q.col, k, nil)
 	q.count++
 	if !q.hasHead(gi) || bytes.Compare(id, q.heads[gi]) < 0 {
 		q.setHead(gi, id)
@@ -235,7 +235,7 @@ func (t *timers) delete(q *timerQueue, ts int64, key []byte, keyGroup int, ns []
 	if err := t.b.nat.delete(q.col.c, k); err != nil {
 		return errorf("delete %v timer: %w", q.domain, err)
 	}
-	t.b.touch(q.col, k)
+	t.b.trackDelete(q.col, k)
 	q.count--
 	if bytes.Equal(id, q.heads[gi]) {
 		return t.next(q, gi, k)
@@ -309,7 +309,7 @@ func (t *timers) fire(q *timerQueue, limit int64, fire func(state.Timer) error) 
 		if err := t.b.nat.delete(q.col.c, t.kbuf); err != nil {
 			return errorf("delete %v timer: %w", q.domain, err)
 		}
-		t.b.touch(q.col, t.kbuf)
+		t.b.trackDelete(q.col, t.kbuf)
 		q.count--
 		if err := t.next(q, gi, t.kbuf); err != nil {
 			return err
