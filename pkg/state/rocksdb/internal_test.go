@@ -4,8 +4,10 @@ package rocksdb
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/linxGnu/grocksdb"
@@ -143,12 +145,51 @@ func TestMetaRoundTrip(t *testing.T) {
 			t.Fatalf("%+v decoded: %v", m, err)
 		}
 	}
+
+	// Version 2: deltas (a chunk first) and staged chunks.
+	d := sampleDeltaMeta()
+	got, err = decodeMeta(d.encode(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.deltas, d.deltas) || !slices.Equal(got.staged, d.staged) || got.deltas[1].name() != "delta-7-timers-event.sst" ||
+		got.deltas[0].name() != "base-5-state-0-0.sst" || !bytes.Equal(got.encode(), d.encode()) {
+		t.Fatalf("decoded %+v", got)
+	}
+	if v := binary.BigEndian.Uint16(d.encode()[len(metaMagic):]); v != metaVersionDelta {
+		t.Fatalf("version %d with deltas", v)
+	}
+	badDeltas := []*snapshotMeta{
+		{maxP: 128, kgs: keygroup.Range{Start: 0, End: 1}, deltas: []metaDelta{{column: "default", ckpt: 1}}},
+		{maxP: 128, kgs: keygroup.Range{Start: 0, End: 1}, deltas: []metaDelta{{column: "state-0", ckpt: 1}, {column: "state-0", ckpt: 1}}},
+		{maxP: 128, kgs: keygroup.Range{Start: 0, End: 1}, staged: []metaDelta{{column: "state-0", ckpt: 1, chunk: true}, {column: "state-0", ckpt: 1, chunk: true}}},
+	}
+	for _, m := range badDeltas {
+		if _, err := decodeMeta(m.encode(), "x"); !errors.Is(err, state.ErrCorrupt) {
+			t.Fatalf("%+v decoded: %v", m, err)
+		}
+	}
+}
+
+// sampleDeltaMeta is the meta file of a delta snapshot on a base of chunks, with
+// chunks of the next base staged.
+func sampleDeltaMeta() *snapshotMeta {
+	m := sampleMeta()
+	m.shared, m.private = nil, nil
+	m.deltas = []metaDelta{
+		{column: "state-0", ckpt: 5, chunk: true},
+		{column: "timers-event", ckpt: 7},
+		{column: "state-1", ckpt: 7},
+	}
+	m.staged = []metaDelta{{column: "state-1", ckpt: 6, chunk: true, seq: 3}}
+	return m
 }
 
 // FuzzDecodeMeta: no input makes the decoder panic; what it refuses is ErrCorrupt, and
 // what it accepts decodes again the same after re-encoding.
 func FuzzDecodeMeta(f *testing.F) {
 	f.Add(sampleMeta().encode())
+	f.Add(sampleDeltaMeta().encode())
 	f.Add([]byte(metaMagic))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeMeta(b, "fuzz")
