@@ -121,6 +121,7 @@ type Backend struct {
 	dirtyData    int // keys and values
 	dirtyUnknown bool
 	stage        *stage // the next base being written, with deltas (delta.go)
+	baseBytes    int64  // the size of the latest base (delta.go)
 	seq          int64  // snapshot directories
 	closed       bool   // closed, or broken by a failed restore: every call fails
 	released     bool   // Close ran

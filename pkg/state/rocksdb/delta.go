@@ -45,9 +45,9 @@ import (
 // files of the handles: referenced, so that they are kept, but not restored.
 //
 // So that a stage ends before maxDeltas deltas pile up, a delta snapshot adds at least
-// 2/maxDeltas of the state's size (as its SST files and memtables measure it) to the
-// stage's credit: with very few changes per checkpoint, a checkpoint uploads that
-// rather than its share.
+// 4/maxDeltas of the state's size (its latest stage's chunks, or the SST files right
+// after the latest native base flushed the memtables) to the stage's credit: with very
+// few changes per checkpoint, a checkpoint uploads that rather than its share.
 //
 // A native base is taken when it must: no confirmed snapshot to build on, a forced full
 // snapshot, a restore, a state registered or changes not tracked (more than
@@ -144,17 +144,15 @@ func (b *Backend) newStage(id int64) (*stage, error) {
 	return st, nil
 }
 
-// liveDataSize is an upper bound of the state's bytes: its SST files (overwritten and
-// deleted entries not yet compacted away included) and memtables.
-func (b *Backend) liveDataSize() uint64 {
+// liveSSTSize is the size of the SST files of the current version (overwritten and
+// deleted entries not yet compacted away included).
+func (b *Backend) liveSSTSize() int64 {
 	var n uint64
 	for _, c := range b.columns() {
-		for _, p := range []string{"rocksdb.live-sst-files-size", "rocksdb.cur-size-all-mem-tables"} {
-			v, _ := b.nat.intProperty(c.c, p)
-			n += v
-		}
+		v, _ := b.nat.intProperty(c.c, "rocksdb.live-sst-files-size")
+		n += v
 	}
-	return n
+	return int64(n)
 }
 
 // export writes chunks while the stage has credit for one.
@@ -220,27 +218,28 @@ func (d *dirtyKeys) value(i int32) []byte {
 	return d.arena[e.off : e.off+e.n]
 }
 
-// set records v (nil for a deletion or a merge) as key k's write and returns the bytes
-// of memory it added.
-func (d *dirtyKeys) set(k, v []byte, kind uint8) int {
+// set records v (nil for a deletion or a merge) as key k's write. It returns the bytes
+// of memory it added, and by how much it changed the bytes of the keys and latest
+// values (what a delta holds).
+func (d *dirtyKeys) set(k, v []byte, kind uint8) (mem, data int) {
 	i, ok := d.idx[string(k)]
-	added := 0
 	if !ok {
 		i = int32(len(d.ents))
 		d.idx[string(k)] = i
 		d.ents = append(d.ents, dirtyEntry{})
-		added += len(k) + dirtyEntryOverhead
+		mem, data = len(k)+dirtyEntryOverhead, len(k)
 	}
 	e := &d.ents[i]
+	data += len(v) - int(e.n)
 	if uint32(len(v)) <= e.n { // in place: a counter's update, say
 		copy(d.arena[e.off:], v)
 	} else {
 		e.off = uint32(len(d.arena))
 		d.arena = append(d.arena, v...)
-		added += len(v)
+		mem += len(v)
 	}
 	e.n, e.kind = uint32(len(v)), kind
-	return added
+	return mem, data
 }
 
 const (
@@ -271,9 +270,9 @@ func (b *Backend) track(c *column, k, v []byte, kind uint8) {
 	if c.dirty == nil {
 		return
 	}
-	added := c.dirty.set(k, v, kind)
-	b.dirtyBytes += added
-	b.dirtyData += len(k) + len(v) // about: rewrites count again
+	mem, data := c.dirty.set(k, v, kind)
+	b.dirtyBytes += mem
+	b.dirtyData += data
 	if b.dirtyBytes > maxDirtyBytes || len(c.dirty.arena) > math.MaxUint32/2 {
 		b.stopTracking()
 	}
@@ -334,8 +333,8 @@ func (b *Backend) takeDirty() (*dirtySet, error) {
 				if !ok {
 					kind = dirtyDelete
 				}
-				dk.set([]byte(k), v, kind)
-				d.bytes += int64(len(v))
+				_, data := dk.set([]byte(k), v, kind)
+				d.bytes += int64(data)
 			}
 		}
 	} else {
@@ -446,10 +445,16 @@ func (b *Backend) deltaSnapshot(id int64, plan *deltaPlan, cur *dirtySet) (state
 		if share <= 0 {
 			share = DefaultBaseShare
 		}
-		st.credit += max(share*float64(bytes), float64(b.liveDataSize())*2/maxDeltas)
+		st.credit += max(share*float64(bytes), float64(b.baseBytes)*4/maxDeltas)
 		if err := b.export(st); err != nil {
 			b.dropStage()
 			return fail(err)
+		}
+		if st.done {
+			b.baseBytes = 0
+			for _, c := range st.chunks {
+				b.baseBytes += c.size
+			}
 		}
 	}
 	s := b.newSnapshot(id, dir, nil, false)

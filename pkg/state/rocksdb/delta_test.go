@@ -334,7 +334,7 @@ func TestDeltaChainKeepsWhatItNeeds(t *testing.T) {
 }
 
 // TestDeltaFewChanges: with very few changes per checkpoint, stages still end before
-// maxDeltas deltas pile up (each checkpoint adds at least 1/512 of the state to its
+// maxDeltas deltas pile up (each checkpoint adds at least 1/256 of the state to its
 // stage), so no checkpoint after the first is a native base, which would upload the
 // whole state at once.
 func TestDeltaFewChanges(t *testing.T) {
@@ -358,5 +358,33 @@ func TestDeltaFewChanges(t *testing.T) {
 	t.Logf("1100 checkpoints of one change each: %d switches, at most %d deltas and chunks", switches, most)
 	if switches < 2 || most > 1024 {
 		t.Fatalf("%d switches to a new base (want at least 2), at most %d deltas and chunks", switches, most)
+	}
+}
+
+// TestDeltaHotKeys: keys written many times between two checkpoints count once, with
+// their latest value, both in the delta and in what the checkpoint adds to the next
+// base: the uploads follow the entries changed, not the writes.
+func TestDeltaHotKeys(t *testing.T) {
+	r := newUploadRun(t, rocksdb.Config{Incremental: true}, 20_000)
+	r.checkpoint()
+	var changed, uploaded int64
+	for range 60 {
+		hot := make([]int, 200)
+		for i := range hot {
+			hot[i] = r.rng.IntN(len(r.keys))
+		}
+		var c int64
+		for range 50 {
+			for _, i := range hot {
+				c = r.put(i) // the same bytes every time: count the keys once
+			}
+		}
+		changed += c * int64(len(hot))
+		uploaded += r.checkpoint().GetIncrementalSize()
+	}
+	ratio := float64(uploaded) / float64(changed)
+	t.Logf("60 checkpoints of 200 keys written 50 times each: uploaded %d bytes for %d changed (%.2fx)", uploaded, changed, ratio)
+	if ratio > 2 {
+		t.Fatalf("uploaded %.2fx the entries changed (want at most 2)", ratio)
 	}
 }

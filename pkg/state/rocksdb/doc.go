@@ -65,9 +65,9 @@
 // key written since the latest confirmed checkpoint, and a share (Config.BaseShare) of
 // the next base, chunks of the state in key order, which replace the base once all are
 // uploaded; compaction output is never uploaded. bench/incremental: 1.59 times the
-// bytes changed in steady state, no 10-checkpoint window above 1.60 (1.43 at share 0.2),
+// bytes changed in steady state, no 10-checkpoint window above 1.60 (1.50 at share 0.2),
 // for restores that read the base and the deltas since its stage started (3.6 times the
-// state there, in 481 files). The rest of this section is about snapshots without deltas
+// state there, in 479 files). The rest of this section is about snapshots without deltas
 // (Config.DisableDeltas) and native bases.
 //
 // # Compaction

@@ -189,6 +189,7 @@ func (b *Backend) restore(ctx context.Context, handles []*sluicev1.KeyedStateHan
 	b.inc.restored(reuse)
 	b.startTracking()
 	b.dropStage()
+	b.baseBytes = b.liveSSTSize()
 	if src != nil && parts[base].hr == b.kgs && cnt.local.Load() > 0 {
 		// The copy restored from is this backend's own: it stays as the confirmed one.
 		b.local.restoredFrom(src.id)

@@ -274,6 +274,7 @@ func (b *Backend) Snapshot(checkpointID int64) (state.AsyncSnapshot, error) {
 			return nil, err
 		}
 	}
+	b.baseBytes = b.liveSSTSize() // the native checkpoint flushed the memtables
 	files, empty, err := checkpointFiles(checkpointID, ents)
 	if err != nil {
 		if local != nil {
