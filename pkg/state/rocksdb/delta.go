@@ -54,8 +54,8 @@ import (
 // maxDirtyBytes of keys and values) since the confirmed one, or maxDeltas deltas.
 
 const (
-	// maxDeltas bounds the deltas of a handle, chunks aside: each is one ingestion on
-	// restore (a column family's chunks are one together).
+	// maxDeltas bounds the deltas of a handle, chunks aside: what a restore reads and
+	// ingests.
 	maxDeltas = 1024
 	// maxDirtyBytes bounds the memory of the keys tracked per backend between two
 	// checkpoints; beyond it tracking stops and the next snapshot is a native base,
@@ -704,22 +704,26 @@ func (s *snapshot) keepLocalDelta(ctx context.Context, h *sluicev1.KeyedStateHan
 	s.mu.Unlock()
 }
 
-// ingestDeltas ingests the deltas of meta file m, downloaded into dir, in order, into
-// the column families col finds (by name) of the database n. Consecutive chunks of a
-// column family (disjoint key ranges, in key order) are ingested together.
+// ingestDeltas ingests the deltas of meta file m, downloaded into dir, into the column
+// families col finds (by name) of the database n: one ingestion per column family, of
+// its deltas in order, which RocksDB gives increasing sequence numbers when they
+// overlap (a later delta's write wins), chunks included.
 func ingestDeltas(n native, col func(name string) (cfHandle, bool), dir string, m *snapshotMeta) error {
-	for i := 0; i < len(m.deltas); {
-		d := m.deltas[i]
-		cf, ok := col(d.column)
+	var order []string
+	paths := map[string][]string{}
+	for _, d := range m.deltas {
+		if _, ok := paths[d.column]; !ok {
+			order = append(order, d.column)
+		}
+		paths[d.column] = append(paths[d.column], filepath.Join(dir, d.name()))
+	}
+	for _, c := range order {
+		cf, ok := col(c)
 		if !ok {
-			return fmt.Errorf("%w: %s is for column family %s, which the snapshot does not have", state.ErrCorrupt, d.name(), d.column)
+			return fmt.Errorf("%w: deltas for column family %s, which the snapshot does not have", state.ErrCorrupt, c)
 		}
-		paths := []string{filepath.Join(dir, d.name())}
-		for i++; d.chunk && i < len(m.deltas) && m.deltas[i].chunk && m.deltas[i].column == d.column && m.deltas[i].ckpt == d.ckpt; i++ {
-			paths = append(paths, filepath.Join(dir, m.deltas[i].name()))
-		}
-		if err := n.ingestFiles(cf, paths); err != nil {
-			return fmt.Errorf("ingest %s (%d files): %w", d.name(), len(paths), err)
+		if err := n.ingestFiles(cf, paths[c]); err != nil {
+			return fmt.Errorf("ingest %d deltas into column family %s: %w", len(paths[c]), c, err)
 		}
 	}
 	return nil

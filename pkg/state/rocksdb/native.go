@@ -414,16 +414,6 @@ func (n native) exportRange(cf cfHandle, lower, upper []byte, o *grocksdb.Option
 	return int64(r), nil
 }
 
-// ingestFile ingests the SST file at path into column family cf, moving it and
-// leaving its bytes unmodified (sluice_ingest_file).
-func (n native) ingestFile(cf cfHandle, path string) error {
-	cpath := C.CString(path)
-	defer C.free(unsafe.Pointer(cpath))
-	var e *C.char
-	C.sluice_ingest_file(n.db, cf, cpath, &e)
-	return cError(e)
-}
-
 // exportChunk writes the entries of column family cf from key lower on into a new SST
 // file at path until their keys and values reach limit bytes (sluice_export_chunk). It
 // returns the entries written (0: no file) and the key to resume at, nil when the
@@ -448,8 +438,9 @@ func (n native) exportChunk(cf cfHandle, lower []byte, limit int64, o *grocksdb.
 	return int64(r), resume, nil
 }
 
-// ingestFiles ingests SST files with disjoint key ranges into column family cf in one
-// ingestion, moving them and leaving their bytes unmodified (sluice_ingest_files).
+// ingestFiles ingests SST files into column family cf in one ingestion, in order (when
+// they overlap, a later file's entries win), moving them and leaving their bytes
+// unmodified (sluice_ingest_files).
 func (n native) ingestFiles(cf cfHandle, paths []string) error {
 	cs := make([]*C.char, len(paths))
 	for i, p := range paths {

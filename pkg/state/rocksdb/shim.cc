@@ -324,11 +324,6 @@ static void ingest(rocksdb_t* db, rocksdb_column_family_handle_t* cf,
   if (!s.ok()) *err = strdup(s.ToString().c_str());
 }
 
-void sluice_ingest_file(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* path,
-                        char** err) {
-  ingest(db, cf, {std::string(path)}, err);
-}
-
 void sluice_ingest_files(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* const* paths,
                          size_t n, char** err) {
   std::vector<std::string> v(paths, paths + n);

@@ -64,15 +64,11 @@ int64_t sluice_export_chunk(rocksdb_t* db, rocksdb_column_family_handle_t* cf, c
                             size_t lowerlen, uint64_t limit, const rocksdb_options_t* o,
                             const char* path, char** next, size_t* nextlen, char** err);
 
-// sluice_ingest_file ingests the SST file at path into column family cf of db, moved
-// (hard-linked, then unlinked from path) rather than copied, newer than everything in
-// the column family, without writing the sequence number into the file: a file that
-// is also a hard link of a local recovery copy is never modified. Sets *err on error.
-void sluice_ingest_file(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* path,
-                        char** err);
-
-// sluice_ingest_files ingests n SST files with disjoint key ranges into column family
-// cf of db in one ingestion, as sluice_ingest_file does one.
+// sluice_ingest_files ingests n SST files into column family cf of db in one ingestion:
+// moved (hard-linked, then unlinked from their paths) rather than copied, newer than
+// everything in the column family and, when they overlap, each newer than the ones
+// before it, without writing sequence numbers into the files: a file that is also a
+// hard link of a local recovery copy is never modified. Sets *err on error.
 void sluice_ingest_files(rocksdb_t* db, rocksdb_column_family_handle_t* cf, const char* const* paths,
                          size_t n, char** err);
 
