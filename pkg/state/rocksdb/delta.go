@@ -32,17 +32,18 @@ import (
 // never uploaded.
 //
 // Deltas pile up, so each delta snapshot also writes and uploads a share of the next
-// base (a stage), Config.BaseShare of its interval's written bytes: every column family's
-// entries, in key order, exported into SST files ("chunks") from the database as it is
-// at that synchronous phase, resuming where the previous chunk ended. Once every chunk
-// is written and confirmed uploaded, the next delta snapshot switches: its base is the
-// chunks, ingested into an empty database, followed by the deltas since the stage
-// started (ingesting a delta after a chunk exported later only rewrites a key with a
-// value that a later delta rewrites again, since every change after the start is in a
-// delta after it), and a new stage starts. Every checkpoint then uploads about
-// 1 + BaseShare times its delta, and a restore reads the base plus at most the deltas
-// of two stages (about 2/BaseShare times the state). Until then the chunks are staged
-// files of the handles: referenced, so that they are kept, but not restored.
+// base (a stage), Config.BaseShare of the bytes of the keys and latest values its
+// interval changed: every column family's entries, in key order, exported into SST
+// files ("chunks") from the database as it is at that synchronous phase, resuming where
+// the previous chunk ended. Once every chunk is written and confirmed uploaded, the
+// next delta snapshot switches: its base is the chunks, ingested into an empty
+// database, followed by the deltas since the stage started (ingesting a delta after a
+// chunk exported later only rewrites a key with a value that a later delta rewrites
+// again, since every change after the start is in a delta after it), and a new stage
+// starts. Every checkpoint then uploads about 1 + BaseShare times its delta, and a
+// restore reads the base plus at most the deltas of two stages (about 2/BaseShare
+// times the state). Until then the chunks are staged files of the handles: referenced,
+// so that they are kept, but not restored.
 //
 // So that a stage ends before maxDeltas deltas pile up, a delta snapshot adds at least
 // 4/maxDeltas of the state's size (its latest stage's chunks, or the SST files right
