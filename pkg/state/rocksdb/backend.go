@@ -50,9 +50,9 @@ type column struct {
 	dirty *dirtyKeys
 }
 
-// instance is the backend's directory: db/ holds the database, snap-*/ the native
-// checkpoints of snapshots being uploaded. It is removed when the backend and every
-// snapshot it took are done with it.
+// instance is a directory removed when its last holder releases it: the backend's
+// (db/ holds the database, snap-*/ the files of snapshots being uploaded), removed when
+// the backend and every snapshot it took are done with it, or a stage's (delta.go).
 type instance struct {
 	dir  string
 	mu   sync.Mutex

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 
 	"github.com/linxGnu/grocksdb"
 	"golang.org/x/sync/errgroup"
@@ -75,21 +74,17 @@ var minChunk float64 = 64 << 10
 
 // stage is the next base being written: chunks of the column families cols, in order,
 // exported a share per delta snapshot. The task goroutine writes it; the asynchronous
-// phases read the chunk files in dir, which is removed once the stage is dropped and
-// no snapshot references it.
+// phases read the chunk files in files.dir, which is removed once the backend dropped
+// the stage (its own reference) and no snapshot holds one.
 type stage struct {
 	start  int64 // the checkpoint whose synchronous phase started it
-	dir    string
+	files  *instance
 	cols   []string
 	col    int    // the column family being exported
 	next   []byte // where its export resumes; nil: at its start
 	done   bool
 	chunks []chunkFile
 	credit float64 // bytes it may export now
-
-	mu      sync.Mutex
-	refs    int
-	dropped bool
 }
 
 // chunkFile is a chunk's local file (its name: metaDelta.name).
@@ -98,48 +93,24 @@ type chunkFile struct {
 	size int64
 }
 
-func (st *stage) acquire() {
-	st.mu.Lock()
-	st.refs++
-	st.mu.Unlock()
-}
-
-func (st *stage) release() {
-	st.mu.Lock()
-	st.refs--
-	rm := st.dropped && st.refs == 0
-	st.mu.Unlock()
-	if rm {
-		os.RemoveAll(st.dir)
-	}
-}
-
 // dropStage forgets the stage; its files go once no snapshot uses them.
 func (b *Backend) dropStage() {
-	st := b.stage
-	if st == nil {
-		return
-	}
-	b.stage = nil
-	st.mu.Lock()
-	st.dropped = true
-	rm := st.refs == 0
-	st.mu.Unlock()
-	if rm {
-		os.RemoveAll(st.dir)
+	if st := b.stage; st != nil {
+		b.stage = nil
+		st.files.release()
 	}
 }
 
 // newStage starts a stage at checkpoint id.
 func (b *Backend) newStage(id int64) (*stage, error) {
-	st := &stage{start: id, dir: filepath.Join(b.inst.dir, fmt.Sprintf("stage-%d", id))}
+	st := &stage{start: id, files: &instance{dir: filepath.Join(b.inst.dir, fmt.Sprintf("stage-%d", id)), refs: 1}}
 	for _, c := range b.columns() {
 		st.cols = append(st.cols, c.name)
 	}
-	if err := os.RemoveAll(st.dir); err != nil {
+	if err := os.RemoveAll(st.files.dir); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(st.dir, 0o755); err != nil {
+	if err := os.MkdirAll(st.files.dir, 0o755); err != nil {
 		return nil, err
 	}
 	return st, nil
@@ -165,7 +136,7 @@ func (b *Backend) export(st *stage) error {
 			return fmt.Errorf("stage %d: column family %s is gone", st.start, col)
 		}
 		md := metaDelta{column: col, ckpt: st.start, chunk: true, seq: len(st.chunks)}
-		path := filepath.Join(st.dir, md.name())
+		path := filepath.Join(st.files.dir, md.name())
 		n, next, err := b.nat.exportChunk(cf, st.next, int64(min(st.credit, maxChunk)), b.o.column(col), path)
 		if err != nil {
 			return fmt.Errorf("stage %d: column family %s: %w", st.start, col, err)
@@ -201,9 +172,10 @@ type dirtySet struct {
 // The values live in one arena, so that tracking allocates nothing per write but the
 // key's string the first time, and the collector has no per-key object to scan.
 type dirtyKeys struct {
-	idx   map[string]int32
-	ents  []dirtyEntry
-	arena []byte
+	idx    map[string]int32
+	ents   []dirtyEntry
+	arena  []byte
+	merged bool // some entry was a merge once: its value may have to be read
 }
 
 type dirtyEntry struct {
@@ -240,6 +212,7 @@ func (d *dirtyKeys) set(k, v []byte, kind uint8) (mem, data int) {
 		mem += len(v)
 	}
 	e.n, e.kind = uint32(len(v)), kind
+	d.merged = d.merged || kind == dirtyMerge
 	return mem, data
 }
 
@@ -319,6 +292,9 @@ func (b *Backend) takeDirty() (*dirtySet, error) {
 			}
 			dk := c.dirty
 			d.cols[c.name] = dk
+			if !dk.merged {
+				continue
+			}
 			for k, i := range dk.idx {
 				if dk.ents[i].kind != dirtyMerge {
 					continue
@@ -408,8 +384,7 @@ func (b *Backend) deltaSnapshot(id int64, plan *deltaPlan, cur *dirtySet) (state
 		}
 	}
 	if dir == "" {
-		b.seq++
-		dir = filepath.Join(b.inst.dir, fmt.Sprintf("snap-%d", b.seq))
+		dir = b.snapDir()
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, errorf("snapshot %d: %w", id, err)
 		}
@@ -461,7 +436,7 @@ func (b *Backend) deltaSnapshot(id int64, plan *deltaPlan, cur *dirtySet) (state
 	s := b.newSnapshot(id, dir, nil, false)
 	s.incremental, s.local, s.delta = true, local, plan
 	s.stage, s.switchStage, s.staged = st, switchNow, confirmed
-	st.acquire()
+	st.files.acquire()
 	if !switchNow {
 		have := map[int]bool{}
 		for _, c := range confirmed {
@@ -498,7 +473,7 @@ func (s *snapshot) runDelta(ctx context.Context, w state.StateWriter) (*sluicev1
 	}
 	for i, c := range s.chunks {
 		g.Go(func() error {
-			sf, crc, err := s.upload(gctx, s.stage.dir, w, localFile{name: c.name(), size: c.size, sst: true}, true)
+			sf, crc, err := s.upload(gctx, s.stage.files.dir, w, localFile{name: c.name(), size: c.size, sst: true}, true)
 			chunks[i] = deltaFile{metaDelta: c.metaDelta, sf: sharedFile{f: sf, crc: crc, hasCRC: true}}
 			return err
 		})
@@ -675,7 +650,7 @@ func (s *snapshot) keepLocalDelta(ctx context.Context, h *sluicev1.KeyedStateHan
 		if !written[f.name] {
 			src := filepath.Join(from, f.name)
 			if chunks[f.name] {
-				src = filepath.Join(s.stage.dir, f.name)
+				src = filepath.Join(s.stage.files.dir, f.name)
 			}
 			if err := os.Link(src, path); err != nil {
 				s.local.failed(s.id, "link the files it shares with checkpoint "+fmt.Sprint(s.delta.rec.id), err)
@@ -696,13 +671,7 @@ func (s *snapshot) keepLocalDelta(ctx context.Context, h *sluicev1.KeyedStateHan
 		}
 		m.files = append(m.files, manifestFile{name: f.name, size: f.sf.f.GetSize(), sha256: f.sf.f.GetSha256(), crc: crc})
 	}
-	if err := writeLocalManifest(s.dir, m); err != nil {
-		s.local.failed(s.id, "write the manifest", err)
-		return
-	}
-	s.mu.Lock()
-	s.kept = true
-	s.mu.Unlock()
+	s.keepManifest(m)
 }
 
 // ingestDeltas ingests the deltas of meta file m, downloaded into dir, into the column

@@ -296,8 +296,7 @@ func (b *Backend) Snapshot(checkpointID int64) (state.AsyncSnapshot, error) {
 // instanceCheckpoint takes a native checkpoint into a new directory of the instance and
 // lists it.
 func (b *Backend) instanceCheckpoint(id int64) (string, []os.DirEntry, error) {
-	b.seq++
-	dir := filepath.Join(b.inst.dir, fmt.Sprintf("snap-%d", b.seq))
+	dir := b.snapDir()
 	if err := b.cp.CreateCheckpoint(dir, 0); err != nil {
 		os.RemoveAll(dir)
 		return "", nil, errorf("snapshot %d: native checkpoint: %w", id, err)
@@ -308,6 +307,12 @@ func (b *Backend) instanceCheckpoint(id int64) (string, []os.DirEntry, error) {
 		return "", nil, errorf("snapshot %d: %w", id, err)
 	}
 	return dir, ents, nil
+}
+
+// snapDir names a new directory of the instance for a snapshot's files.
+func (b *Backend) snapDir() string {
+	b.seq++
+	return filepath.Join(b.inst.dir, fmt.Sprintf("snap-%d", b.seq))
 }
 
 // checkpointFiles lists the files of a native checkpoint to upload, sorted by name;
@@ -412,7 +417,7 @@ func (s *snapshot) done() {
 		os.RemoveAll(s.dir)
 	}
 	if s.stage != nil {
-		s.stage.release()
+		s.stage.files.release()
 	}
 	s.inst.release()
 }
@@ -486,6 +491,12 @@ func (s *snapshot) keepLocal(h *sluicev1.KeyedStateHandle, crcs []uint32) {
 		}
 		m.files = append(m.files, manifestFile{name: f.name, size: f.size, sha256: sf.GetSha256(), crc: crcs[i]})
 	}
+	s.keepManifest(m)
+}
+
+// keepManifest writes the manifest of the local recovery copy, which keeps it; a
+// failure is logged (the copy is then removed).
+func (s *snapshot) keepManifest(m *localManifest) {
 	if err := writeLocalManifest(s.dir, m); err != nil {
 		s.local.failed(s.id, "write the manifest", err)
 		return
